@@ -1,0 +1,106 @@
+"""Validation of the whole run config before any model is loaded, and its identity (hash).
+
+Every failure names the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from diet.errors import DietConfigError
+from diet.io import stable_hash
+from diet.paths import data_dir as resolve_data_dir
+from diet.registry import unknown_name_message
+
+WANDB_MODES = ("offline", "online", "disabled")
+DIMS = ("mlp",)
+
+
+def _number_in(name: str, value: Any, low: float, high: float, low_open: bool, high_open: bool) -> float:
+    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise DietConfigError(f"{name}={value!r} is not a number: allowed {interval}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        raise DietConfigError(f"{name}={value!r} is outside the allowed range {interval}")
+    return float(value)
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        allowed = "an integer >= 1" + (" or null" if allow_none else "")
+        raise DietConfigError(f"{name}={value!r} is not allowed: use {allowed}")
+
+
+def _choice(name: str, value: Any, allowed: list[str] | tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise DietConfigError(unknown_name_message(name, value, list(allowed)))
+
+
+def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every option; returns facts derived on the way (task list, data dir)."""
+    from diet.masks import MERGES, SCOPES
+    from diet.methods import METHODS
+    from diet.models.loaders import SOURCES
+    from diet.profile import STATS
+    from diet.tasks import check_data_files, headline_metric, resolve_task_names
+
+    method = METHODS.get(cfg["method"]["name"])
+    SOURCES.get(cfg["model"]["source"])
+    tasks = resolve_task_names(cfg["tasks"], cfg.get("task_sets") or {})
+    for task in tasks:
+        headline_metric(task, cfg["eval"]["metric"])
+    _positive_int("eval.limit", cfg["eval"]["limit"], allow_none=True)
+    _positive_int("eval.batch_size", cfg["eval"]["batch_size"])
+    _choice("wandb.mode", cfg["wandb"]["mode"], WANDB_MODES)
+    if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool):
+        raise DietConfigError(f"seed={cfg['seed']!r} is not allowed: use an integer")
+    if method.prunes:
+        _number_in("sparsity", cfg["sparsity"], 0.0, 1.0, low_open=False, high_open=True)
+        _number_in("vote.threshold", cfg["vote"]["threshold"], 0.0, 1.0, low_open=True, high_open=False)
+        _number_in("mask.min_keep_fraction", cfg["mask"]["min_keep_fraction"], 0.0, 1.0, False, False)
+        _positive_int("calib.n", cfg["calib"]["n"])
+        _positive_int("calib.batch_size", cfg["calib"]["batch_size"])
+        _positive_int("calib.max_length", cfg["calib"]["max_length"])
+        _choice("profile.stat", cfg["profile"]["stat"], STATS.names())
+        _choice("mask.scope", cfg["mask"]["scope"], SCOPES.names())
+        _choice("merge rule", cfg["merge"], MERGES.names())
+        _choice("dims", cfg["dims"], DIMS)
+    data_dir = resolve_data_dir(cfg["data"]["dir"])
+    check_data_files(tasks, data_dir, need_train=method.prunes and bool(method.uses))
+    return {"tasks": tasks, "data_dir": data_dir, "method": method}
+
+
+def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]:
+    """The options the result depends on: what the config hash identifies.
+
+    Output locations, W&B settings and options a method ignores are left out, so that e.g.
+    `method=dense` at every sparsity of a sweep is one cell, and the data folder's path on one
+    machine does not matter (only online vs offline does).
+    """
+    from diet.methods import METHODS
+    from diet.methods.base import BASE_SECTIONS
+
+    method = METHODS.get(cfg["method"]["name"])
+    model = {k: v for k, v in cfg["model"].items() if k not in ("device",)}
+    eval_cfg = {k: v for k, v in cfg["eval"].items() if k != "batch_size"}
+    values: dict[str, Any] = {
+        "model": model,
+        "tasks": tasks,
+        "eval": eval_cfg,
+        "seed": cfg["seed"],
+        "data_mode": "online" if cfg["data"]["dir"] is None else "offline",
+        "method": dict(cfg["method"]),
+    }
+    for section in method.uses:
+        values[section] = cfg[section]
+    assert set(BASE_SECTIONS) <= set(values)
+    return values
+
+
+def config_hash(effective: Mapping[str, Any]) -> str:
+    return stable_hash(effective, length=16)

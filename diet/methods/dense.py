@@ -1,0 +1,12 @@
+"""The unpruned model: the reference row."""
+
+from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
+
+
+@METHODS.register("dense")
+class Dense(Method):
+    name = "dense"
+    prunes = False
+
+    def select(self, ctx: PruningContext) -> MaskSelection:
+        return MaskSelection(mlp_keep=None)

@@ -1,0 +1,111 @@
+"""One adapter per architecture family: where the decoder layers, MLP and attention projections live.
+
+Pruning and profiling code talks only to an adapter, never to `if "llama" in name` branches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from diet.errors import UnsupportedArchitectureError
+from diet.registry import Registry, unknown_name_message
+
+ADAPTERS: Registry[type["ModelAdapter"]] = Registry("architecture")
+
+
+@dataclass(frozen=True)
+class MLPProjections:
+    gate: nn.Linear
+    up: nn.Linear
+    down: nn.Linear
+
+
+@dataclass(frozen=True)
+class AttentionProjections:
+    q: nn.Linear
+    k: nn.Linear
+    v: nn.Linear
+    o: nn.Linear
+
+
+class ModelAdapter:
+    """Decoder-only transformer with `model.model.layers[i].{mlp,self_attn}` (HF Llama/Gemma layout)."""
+
+    family: str = "base"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.config = model.config
+
+    def layers(self) -> list[nn.Module]:
+        return list(self.model.model.layers)
+
+    def num_layers(self) -> int:
+        return len(self.layers())
+
+    def mlp(self, layer_index: int) -> MLPProjections:
+        mlp = self.layers()[layer_index].mlp
+        return MLPProjections(gate=mlp.gate_proj, up=mlp.up_proj, down=mlp.down_proj)
+
+    def attention(self, layer_index: int) -> AttentionProjections:
+        attn = self.layers()[layer_index].self_attn
+        return AttentionProjections(q=attn.q_proj, k=attn.k_proj, v=attn.v_proj, o=attn.o_proj)
+
+    def mlp_widths(self) -> list[int]:
+        """Current number of MLP channels per layer (layers may differ after pruning)."""
+        return [self.mlp(i).down.in_features for i in range(self.num_layers())]
+
+    def num_heads(self, layer_index: int) -> int:
+        return self.attention(layer_index).o.in_features // self.head_dim()
+
+    def num_kv_heads(self) -> int:
+        return int(self.config.num_key_value_heads)
+
+    def head_dim(self) -> int:
+        # Gemma's head_dim (256) is not hidden_size / heads: always trust the config field first.
+        head_dim = getattr(self.config, "head_dim", None)
+        return int(head_dim or self.config.hidden_size // self.config.num_attention_heads)
+
+    def embedding_parameters(self) -> int:
+        """Parameters of the input embedding plus an untied LM head."""
+        embed = self.model.get_input_embeddings().weight
+        head = self.model.get_output_embeddings().weight
+        total = embed.numel()
+        if head.data_ptr() != embed.data_ptr():
+            total += head.numel()
+        return total
+
+
+@ADAPTERS.register("gemma2")
+class Gemma2Adapter(ModelAdapter):
+    family = "gemma2"
+
+
+@ADAPTERS.register("gemma3_text")
+class Gemma3TextAdapter(ModelAdapter):
+    family = "gemma3_text"
+
+
+@ADAPTERS.register("llama")
+class LlamaAdapter(ModelAdapter):
+    family = "llama"
+
+
+def adapter_for(model: nn.Module) -> ModelAdapter:
+    """The adapter for `model.config.model_type`; an unsupported architecture lists the supported ones."""
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in ADAPTERS:
+        raise UnsupportedArchitectureError(
+            unknown_name_message("architecture (model_type)", model_type, ADAPTERS.names())
+            + ". Add an adapter in diet/models/adapters.py to support it."
+        )
+    return ADAPTERS.get(model_type)(model)
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Total and non-embedding parameter counts (tied weights counted once)."""
+    total = sum(p.numel() for p in model.parameters())  # parameters() de-duplicates tied tensors
+    embedding = adapter_for(model).embedding_parameters()
+    return {"total": int(total), "embedding": int(embedding), "non_embedding": int(total - embedding)}

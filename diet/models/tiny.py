@@ -1,0 +1,61 @@
+"""A tiny random Gemma-2 model and a byte-level tokenizer, built in-process (no download)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import Gemma2Config, Gemma2ForCausalLM, PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>"]  # ids 0..3, as in Gemma
+
+
+def byte_level_tokenizer() -> PreTrainedTokenizerFast:
+    """Byte-level tokenizer: 4 special tokens + 256 byte symbols; prepends <bos> like Gemma's."""
+    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):  # alphabet() order is random
+        vocab.setdefault(symbol, len(vocab))
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", vocab["<bos>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def tiny_gemma2(seed: int = 0, **overrides: Any) -> Gemma2ForCausalLM:
+    """Random-weight Gemma2ForCausalLM with the exact Gemma-2 layout (GQA, 4 norms/block, soft-capping)."""
+    settings: dict[str, Any] = dict(
+        vocab_size=len(SPECIAL_TOKENS) + 256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=512,
+        sliding_window=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        attn_implementation="eager",
+    )
+    settings.update(overrides)
+    config = Gemma2Config(**settings)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = Gemma2ForCausalLM(config)
+        # Random init leaves norm weights at zero (Gemma's 1+w parametrisation); give them spread so
+        # tests exercise the norms, and scale linears so activations stay informative.
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "norm" in name:
+                    param.normal_(0.0, 0.1)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model.eval()

@@ -1,0 +1,20 @@
+"""Where caches and offline data live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """$DIET_CACHE, else ~/.cache/diet (converted models, calibration profiles)."""
+    root = os.environ.get("DIET_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diet"
+    path = Path(root).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_dir(configured: str | None = None) -> Path | None:
+    """Offline benchmark data: the configured folder, else $DIET_DATA_DIR, else None (online mode)."""
+    value = configured or os.environ.get("DIET_DATA_DIR")
+    return Path(value).expanduser().resolve() if value else None

@@ -1,0 +1,153 @@
+"""One cell, end to end: validate -> load -> (profile -> masks -> vote -> prune) -> evaluate -> record."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from diet.config import config_hash, effective_config, validate
+from diet.records import SCHEMA_VERSION, code_version, find_existing, library_versions, machine, write_record
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class StageTimer:
+    """`with timer("evaluate"):` records wall seconds per stage and prints progress."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        log.info("[stage] %s ...", stage)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + elapsed, 3)
+            log.info("[stage] %s done in %.1f s", stage, elapsed)
+
+
+def bos_prepended(tokenizer: Any, add_bos_token: bool) -> bool:
+    """Whether evaluation inputs really start with BOS (recorded, since lm-eval defaults moved)."""
+    ids = tokenizer("a", add_special_tokens=add_bos_token).input_ids
+    return tokenizer.bos_token_id is not None and ids[:1] == [tokenizer.bos_token_id]
+
+
+def average_score(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    scores = [m["score"] for m in metrics.values()]
+    return {"score": float(np.mean(scores)), "tasks": list(metrics), "n_tasks": len(scores)}
+
+
+def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
+    """Run one configured cell; returns (record, path), or (None, path) when it was already done."""
+    from diet.evaluate import EvalSettings, evaluate
+    from diet.methods import PruningContext
+    from diet.models import load_model
+    from diet.models.adapters import adapter_for, parameter_counts
+    from diet.prune import prune_mlp_channels
+
+    facts = validate(cfg)  # fails in seconds, before any model is loaded
+    tasks, data_dir, method_cls = facts["tasks"], facts["data_dir"], facts["method"]
+    effective = effective_config(cfg, tasks)
+    cfg_hash = config_hash(effective)
+    results_dir = Path(cfg["results_dir"])
+    existing = find_existing(results_dir, method_cls.name, cfg["model"]["name"], cfg_hash)
+    if existing is not None and not cfg.get("force", False):
+        log.info("cell already done, skipping (force=true reruns it): %s", existing)
+        return None, existing
+
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    seed_everything(cfg["seed"])
+    timer = StageTimer()
+    with timer("load_model"):
+        loaded = load_model(cfg["model"])
+    model = loaded.model
+    widths_before = adapter_for(model).mlp_widths()
+    params_before = parameter_counts(model)
+
+    method = method_cls()
+    ctx = PruningContext(loaded=loaded, cfg=cfg, tasks=tasks, data_dir=data_dir, timer=timer)
+    selection = method.select(ctx)
+    if selection.mlp_keep is not None:
+        with timer("prune"):
+            prune_mlp_channels(model, selection.mlp_keep)
+    widths_after = adapter_for(model).mlp_widths()
+    params_after = parameter_counts(model)
+
+    settings = EvalSettings(
+        limit=cfg["eval"]["limit"],
+        batch_size=cfg["eval"]["batch_size"],
+        add_bos_token=cfg["model"]["add_bos_token"],
+        metric=cfg["eval"]["metric"],
+        seed=cfg["seed"],
+        max_length=cfg["eval"]["max_length"],
+    )
+    with timer("evaluate"):
+        metrics = evaluate(model, loaded.tokenizer, tasks, data_dir, settings, loaded.device)
+
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "config_hash": cfg_hash,
+        "method": method.name,
+        "tasks": metrics,
+        "average": average_score(metrics),
+        "sparsity": {
+            "target": float(cfg["sparsity"]) if method.prunes else 0.0,
+            "actual": 1.0 - sum(widths_after) / sum(widths_before),
+            "dims": cfg["dims"] if method.prunes else None,
+            "mlp_channels_before": sum(widths_before),
+            "mlp_channels_after": sum(widths_after),
+        },
+        "parameters": {
+            "before": params_before,
+            "after": params_after,
+            "removed_fraction_total": 1.0 - params_after["total"] / params_before["total"],
+            "removed_fraction_non_embedding": 1.0 - params_after["non_embedding"] / params_before["non_embedding"],
+        },
+        "mask": selection.stats or None,
+        "model": {
+            "name": loaded.name,
+            "fingerprint": loaded.fingerprint,
+            "dtype": loaded.dtype,
+            "device": loaded.device,
+            **loaded.info,
+        },
+        "eval": {
+            "harness": "lm-eval",
+            "num_fewshot": 0,
+            "limit": settings.limit,
+            "batch_size": settings.batch_size,
+            "add_bos_token": settings.add_bos_token,
+            "bos_prepended": bos_prepended(loaded.tokenizer, settings.add_bos_token),
+            "data": "online" if data_dir is None else str(data_dir),
+        },
+        "notes": ctx.notes,
+        "seed": cfg["seed"],
+        "timings": timer.seconds,
+        "config": cfg,
+        "effective_config": effective,
+        "code": code_version(),
+        "versions": library_versions(),
+        "machine": machine(),
+        "started_at": started,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = write_record(record, results_dir)
+    log.info("record written: %s", path)
+    return record, path

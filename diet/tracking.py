@@ -1,0 +1,54 @@
+"""Weights & Biases logging: config, per-task metrics and a per-task table for every run.
+
+`wandb.mode=offline` (the default) writes runs to disk and never touches the network;
+`wandb sync` uploads them later. `disabled` turns logging off.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def log_run(record: dict[str, Any], wandb_cfg: dict[str, Any]) -> str | None:
+    """Log one finished run; returns the W&B run directory (None when disabled)."""
+    if wandb_cfg["mode"] == "disabled":
+        return None
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    os.makedirs(wandb_cfg["dir"], exist_ok=True)
+    run = wandb.init(
+        project=wandb_cfg["project"],
+        entity=wandb_cfg.get("entity"),
+        group=wandb_cfg.get("group"),
+        mode=wandb_cfg["mode"],
+        dir=wandb_cfg["dir"],
+        name=f"{record['model']['name']}-{record['method']}-s{record['sparsity']['target']:.2f}",
+        config={"config": record["config"], "config_hash": record["config_hash"], "code": record["code"]},
+        job_type=record["method"],
+        reinit=True,
+    )
+    try:
+        summary: dict[str, Any] = {f"{task}/{k}": v for task, m in record["tasks"].items() for k, v in m.items()
+                                   if isinstance(v, (int, float))}
+        summary["average"] = record["average"]["score"]
+        summary["sparsity/actual"] = record["sparsity"]["actual"]
+        for key, value in record["parameters"]["after"].items():
+            summary[f"parameters/{key}"] = value
+        for stage, seconds in record["timings"].items():
+            summary[f"seconds/{stage}"] = seconds
+        columns = ["task", "metric", "score", "stderr", "acc", "acc_norm", "n"]
+        table = wandb.Table(columns=columns)
+        for task, m in record["tasks"].items():
+            table.add_data(task, m["metric"], m["score"], m.get("score_stderr"), m.get("acc"), m.get("acc_norm"), m["n"])
+        run.log({**summary, "per_task": table})
+        if record.get("mask"):
+            mask = record["mask"]
+            run.summary["mask_hash"] = mask.get("mask_hash")
+            kept = mask.get("kept_per_layer") or []
+            layer_table = wandb.Table(columns=["layer", "kept_channels"], data=[[i, k] for i, k in enumerate(kept)])
+            run.log({"mask/kept_per_layer": layer_table})
+        return run.dir
+    finally:
+        run.finish()
