@@ -146,12 +146,13 @@ def profile_activations(
         raise DietConfigError("no calibration sequences to profile")
     device = next(model.parameters()).device
     accumulator = _Accumulator(model)
+    backbone = accumulator.adapter.backbone()
     accumulator.attach()
     try:
         for batch in tqdm(list(_batches(sequences, batch_size)), desc=desc, leave=False):
             ids, mask, positions = pad_batch([sequences[i] for i in batch], pad_id, padding_side)
             accumulator.token_mask = mask.bool()
-            model(
+            backbone(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 position_ids=positions.to(device),

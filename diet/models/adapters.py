@@ -39,6 +39,10 @@ class ModelAdapter:
         self.model = model
         self.config = model.config
 
+    def backbone(self) -> nn.Module:
+        """The decoder stack without the LM head (profiling needs no 262k-wide logits)."""
+        return self.model.model
+
     def layers(self) -> list[nn.Module]:
         return list(self.model.model.layers)
 

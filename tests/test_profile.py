@@ -1,0 +1,246 @@
+"""The activation profiler against a brute-force recomputation on a tiny random Gemma-2 model."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+
+import pytest
+import torch
+
+from diet.errors import DietConfigError
+from diet.profile import SITES, STATS, ActivationProfile, pad_batch, profile_activations
+from diet.models.tiny import tiny_gemma2
+
+NUM_LAYERS = 3
+# Different lengths (one longer than the 64-token sliding window) so that batches are padded.
+LENGTHS = [5, 17, 80, 1, 33, 12, 9, 41, 3, 26]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_gemma2(num_hidden_layers=NUM_LAYERS)
+
+
+@pytest.fixture(scope="module")
+def sequences():
+    rng = random.Random(1234)
+    # token ids 4..259 are bytes; every sequence starts with <bos>=2 like the calibration encoder
+    return [[2] + [rng.randrange(4, 260) for _ in range(length - 1)] for length in LENGTHS]
+
+
+def all_hooks(model: torch.nn.Module) -> set[tuple[str, str, int]]:
+    """Every forward (pre-)hook on every module. transformers installs a few output-capturing hooks
+    of its own when the model is built; the profiler must leave exactly those behind."""
+    found = set()
+    for name, module in model.named_modules():
+        found |= {(name, "forward", key) for key in module._forward_hooks}
+        found |= {(name, "pre", key) for key in module._forward_pre_hooks}
+    return found
+
+
+@torch.no_grad()
+def brute_force(model, sequences):
+    """Per-site per-layer (sum|a|, sum a^2), one unpadded sequence at a time, summed in float64."""
+    layers = model.model.layers
+    sums = {site: [[0.0, 0.0] for _ in layers] for site in SITES}
+    captured: dict[tuple[str, int], torch.Tensor] = {}
+    handles = []
+    for i, layer in enumerate(layers):
+        handles.append(layer.pre_feedforward_layernorm.register_forward_hook(
+            lambda mod, args, out, i=i: captured.__setitem__(("mlp_in", i), out)))
+        handles.append(layer.self_attn.o_proj.register_forward_pre_hook(
+            lambda mod, args, i=i: captured.__setitem__(("attn", i), args[0])))
+        handles.append(layer.register_forward_hook(
+            lambda mod, args, out, i=i: captured.__setitem__(("hidden", i), out[0] if isinstance(out, tuple) else out)))
+    try:
+        for seq in sequences:
+            captured.clear()
+            out = model(input_ids=torch.tensor([seq]), use_cache=False, output_hidden_states=True)
+            for i, layer in enumerate(layers):
+                mlp = layer.mlp
+                x = captured[("mlp_in", i)]
+                values = {
+                    "mlp": mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x),
+                    "attn": captured[("attn", i)],
+                    "hidden": captured[("hidden", i)],
+                }
+                if i < len(layers) - 1:  # hidden_states[-1] is after the final norm
+                    assert torch.equal(values["hidden"], out.hidden_states[i + 1])
+                for site, value in values.items():
+                    assert value.shape[:2] == (1, len(seq))
+                    value = value.double().reshape(len(seq), -1)
+                    sums[site][i][0] = sums[site][i][0] + value.abs().sum(dim=0)
+                    sums[site][i][1] = sums[site][i][1] + value.square().sum(dim=0)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sums
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    assert actual.dtype == torch.float64
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6)
+
+
+def assert_same_profile(a: ActivationProfile, b: ActivationProfile) -> None:
+    assert (a.n_samples, a.n_tokens) == (b.n_samples, b.n_tokens)
+    for site in SITES:
+        for layer in range(NUM_LAYERS):
+            assert_close(a.sum_abs[site][layer], b.sum_abs[site][layer])
+            assert_close(a.sum_sq[site][layer], b.sum_sq[site][layer])
+
+
+@pytest.fixture(scope="module")
+def reference(model, sequences):
+    return profile_activations(model, sequences, batch_size=4, pad_id=0, padding_side="right")
+
+
+# --------------------------------------------------------------------------- correctness
+
+def test_profile_equals_brute_force(model, sequences, reference):
+    expected = brute_force(model, sequences)
+    assert reference.n_samples == len(LENGTHS)
+    assert reference.n_tokens == sum(LENGTHS) == 227
+    widths = {"mlp": 128, "attn": 4 * 32, "hidden": 64}
+    for site in SITES:
+        assert len(reference.sum_abs[site]) == len(reference.sum_sq[site]) == NUM_LAYERS
+        for layer in range(NUM_LAYERS):
+            assert reference.sum_abs[site][layer].shape == (widths[site],)
+            assert_close(reference.sum_abs[site][layer], expected[site][layer][0])
+            assert_close(reference.sum_sq[site][layer], expected[site][layer][1])
+    # the three sites really are different tensors (a hook on the wrong module would not be caught otherwise)
+    assert not torch.allclose(reference.sum_abs["mlp"][0][:64], reference.sum_abs["hidden"][0])
+    assert not torch.allclose(reference.sum_abs["attn"][0][:64], reference.sum_abs["hidden"][0])
+
+
+@pytest.mark.parametrize(("batch_size", "side"), [(1, "right"), (8, "right"), (8, "left"), (3, "left")])
+def test_batch_size_and_padding_side_do_not_matter(model, sequences, reference, batch_size, side):
+    profile = profile_activations(model, sequences, batch_size=batch_size, pad_id=0, padding_side=side)
+    assert_same_profile(profile, reference)
+
+
+def test_pad_batch_layout():
+    ids, mask, positions = pad_batch([[7, 8, 9], [5]], pad_id=0, side="left")
+    assert ids.tolist() == [[7, 8, 9], [0, 0, 5]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert positions.tolist() == [[0, 1, 2], [0, 0, 0]]
+    ids, mask, positions = pad_batch([[7, 8, 9], [5]], pad_id=0, side="right")
+    assert ids.tolist() == [[7, 8, 9], [5, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert positions.tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+def test_empty_sequences_rejected(model):
+    with pytest.raises(DietConfigError, match="^no calibration sequences to profile$"):
+        profile_activations(model, [])
+
+
+# --------------------------------------------------------------------------- statistics
+
+def hand_profile() -> ActivationProfile:
+    return ActivationProfile(
+        n_samples=2,
+        n_tokens=4,
+        sum_abs={"mlp": [torch.tensor([4.0, 8.0, 2.0], dtype=torch.float64)],
+                 "attn": [torch.tensor([1.0, 3.0, 2.0, 6.0, 8.0, 0.0], dtype=torch.float64)]},
+        sum_sq={"mlp": [torch.tensor([9.0, 16.0, 0.25], dtype=torch.float64)],
+                "attn": [torch.tensor([4.0, 0.0, 16.0, 36.0, 1.0, 9.0], dtype=torch.float64)]},
+    )
+
+
+def test_stats_on_hand_made_profile():
+    profile = hand_profile()
+    assert STATS.names() == ["l2", "mean_abs", "mean_sq"]
+    assert profile.scores("mlp", "mean_abs")[0].tolist() == [1.0, 2.0, 0.5]
+    assert profile.scores("mlp", "mean_sq")[0].tolist() == [2.25, 4.0, 0.0625]
+    assert profile.scores("mlp", "l2")[0].tolist() == [3.0, 4.0, 0.5]
+    with pytest.raises(DietConfigError, match="unknown statistic 'mean': did you mean 'mean_sq'"):
+        profile.scores("mlp", "mean")
+
+
+def test_head_scores_group_by_head_dim():
+    profile = hand_profile()
+    # head_dim 2 -> 3 heads: mean_abs per dim [0.25, 0.75, 0.5, 1.5, 2.0, 0.0]
+    assert profile.head_scores("mean_abs", head_dim=2)[0].tolist() == [0.5, 1.0, 1.0]
+    # head_dim 3 -> 2 heads
+    assert profile.head_scores("mean_abs", head_dim=3)[0].tolist() == [0.5, 7.0 / 6.0]
+    # l2 per dim [2, 0, 4, 6, 1, 3]
+    assert profile.head_scores("l2", head_dim=2)[0].tolist() == [1.0, 5.0, 2.0]
+
+
+def test_state_round_trip_copies():
+    profile = hand_profile()
+    state = profile.to_state()
+    restored = ActivationProfile.from_state(state)
+    assert (restored.n_samples, restored.n_tokens) == (2, 4)
+    assert restored.sum_sq["attn"][0].tolist() == [4.0, 0.0, 16.0, 36.0, 1.0, 9.0]
+    state["sum_abs"]["mlp"][0][0] = 100.0  # the state is a copy, not a view of the live profile
+    assert profile.sum_abs["mlp"][0][0].item() == 4.0
+
+
+# --------------------------------------------------------------------------- hooks and failures
+
+def test_hooks_removed_after_profiling(model, sequences):
+    before = all_hooks(model)
+    seen_during = []
+    spy = model.model.layers[0].register_forward_hook(lambda *args: seen_during.append(all_hooks(model)))
+    try:
+        after_spy = all_hooks(model)
+        profile_activations(model, sequences[:2], batch_size=2)
+    finally:
+        spy.remove()
+    # while profiling, one hook per site per layer was attached ...
+    assert len(seen_during[0] - after_spy) == 3 * NUM_LAYERS
+    # ... and afterwards exactly the hooks that were there before are left
+    assert all_hooks(model) == before
+
+
+def test_hooks_removed_when_forward_raises(model, sequences, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom in layer 1")
+
+    before = all_hooks(model)
+    monkeypatch.setattr(model.model.layers[1].mlp, "forward", broken)
+    with pytest.raises(RuntimeError, match="^boom in layer 1$"):
+        profile_activations(model, sequences[:3], batch_size=2)
+    assert all_hooks(model) == before
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_non_finite_activation_names_the_layer(model, sequences, bad):
+    broken = copy.deepcopy(model)
+    before = all_hooks(broken)
+    with torch.no_grad():
+        broken.model.layers[1].mlp.up_proj.weight[0, 0] = bad
+    with pytest.raises(FloatingPointError, match=r"^non-finite activation at layer 1 \(mlp\) during profiling"):
+        profile_activations(broken, sequences[:3], batch_size=2)
+    assert all_hooks(broken) == before
+    # the original model is untouched and still profiles
+    assert torch.isfinite(model.model.layers[1].mlp.up_proj.weight).all()
+
+
+# --------------------------------------------------------------------------- memory
+
+def test_accumulated_size_independent_of_token_count(model):
+    rng = random.Random(7)
+    few = [[2] + [rng.randrange(4, 260) for _ in range(4)] for _ in range(2)]
+    many = [[2] + [rng.randrange(4, 260) for _ in range(rng.randrange(4, 30))] for _ in range(20)]
+    small = profile_activations(model, few, batch_size=4)
+    large = profile_activations(model, many, batch_size=4)
+    assert small.n_samples == 2 and large.n_samples == 20
+    assert large.n_tokens > 10 * small.n_tokens
+
+    def layout(profile):
+        return {
+            (kind, site): [tuple(t.shape) for t in getattr(profile, kind)[site]]
+            for kind in ("sum_abs", "sum_sq") for site in SITES
+        }
+
+    assert layout(small) == layout(large)
+    for kind in ("sum_abs", "sum_sq"):
+        assert sorted(getattr(large, kind)) == sorted(SITES)
+        numel = sum(t.numel() for site in SITES for t in getattr(large, kind)[site])
+        assert numel == NUM_LAYERS * (128 + 128 + 64)
+    assert set(vars(large)) == {"n_samples", "n_tokens", "sum_abs", "sum_sq"}
