@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import random
 import time
@@ -54,13 +55,24 @@ def average_score(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"score": float(np.mean(scores)), "tasks": list(metrics), "n_tasks": len(scores)}
 
 
+def apply_selection(model: torch.nn.Module, selection: Any) -> None:
+    """The shared pruner: whatever a method selected is removed physically, in one order."""
+    from diet.prune import drop_decoder_layers, prune_mlp_channels, set_down_bias
+
+    if selection.mlp_keep is not None:
+        prune_mlp_channels(model, selection.mlp_keep)
+    if selection.mlp_bias is not None:
+        set_down_bias(model, selection.mlp_bias)
+    if selection.drop_layers:
+        drop_decoder_layers(model, selection.drop_layers)
+
+
 def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
     """Run one configured cell; returns (record, path), or (None, path) when it was already done."""
     from diet.evaluate import EvalSettings, evaluate
     from diet.methods import PruningContext
     from diet.models import load_model
     from diet.models.adapters import adapter_for, parameter_counts
-    from diet.prune import prune_mlp_channels
 
     facts = validate(cfg)  # fails in seconds, before any model is loaded
     tasks, data_dir, method_cls = facts["tasks"], facts["data_dir"], facts["method"]
@@ -84,12 +96,6 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
     method = method_cls()
     ctx = PruningContext(loaded=loaded, cfg=cfg, tasks=tasks, data_dir=data_dir, timer=timer)
     selection = method.select(ctx)
-    if selection.mlp_keep is not None:
-        with timer("prune"):
-            prune_mlp_channels(model, selection.mlp_keep)
-    widths_after = adapter_for(model).mlp_widths()
-    params_after = parameter_counts(model)
-
     settings = EvalSettings(
         limit=cfg["eval"]["limit"],
         batch_size=cfg["eval"]["batch_size"],
@@ -98,8 +104,21 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
         seed=cfg["seed"],
         max_length=cfg["eval"]["max_length"],
     )
-    with timer("evaluate"):
-        metrics = evaluate(model, loaded.tokenizer, tasks, data_dir, settings, loaded.device)
+    # An oracle selection evaluates each task on its own pruned copy; otherwise one model, all tasks.
+    if selection.per_task is None:
+        jobs = [(tasks, selection)]
+    else:
+        jobs = [([task], selection.per_task[task]) for task in tasks]
+    metrics: dict[str, dict[str, Any]] = {}
+    for job_tasks, job_selection in jobs:
+        job_model = model if selection.per_task is None else copy.deepcopy(model)
+        with timer("prune"):
+            apply_selection(job_model, job_selection)
+        with timer("evaluate"):
+            metrics.update(evaluate(job_model, loaded.tokenizer, job_tasks, data_dir, settings, loaded.device))
+    metrics = {task: metrics[task] for task in tasks}
+    widths_after = adapter_for(job_model).mlp_widths()
+    params_after = parameter_counts(job_model)
 
     record: dict[str, Any] = {
         "schema": SCHEMA_VERSION,

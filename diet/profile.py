@@ -1,8 +1,11 @@
 """Activation profiler: forward hooks accumulate per-dimension running sums in float64.
 
-One pass collects, per decoder layer: the MLP intermediate activation (input of down_proj), the
-attention output before o_proj (grouped by head later) and the residual stream (layer output).
-Only non-padding tokens count; memory does not grow with the number of tokens.
+One pass collects, per decoder layer: the MLP intermediate activation (input of down_proj), the MLP
+input (input of gate/up_proj), the attention output before o_proj (grouped by head later), the
+residual stream (layer output) and the cosine between each layer's input and output (ShortGPT's
+Block Influence). Per dimension it keeps signed sums, absolute sums and squared sums, so means,
+variances (FLAP) and norms (Wanda) all derive from one cached pass. Only non-padding tokens count;
+memory does not grow with the number of tokens.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from diet.registry import Registry
 
 log = logging.getLogger(__name__)
 
-SITES = ("mlp", "attn", "hidden")  # input of down_proj, input of o_proj, decoder layer output
+# input of down_proj, input of gate/up_proj, input of o_proj, decoder layer output
+SITES = ("mlp", "mlp_in", "attn", "hidden")
 
 
 @dataclass
@@ -33,18 +37,61 @@ class ActivationProfile:
     n_tokens: int = 0
     sum_abs: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     sum_sq: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    sum: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    block_cos: list[float] = field(default_factory=list)  # per layer: sum over tokens of cos(in, out)
 
     def to_state(self) -> dict:
+        def copy(sums: dict[str, list[torch.Tensor]]) -> dict[str, list[torch.Tensor]]:
+            return {k: [t.clone() for t in v] for k, v in sums.items()}
+
         return {
             "n_samples": self.n_samples,
             "n_tokens": self.n_tokens,
-            "sum_abs": {k: [t.clone() for t in v] for k, v in self.sum_abs.items()},
-            "sum_sq": {k: [t.clone() for t in v] for k, v in self.sum_sq.items()},
+            "sum_abs": copy(self.sum_abs),
+            "sum_sq": copy(self.sum_sq),
+            "sum": copy(self.sum),
+            "block_cos": torch.tensor(self.block_cos, dtype=torch.float64),
         }
 
     @classmethod
     def from_state(cls, state: dict) -> "ActivationProfile":
-        return cls(state["n_samples"], state["n_tokens"], state["sum_abs"], state["sum_sq"])
+        return cls(
+            state["n_samples"], state["n_tokens"], state["sum_abs"], state["sum_sq"], state["sum"],
+            [float(x) for x in state["block_cos"]],
+        )
+
+    @classmethod
+    def pooled(cls, profiles: Sequence["ActivationProfile"]) -> "ActivationProfile":
+        """The profile of all calibration tokens together (task-agnostic baselines)."""
+        first = profiles[0]
+
+        def add(field_name: str) -> dict[str, list[torch.Tensor]]:
+            return {
+                site: [sum(getattr(p, field_name)[site][i] for p in profiles) for i in range(len(layers))]
+                for site, layers in getattr(first, field_name).items()
+            }
+
+        return cls(
+            n_samples=sum(p.n_samples for p in profiles),
+            n_tokens=sum(p.n_tokens for p in profiles),
+            sum_abs=add("sum_abs"),
+            sum_sq=add("sum_sq"),
+            sum=add("sum"),
+            block_cos=[sum(values) for values in zip(*(p.block_cos for p in profiles))],
+        )
+
+    def mean(self, site: str) -> list[torch.Tensor]:
+        """Per-dimension signed mean over tokens."""
+        return [total / max(self.n_tokens, 1) for total in self.sum[site]]
+
+    def variance(self, site: str) -> list[torch.Tensor]:
+        """Per-dimension variance over tokens (population), E[a^2] - E[a]^2, clamped at 0."""
+        n = max(self.n_tokens, 1)
+        return [(sq / n - (s / n) ** 2).clamp(min=0) for sq, s in zip(self.sum_sq[site], self.sum[site])]
+
+    def block_influence(self) -> list[float]:
+        """ShortGPT's Block Influence per layer: 1 - mean cosine(layer input, layer output)."""
+        return [1.0 - total / max(self.n_tokens, 1) for total in self.block_cos]
 
     def scores(self, site: str, stat: str) -> list[torch.Tensor]:
         """Per-layer per-dimension statistic for a site (float64)."""
@@ -69,9 +116,11 @@ class _Accumulator:
         self.profile = ActivationProfile()
         self.token_mask: torch.Tensor | None = None
         self.handles: list = []
+        layers = self.adapter.num_layers()
         for site in SITES:
-            self.profile.sum_abs[site] = [None] * self.adapter.num_layers()  # type: ignore[list-item]
-            self.profile.sum_sq[site] = [None] * self.adapter.num_layers()  # type: ignore[list-item]
+            for sums in (self.profile.sum_abs, self.profile.sum_sq, self.profile.sum):
+                sums[site] = [None] * layers  # type: ignore[list-item]
+        self.profile.block_cos = [0.0] * layers
 
     def _add(self, site: str, layer: int, activation: torch.Tensor) -> None:
         keep = self.token_mask.to(activation.device).unsqueeze(-1)
@@ -81,18 +130,26 @@ class _Accumulator:
                 f"non-finite activation at layer {layer} ({site}) during profiling: "
                 f"check model.dtype (bfloat16/float16 overflow?) and the inputs"
             )
-        abs_sum = values.abs().sum(dim=(0, 1), dtype=torch.float64).cpu()
-        sq_sum = values.float().square().sum(dim=(0, 1), dtype=torch.float64).cpu()
-        store_abs, store_sq = self.profile.sum_abs[site], self.profile.sum_sq[site]
-        store_abs[layer] = abs_sum if store_abs[layer] is None else store_abs[layer] + abs_sum
-        store_sq[layer] = sq_sum if store_sq[layer] is None else store_sq[layer] + sq_sum
+        for sums, transformed in (
+            (self.profile.sum, values),
+            (self.profile.sum_abs, values.abs()),
+            (self.profile.sum_sq, values.float().square()),
+        ):
+            total = transformed.sum(dim=(0, 1), dtype=torch.float64).cpu()
+            sums[site][layer] = total if sums[site][layer] is None else sums[site][layer] + total
+
+    def _add_cosine(self, layer: int, before: torch.Tensor, after: torch.Tensor) -> None:
+        cosine = torch.nn.functional.cosine_similarity(before.float(), after.float(), dim=-1)
+        keep = self.token_mask.to(cosine.device)
+        self.profile.block_cos[layer] += float(cosine.masked_fill(~keep, 0).sum(dtype=torch.float64))
 
     def attach(self) -> None:
         for index, layer in enumerate(self.adapter.layers()):
             mlp, attn = self.adapter.mlp(index), self.adapter.attention(index)
             self.handles.append(mlp.down.register_forward_pre_hook(self._input_hook("mlp", index)))
+            self.handles.append(mlp.gate.register_forward_pre_hook(self._input_hook("mlp_in", index)))
             self.handles.append(attn.o.register_forward_pre_hook(self._input_hook("attn", index)))
-            self.handles.append(layer.register_forward_hook(self._output_hook("hidden", index)))
+            self.handles.append(layer.register_forward_hook(self._layer_hook(index), with_kwargs=True))
 
     def _input_hook(self, site: str, layer: int):
         def hook(module, args):
@@ -100,9 +157,12 @@ class _Accumulator:
 
         return hook
 
-    def _output_hook(self, site: str, layer: int):
-        def hook(module, args, output):
-            self._add(site, layer, output[0] if isinstance(output, tuple) else output)
+    def _layer_hook(self, layer: int):
+        def hook(module, args, kwargs, output):
+            after = output[0] if isinstance(output, tuple) else output
+            before = args[0] if args else kwargs["hidden_states"]
+            self._add("hidden", layer, after)
+            self._add_cosine(layer, before, after)
 
         return hook
 

@@ -20,7 +20,7 @@ from diet.profile import ActivationProfile
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: signed sums, mlp_in site, block cosine
 
 
 class ProfileCache:

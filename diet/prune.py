@@ -353,3 +353,50 @@ def load_pruned(
         model.generation_config = GenerationConfig.from_pretrained(str(directory))
     _record(model, adapter)
     return model.to(device).eval(), _tokenizer(directory), spec
+
+
+def set_down_bias(model: nn.Module, biases: Sequence[torch.Tensor | None]) -> nn.Module:
+    """Add a per-layer bias to down_proj (FLAP's compensation for removed channels), in place.
+
+    Gemma and Llama have no MLP biases; the pruned model then carries one, and save/load keeps it.
+    """
+    adapter = adapter_for(model)
+    if len(biases) != adapter.num_layers():
+        raise DietConfigError(f"{len(biases)} biases for {adapter.num_layers()} decoder layers")
+    for layer, bias in enumerate(biases):
+        if bias is None:
+            continue
+        down = adapter.mlp(layer).down
+        value = bias.to(device=down.weight.device, dtype=down.weight.dtype)
+        if down.bias is None:
+            down.bias = nn.Parameter(value.clone(), requires_grad=down.weight.requires_grad)
+        else:
+            with torch.no_grad():
+                down.bias.add_(value)
+    return model
+
+
+def drop_decoder_layers(model: nn.Module, drop: Sequence[int]) -> nn.Module:
+    """Remove whole decoder layers (ShortGPT), in place; the config is updated so the result saves
+    and reloads through the stock from_pretrained path."""
+    adapter = adapter_for(model)
+    total = adapter.num_layers()
+    drop_set = sorted(set(int(i) for i in drop))
+    if any(i < 0 or i >= total for i in drop_set) or len(drop_set) >= total:
+        raise DietConfigError(f"cannot drop layers {drop_set} of a {total}-layer model: keep at least one, indices in [0, {total})")
+    keep = [i for i in range(total) if i not in drop_set]
+    layers = adapter.backbone().layers
+    adapter.backbone().layers = nn.ModuleList([layers[i] for i in keep])
+    for new_index, layer in enumerate(adapter.backbone().layers):
+        # the KV cache is indexed by layer_idx: renumber so generation still works
+        if hasattr(layer.self_attn, "layer_idx"):
+            layer.self_attn.layer_idx = new_index
+        if hasattr(layer, "layer_idx"):
+            layer.layer_idx = new_index
+    config = model.config
+    config.num_hidden_layers = len(keep)
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in keep]
+    _record(model, adapter)
+    model.config.diet_pruning["dropped_layers"] = drop_set
+    return model

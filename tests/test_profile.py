@@ -40,11 +40,16 @@ def all_hooks(model: torch.nn.Module) -> set[tuple[str, str, int]]:
     return found
 
 
+WIDTHS = {"mlp": 128, "mlp_in": 64, "attn": 4 * 32, "hidden": 64}  # intermediate, hidden, heads*head_dim, hidden
+
+
 @torch.no_grad()
 def brute_force(model, sequences):
-    """Per-site per-layer (sum|a|, sum a^2), one unpadded sequence at a time, summed in float64."""
+    """Per-site per-layer (sum a, sum|a|, sum a^2) and per-layer sum of cos(layer in, layer out),
+    one unpadded sequence at a time, summed in float64."""
     layers = model.model.layers
-    sums = {site: [[0.0, 0.0] for _ in layers] for site in SITES}
+    sums = {site: [[0.0, 0.0, 0.0] for _ in layers] for site in WIDTHS}
+    cosines = [0.0 for _ in layers]
     captured: dict[tuple[str, int], torch.Tensor] = {}
     handles = []
     for i, layer in enumerate(layers):
@@ -63,20 +68,26 @@ def brute_force(model, sequences):
                 x = captured[("mlp_in", i)]
                 values = {
                     "mlp": mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x),
+                    "mlp_in": x,
                     "attn": captured[("attn", i)],
                     "hidden": captured[("hidden", i)],
                 }
                 if i < len(layers) - 1:  # hidden_states[-1] is after the final norm
                     assert torch.equal(values["hidden"], out.hidden_states[i + 1])
+                layer_input = out.hidden_states[i].double()[0]  # [0] = embeddings * sqrt(hidden)
+                layer_output = values["hidden"].double()[0]
+                cos = (layer_input * layer_output).sum(-1) / (layer_input.norm(dim=-1) * layer_output.norm(dim=-1))
+                cosines[i] += float(cos.sum())
                 for site, value in values.items():
-                    assert value.shape[:2] == (1, len(seq))
-                    value = value.double().reshape(len(seq), -1)
-                    sums[site][i][0] = sums[site][i][0] + value.abs().sum(dim=0)
-                    sums[site][i][1] = sums[site][i][1] + value.square().sum(dim=0)
+                    assert value.shape == (1, len(seq), WIDTHS[site])
+                    value = value.double()[0]
+                    sums[site][i][0] = sums[site][i][0] + value.sum(dim=0)
+                    sums[site][i][1] = sums[site][i][1] + value.abs().sum(dim=0)
+                    sums[site][i][2] = sums[site][i][2] + value.square().sum(dim=0)
     finally:
         for handle in handles:
             handle.remove()
-    return sums
+    return sums, cosines
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
@@ -84,12 +95,21 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6)
 
 
+def assert_close_signed(actual: torch.Tensor, expected: torch.Tensor, scale: torch.Tensor) -> None:
+    """Signed sums cancel: float32 rounding is relative to the sum of |a| (the scale), not to the sum."""
+    assert actual.dtype == torch.float64
+    error = (actual - expected).abs()
+    assert bool((error <= 1e-6 * scale + 1e-6).all()), (error / (scale + 1)).max()
+
+
 def assert_same_profile(a: ActivationProfile, b: ActivationProfile) -> None:
     assert (a.n_samples, a.n_tokens) == (b.n_samples, b.n_tokens)
     for site in SITES:
         for layer in range(NUM_LAYERS):
+            assert_close_signed(a.sum[site][layer], b.sum[site][layer], b.sum_abs[site][layer])
             assert_close(a.sum_abs[site][layer], b.sum_abs[site][layer])
             assert_close(a.sum_sq[site][layer], b.sum_sq[site][layer])
+    assert a.block_cos == pytest.approx(b.block_cos, rel=1e-6, abs=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -100,16 +120,19 @@ def reference(model, sequences):
 # --------------------------------------------------------------------------- correctness
 
 def test_profile_equals_brute_force(model, sequences, reference):
-    expected = brute_force(model, sequences)
+    expected, cosines = brute_force(model, sequences)
     assert reference.n_samples == len(LENGTHS)
     assert reference.n_tokens == sum(LENGTHS) == 227
-    widths = {"mlp": 128, "attn": 4 * 32, "hidden": 64}
+    assert sorted(SITES) == sorted(WIDTHS)
     for site in SITES:
-        assert len(reference.sum_abs[site]) == len(reference.sum_sq[site]) == NUM_LAYERS
+        assert len(reference.sum[site]) == len(reference.sum_abs[site]) == len(reference.sum_sq[site]) == NUM_LAYERS
         for layer in range(NUM_LAYERS):
-            assert reference.sum_abs[site][layer].shape == (widths[site],)
-            assert_close(reference.sum_abs[site][layer], expected[site][layer][0])
-            assert_close(reference.sum_sq[site][layer], expected[site][layer][1])
+            assert reference.sum_abs[site][layer].shape == (WIDTHS[site],)
+            assert_close_signed(reference.sum[site][layer], expected[site][layer][0], expected[site][layer][1])
+            assert_close(reference.sum_abs[site][layer], expected[site][layer][1])
+            assert_close(reference.sum_sq[site][layer], expected[site][layer][2])
+    assert reference.block_cos == pytest.approx(cosines, rel=1e-6, abs=1e-6)
+    assert reference.block_influence() == pytest.approx([1 - c / 227 for c in cosines], rel=1e-6, abs=1e-6)
     # the three sites really are different tensors (a hook on the wrong module would not be caught otherwise)
     assert not torch.allclose(reference.sum_abs["mlp"][0][:64], reference.sum_abs["hidden"][0])
     assert not torch.allclose(reference.sum_abs["attn"][0][:64], reference.sum_abs["hidden"][0])
@@ -147,6 +170,9 @@ def hand_profile() -> ActivationProfile:
                  "attn": [torch.tensor([1.0, 3.0, 2.0, 6.0, 8.0, 0.0], dtype=torch.float64)]},
         sum_sq={"mlp": [torch.tensor([9.0, 16.0, 0.25], dtype=torch.float64)],
                 "attn": [torch.tensor([4.0, 0.0, 16.0, 36.0, 1.0, 9.0], dtype=torch.float64)]},
+        sum={"mlp": [torch.tensor([-2.0, 8.0, 1.0], dtype=torch.float64)],
+             "attn": [torch.tensor([1.0, -3.0, 0.0, 6.0, -8.0, 0.0], dtype=torch.float64)]},
+        block_cos=[3.0, 2.0],
     )
 
 
@@ -158,6 +184,28 @@ def test_stats_on_hand_made_profile():
     assert profile.scores("mlp", "l2")[0].tolist() == [3.0, 4.0, 0.5]
     with pytest.raises(DietConfigError, match="unknown statistic 'mean': did you mean 'mean_sq'"):
         profile.scores("mlp", "mean")
+
+
+def test_mean_variance_block_influence_on_hand_made_profile():
+    profile = hand_profile()
+    assert profile.mean("mlp")[0].tolist() == [-0.5, 2.0, 0.25]
+    # E[a^2] - E[a]^2 = [2.25 - 0.25, 4 - 4, 0.0625 - 0.0625]
+    assert profile.variance("mlp")[0].tolist() == [2.0, 0.0, 0.0]
+    assert profile.block_influence() == [1 - 3.0 / 4, 1 - 2.0 / 4]
+
+
+def test_pooled_adds_the_sums():
+    a, b = hand_profile(), hand_profile()
+    b.n_samples, b.n_tokens, b.block_cos = 1, 2, [1.0, 0.5]
+    b.sum_abs["mlp"] = [torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)]
+    pooled = ActivationProfile.pooled([a, b])
+    assert (pooled.n_samples, pooled.n_tokens) == (3, 6)
+    assert pooled.sum_abs["mlp"][0].tolist() == [5.0, 9.0, 3.0]
+    assert pooled.sum_sq["attn"][0].tolist() == [8.0, 0.0, 32.0, 72.0, 2.0, 18.0]
+    assert pooled.sum["mlp"][0].tolist() == [-4.0, 16.0, 2.0]
+    assert pooled.block_cos == [4.0, 2.5]
+    assert pooled.scores("mlp", "mean_abs")[0].tolist() == [5.0 / 6, 1.5, 0.5]
+    assert a.sum_abs["mlp"][0].tolist() == [4.0, 8.0, 2.0]  # the inputs are not modified
 
 
 def test_head_scores_group_by_head_dim():
@@ -176,6 +224,8 @@ def test_state_round_trip_copies():
     restored = ActivationProfile.from_state(state)
     assert (restored.n_samples, restored.n_tokens) == (2, 4)
     assert restored.sum_sq["attn"][0].tolist() == [4.0, 0.0, 16.0, 36.0, 1.0, 9.0]
+    assert restored.sum["mlp"][0].tolist() == [-2.0, 8.0, 1.0]
+    assert restored.block_cos == [3.0, 2.0]
     state["sum_abs"]["mlp"][0][0] = 100.0  # the state is a copy, not a view of the live profile
     assert profile.sum_abs["mlp"][0][0].item() == 4.0
 
@@ -191,8 +241,8 @@ def test_hooks_removed_after_profiling(model, sequences):
         profile_activations(model, sequences[:2], batch_size=2)
     finally:
         spy.remove()
-    # while profiling, one hook per site per layer was attached ...
-    assert len(seen_during[0] - after_spy) == 3 * NUM_LAYERS
+    # while profiling, one hook per site per layer was attached (the layer-output hook also takes the cosine) ...
+    assert len(seen_during[0] - after_spy) == len(SITES) * NUM_LAYERS == 4 * NUM_LAYERS
     # ... and afterwards exactly the hooks that were there before are left
     assert all_hooks(model) == before
 
@@ -235,12 +285,13 @@ def test_accumulated_size_independent_of_token_count(model):
     def layout(profile):
         return {
             (kind, site): [tuple(t.shape) for t in getattr(profile, kind)[site]]
-            for kind in ("sum_abs", "sum_sq") for site in SITES
+            for kind in ("sum", "sum_abs", "sum_sq") for site in SITES
         }
 
     assert layout(small) == layout(large)
-    for kind in ("sum_abs", "sum_sq"):
+    for kind in ("sum", "sum_abs", "sum_sq"):
         assert sorted(getattr(large, kind)) == sorted(SITES)
         numel = sum(t.numel() for site in SITES for t in getattr(large, kind)[site])
-        assert numel == NUM_LAYERS * (128 + 128 + 64)
-    assert set(vars(large)) == {"n_samples", "n_tokens", "sum_abs", "sum_sq"}
+        assert numel == NUM_LAYERS * (128 + 64 + 128 + 64)
+    assert len(small.block_cos) == len(large.block_cos) == NUM_LAYERS
+    assert set(vars(large)) == {"n_samples", "n_tokens", "sum", "sum_abs", "sum_sq", "block_cos"}

@@ -22,14 +22,17 @@ KEY = {"model": "tiny-abc", "dtype": "float32", "task": "boolq", "n": 4, "seed":
 
 def make_profile(scale: float = 1.0) -> ActivationProfile:
     sums = {site: [torch.arange(6, dtype=torch.float64) * scale + layer for layer in range(2)]
-            for site in ("mlp", "attn", "hidden")}
+            for site in ("mlp", "mlp_in", "attn", "hidden")}
     squares = {site: [t.square() for t in layers] for site, layers in sums.items()}
-    return ActivationProfile(n_samples=3, n_tokens=17, sum_abs=sums, sum_sq=squares)
+    signed = {site: [-t for t in layers] for site, layers in sums.items()}
+    return ActivationProfile(n_samples=3, n_tokens=17, sum_abs=sums, sum_sq=squares, sum=signed,
+                             block_cos=[15.5 * scale, 16.25])
 
 
 def assert_equal_profiles(a: ActivationProfile, b: ActivationProfile) -> None:
     assert (a.n_samples, a.n_tokens) == (b.n_samples, b.n_tokens)
-    for kind in ("sum_abs", "sum_sq"):
+    assert a.block_cos == b.block_cos
+    for kind in ("sum", "sum_abs", "sum_sq"):
         left, right = getattr(a, kind), getattr(b, kind)
         assert sorted(left) == sorted(right)
         for site in left:
@@ -220,7 +223,8 @@ WORKER = textwrap.dedent(
             handle.write(f"{name}\\n")
         gen = torch.Generator().manual_seed(os.getpid())  # each process would compute different numbers
         values = torch.rand(8, generator=gen, dtype=torch.float64)
-        return ActivationProfile(2, 9, {"mlp": [values]}, {"mlp": [values.square()]})
+        return ActivationProfile(2, 9, {"mlp": [values.abs()]}, {"mlp": [values.square()]}, {"mlp": [values]},
+                                 [float(values[0])])
 
     # barrier: both processes start get_or_compute at the same moment
     Path(ready_dir, name).touch()

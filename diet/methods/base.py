@@ -30,9 +30,12 @@ class PruningContext:
 
 @dataclass
 class MaskSelection:
-    """A method's answer: per-layer MLP keep-masks plus what it wants recorded."""
+    """A method's answer: what to remove, plus what it wants recorded. Applied by the shared pruner."""
 
-    mlp_keep: list[torch.Tensor] | None
+    mlp_keep: list[torch.Tensor] | None = None            # per layer, True = keep the MLP channel
+    mlp_bias: list[torch.Tensor | None] | None = None     # per layer down_proj bias added after slicing (FLAP)
+    drop_layers: list[int] | None = None                  # whole decoder layers removed (ShortGPT)
+    per_task: dict[str, "MaskSelection"] | None = None    # evaluate each task with its own selection (oracle)
     stats: dict[str, Any] = field(default_factory=dict)
 
 

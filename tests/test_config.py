@@ -1,0 +1,234 @@
+"""Config validation on the REAL Hydra configs (every bad value is named with what is allowed), the
+fast failure of the command line, and what the config hash does and does not depend on."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from diet.config import config_hash, effective_config, validate
+from diet.errors import DietConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+PAPER7 = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
+
+
+def compose_cfg(*overrides: str, method: str = "diet") -> dict[str, Any]:
+    """The resolved run config as `python -m experiments.run <overrides>` builds it."""
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[f"method={method}", "model=tiny_gemma2", f"data.dir={DATA_DIR}", *overrides],
+        )
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_real_config_is_valid():
+    cfg = compose_cfg()
+    assert cfg["method"] == {"name": "diet"}
+    assert cfg["model"]["name"] == "tiny_gemma2"
+    facts = validate(cfg)
+    assert facts["tasks"] == PAPER7
+    assert facts["data_dir"] == DATA_DIR.resolve()
+    assert facts["method"].name == "diet"
+
+
+# --------------------------------------------------------------------------- bad values
+
+BAD_OVERRIDES = [
+    (["sparsity=1.0"], r"^sparsity=1\.0 is outside the allowed range \[0\.0, 1\.0\)$"),
+    (["sparsity=-0.1"], r"^sparsity=-0\.1 is outside the allowed range \[0\.0, 1\.0\)$"),
+    (["sparsity=abc"], r"^sparsity='abc' is not a number: allowed \[0\.0, 1\.0\)$"),
+    (["sparsity=true"], r"^sparsity=True is not a number: allowed \[0\.0, 1\.0\)$"),
+    (["sparsity=nan"], r"^sparsity=nan is not a number: allowed \[0\.0, 1\.0\)$"),
+    (["vote.threshold=0"], r"^vote\.threshold=0 is outside the allowed range \(0\.0, 1\.0\]$"),
+    (["vote.threshold=1.5"], r"^vote\.threshold=1\.5 is outside the allowed range \(0\.0, 1\.0\]$"),
+    (["mask.min_keep_fraction=1.5"], r"^mask\.min_keep_fraction=1\.5 is outside the allowed range \[0\.0, 1\.0\]$"),
+    (["calib.n=0"], r"^calib\.n=0 is not allowed: use an integer >= 1$"),
+    (["calib.n=2.5"], r"^calib\.n=2\.5 is not allowed: use an integer >= 1$"),
+    (["calib.batch_size=0"], r"^calib\.batch_size=0 is not allowed: use an integer >= 1$"),
+    (["calib.max_length=-5"], r"^calib\.max_length=-5 is not allowed: use an integer >= 1$"),
+    (["eval.limit=0"], r"^eval\.limit=0 is not allowed: use an integer >= 1 or null$"),
+    (["eval.limit=ten"], r"^eval\.limit='ten' is not allowed: use an integer >= 1 or null$"),
+    (["eval.batch_size=0"], r"^eval\.batch_size=0 is not allowed: use an integer >= 1$"),
+    (["seed=abc"], r"^seed='abc' is not allowed: use an integer$"),
+    (["tasks=boolqq"], r"^unknown task or task set 'boolqq': did you mean 'boolq'\? available: .*\bboolq\b.*\bpaper7\b"),
+    (["tasks=[boolqq,rte]"], r"^unknown task 'boolqq': did you mean 'boolq'\? available: arc_challenge, arc_easy, boolq, "),
+    (["tasks=paper8"], r"^unknown task or task set 'paper8': did you mean 'paper7'\? available: "),
+    (["tasks=[]"], r"^tasks is empty: name a task set \(e\.g\. paper7\) or a list of tasks$"),
+    (["tasks=[boolq,rte,boolq]"], r"^tasks lists a task twice: \['boolq', 'rte', 'boolq'\]$"),
+    (["profile.stat=mean"], r"^unknown profile\.stat 'mean': did you mean 'mean_sq'\? available: l2, mean_abs, mean_sq$"),
+    (["profile.stat=max"], r"^unknown profile\.stat 'max': available: l2, mean_abs, mean_sq$"),
+    (["mask.scope=globl"], r"^unknown mask\.scope 'globl': did you mean 'global'\? available: global, layer$"),
+    (["merge=votes"], r"^unknown merge rule 'votes': did you mean 'vote'\? available: intersection, mean, union, vote$"),
+    (["wandb.mode=offlne"], r"^unknown wandb\.mode 'offlne': did you mean 'offline'\? available: disabled, offline, online$"),
+    (["eval.metric=f1"], r"^eval\.metric='f1' is not allowed: use one of auto, acc, acc_norm$"),
+    (["dims=attn"], r"^unknown dims 'attn': available: mlp$"),
+    (["model.source=hub"], r"^unknown model source 'hub': available: gguf_package, gguf_wheel_file, pretrained, tiny_random$"),
+    (["data.dir=/nonexistent/diet-data"],
+     r"^data dir '/nonexistent/diet-data' does not exist \(set data\.dir or DIET_DATA_DIR\)$"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_OVERRIDES, ids=[o[0] for o, _ in BAD_OVERRIDES])
+def test_bad_value_is_named(overrides, message):
+    cfg = compose_cfg(*overrides)
+    with pytest.raises(DietConfigError, match=message):
+        validate(cfg)
+
+
+def test_unknown_method_suggests_near_miss():
+    cfg = compose_cfg()
+    cfg["method"]["name"] = "dieet"  # Hydra itself rejects method=dieet: no such config group file
+    with pytest.raises(DietConfigError, match=r"^unknown method 'dieet': did you mean 'diet'\? available: dense, diet$"):
+        validate(cfg)
+    cfg["method"]["name"] = "magnitude"
+    with pytest.raises(DietConfigError, match=r"^unknown method 'magnitude': available: dense, diet$"):
+        validate(cfg)
+
+
+def test_unknown_task_set_from_custom_sets():
+    cfg = compose_cfg("tasks=mine", "+task_sets.mine=[boolq,rte]")
+    assert validate(cfg)["tasks"] == ["boolq", "rte"]
+    cfg = compose_cfg("tasks=mien", "+task_sets.mine=[boolq,rte]")
+    with pytest.raises(DietConfigError, match=r"^unknown task or task set 'mien': did you mean 'mine'\?"):
+        validate(cfg)
+    cfg = compose_cfg("tasks=mine", "+task_sets.mine=[boolq,rtee]")
+    with pytest.raises(DietConfigError, match=r"^unknown task 'rtee': did you mean 'rte'\?"):
+        validate(cfg)
+
+
+def make_data_dir(root: Path, files: list[str]) -> Path:
+    for name in files:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    return root.resolve()
+
+
+def test_missing_train_file_names_the_path(tmp_path):
+    data = make_data_dir(tmp_path / "data", ["eval/arc_easy_test.jsonl", "eval/rte_validation.jsonl",
+                                             "train/arc_easy_train.jsonl"])
+    cfg = compose_cfg("tasks=[arc_easy,rte]", f"data.dir={data}")
+    expected = str(data / "train" / "rte_train.jsonl")
+    with pytest.raises(DietConfigError, match="^missing train data for task 'rte': expected file " + re.escape(repr(expected))):
+        validate(cfg)
+    # dense needs no calibration data: the same folder is fine for it
+    dense = compose_cfg("tasks=[arc_easy,rte]", f"data.dir={data}", method="dense")
+    assert validate(dense)["tasks"] == ["arc_easy", "rte"]
+
+
+def test_missing_eval_file_names_the_path(tmp_path):
+    data = make_data_dir(tmp_path / "data", ["eval/arc_easy_validation.jsonl"])  # wrong split name
+    cfg = compose_cfg("tasks=arc_easy", f"data.dir={data}", method="dense")
+    expected = str(data / "eval" / "arc_easy_test.jsonl")
+    with pytest.raises(
+        DietConfigError,
+        match="^missing eval data for task 'arc_easy': expected file " + re.escape(repr(expected))
+        + re.escape(" (layout: <data.dir>/eval/<task>_<split>.jsonl, <data.dir>/train/<task>_train.jsonl)") + "$",
+    ):
+        validate(cfg)
+
+
+def test_data_dir_from_environment(monkeypatch):
+    monkeypatch.setenv("DIET_DATA_DIR", "/nonexistent/from-env")
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="config", overrides=["model=tiny_gemma2"]), resolve=True)
+    assert cfg["data"]["dir"] == "/nonexistent/from-env"
+    with pytest.raises(DietConfigError, match=r"^data dir '/nonexistent/from-env' does not exist"):
+        validate(cfg)
+
+
+def test_dense_ignores_pruning_options():
+    cfg = compose_cfg("sparsity=1.5", "vote.threshold=0", "calib.n=0", "profile.stat=max", method="dense")
+    assert validate(cfg)["method"].name == "dense"
+
+
+# --------------------------------------------------------------------------- the command line
+
+def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DIET_DATA_DIR": str(DATA_DIR), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.run", *args, f"hydra.run.dir={tmp_path / 'hydra'}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_cli_unknown_model_lists_options(tmp_path):
+    result = run_cli("model=gemma3_27Om", tmp_path=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Could not find 'model/gemma3_27Om'" in output
+    assert "Available options in 'model':" in output
+    for option in ("custom", "gemma2_2b", "gemma2_9b", "gemma3_270m", "smollm2_135m", "tiny_gemma2"):
+        assert re.search(rf"^\s+{option}$", output, flags=re.MULTILINE), option
+
+
+def test_cli_bad_sparsity_exits_2(tmp_path):
+    result = run_cli("method=diet", "sparsity=1.5", "model=tiny_gemma2", tmp_path=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "configuration error: sparsity=1.5 is outside the allowed range [0.0, 1.0)" in output
+    assert "load_model" not in output  # failed before any model was loaded
+
+
+# --------------------------------------------------------------------------- config identity
+
+def cell_hash(*overrides: str, method: str = "diet") -> str:
+    cfg = compose_cfg(*overrides, method=method)
+    return config_hash(effective_config(cfg, validate(cfg)["tasks"]))
+
+
+def test_hash_format_and_determinism():
+    digest = cell_hash()
+    assert re.fullmatch(r"[0-9a-f]{16}", digest)
+    assert cell_hash() == digest
+
+
+def test_dense_hash_ignores_sparsity():
+    assert cell_hash("sparsity=0.2", method="dense") == cell_hash("sparsity=0.4", method="dense")
+    assert cell_hash("calib.n=10", "merge=union", method="dense") == cell_hash(method="dense")
+
+
+def test_diet_hash_depends_on_pruning_options():
+    base = cell_hash("sparsity=0.2")
+    assert cell_hash("sparsity=0.4") != base
+    assert cell_hash("sparsity=0.2", "calib.n=50") != base
+    assert cell_hash("sparsity=0.2", "merge=union") != base
+    assert cell_hash("sparsity=0.2", "profile.stat=l2") != base
+    assert cell_hash("sparsity=0.2", method="dense") != base
+
+
+def test_hash_ignores_locations_and_tracking(tmp_path):
+    for method in ("diet", "dense"):
+        base = cell_hash(method=method)
+        assert cell_hash("results_dir=/somewhere/else", method=method) == base
+        assert cell_hash("wandb.mode=disabled", method=method) == base
+        assert cell_hash("wandb.project=other", "force=true", method=method) == base
+        assert cell_hash("eval.batch_size=32", "model.device=cuda", method=method) == base
+        # a different folder holding the same offline data is the same cell
+        data = make_data_dir(tmp_path / method, [f"{kind}/{task}_{split}.jsonl" for task, split in
+                                                 (("boolq", "validation"), ("rte", "validation"),
+                                                  ("hellaswag", "validation"), ("winogrande", "validation"),
+                                                  ("arc_easy", "test"), ("arc_challenge", "test"),
+                                                  ("openbookqa", "test")) for kind in ("eval",)]
+                             + [f"train/{task}_train.jsonl" for task in PAPER7])
+        assert cell_hash(f"data.dir={data}", method=method) == base
+
+
+def test_hash_depends_on_what_every_cell_uses():
+    base = cell_hash(method="dense")
+    assert cell_hash("seed=1", method="dense") != base
+    assert cell_hash("tasks=quick", method="dense") != base
+    assert cell_hash("eval.limit=10", method="dense") != base
+    assert cell_hash("model.add_bos_token=false", method="dense") != base
