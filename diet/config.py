@@ -6,10 +6,11 @@ Every failure names the bad value and what is allowed.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Mapping
 
 from diet.errors import DietConfigError
-from diet.io import stable_hash
+from diet.io import sha256_file, stable_hash
 from diet.paths import data_dir as resolve_data_dir
 from diet.registry import unknown_name_message
 
@@ -36,13 +37,34 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
         raise DietConfigError(f"{name}={value!r} is not allowed: use {allowed}")
 
 
+def _flag(name: str, value: Any) -> None:
+    # 'no' or 0 from the command line would otherwise be truthy/falsy by accident
+    if not isinstance(value, bool):
+        raise DietConfigError(f"{name}={value!r} is not allowed: use true or false")
+
+
 def _choice(name: str, value: Any, allowed: list[str] | tuple[str, ...]) -> None:
     if value not in allowed:
         raise DietConfigError(unknown_name_message(name, value, list(allowed)))
 
 
+def _calib_source_file(calib: Mapping[str, Any]) -> Path | None:
+    """None for `calib.source: tasks`; else the text file, which must exist."""
+    source = calib.get("source", "tasks")
+    if source in (None, "tasks"):
+        return None
+    path = Path(str(source)).expanduser()
+    if not path.is_file():
+        raise DietConfigError(
+            f"calib.source={source!r}: no such file {str(path)!r}; use 'tasks' (the task samples, pooled) "
+            f"or the path of a UTF-8 text file"
+        )
+    return path
+
+
 def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Check every option; returns facts derived on the way (task list, data dir)."""
+    from diet.evaluate import BACKENDS
     from diet.masks import MERGES, SCOPES
     from diet.methods import METHODS
     from diet.models.loaders import SOURCES
@@ -56,6 +78,9 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         headline_metric(task, cfg["eval"]["metric"])
     _positive_int("eval.limit", cfg["eval"]["limit"], allow_none=True)
     _positive_int("eval.batch_size", cfg["eval"]["batch_size"])
+    _choice("eval.backend", cfg["eval"]["backend"], BACKENDS.names())
+    _positive_int("eval.max_length", cfg["eval"].get("max_length"), allow_none=True)
+    _flag("model.add_bos_token", cfg["model"]["add_bos_token"])
     _choice("wandb.mode", cfg["wandb"]["mode"], WANDB_MODES)
     if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool):
         raise DietConfigError(f"seed={cfg['seed']!r} is not allowed: use an integer")
@@ -66,10 +91,14 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         _positive_int("calib.n", cfg["calib"]["n"])
         _positive_int("calib.batch_size", cfg["calib"]["batch_size"])
         _positive_int("calib.max_length", cfg["calib"]["max_length"])
+        _flag("calib.with_answer", cfg["calib"]["with_answer"])
+        _flag("vote.exact", cfg["vote"]["exact"])
         _choice("profile.stat", cfg["profile"]["stat"], STATS.names())
         _choice("mask.scope", cfg["mask"]["scope"], SCOPES.names())
         _choice("merge rule", cfg["merge"], MERGES.names())
         _choice("dims", cfg["dims"], DIMS)
+        _calib_source_file(cfg["calib"])
+    method.check(dict(cfg["method"]))
     data_dir = resolve_data_dir(cfg["data"]["dir"])
     check_data_files(tasks, data_dir, need_train=method.prunes and bool(method.uses))
     return {"tasks": tasks, "data_dir": data_dir, "method": method}
@@ -87,7 +116,9 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
 
     method = METHODS.get(cfg["method"]["name"])
     model = {k: v for k, v in cfg["model"].items() if k not in ("device",)}
-    eval_cfg = {k: v for k, v in cfg["eval"].items() if k != "batch_size"}
+    # batch size and backend change how requests are computed, not the results (the fast backend
+    # equals stock lm-eval per request: tests/test_fast_eval.py), so they are not part of a cell's identity
+    eval_cfg = {k: v for k, v in cfg["eval"].items() if k not in ("batch_size", "backend")}
     values: dict[str, Any] = {
         "model": model,
         "tasks": tasks,
@@ -98,6 +129,13 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
     }
     for section in method.uses:
         values[section] = cfg[section]
+    if "calib" in method.uses:
+        # calib.source counts only for the methods it feeds, and a file by its content, not its path.
+        calib = {k: v for k, v in cfg["calib"].items() if k != "source"}
+        if method.calib_source:
+            path = _calib_source_file(cfg["calib"])
+            calib["source"] = "tasks" if path is None else {"file_sha256": sha256_file(path)}
+        values["calib"] = calib
     assert set(BASE_SECTIONS) <= set(values)
     return values
 

@@ -20,7 +20,9 @@ replaces only the scoring:
   next token is scored are gathered (each once, even when 4 continuations are scored from the same
   last context token), passed through `model.lm_head` (plus Gemma's final logit soft-capping when
   the config sets it) and log-softmaxed, in chunks.
-* **Length batching.** Packed rows are sorted by length and run `batch_size` rows at a time.
+* **Length batching.** Packed rows are sorted by length, longest first, and run up to `batch_size`
+  rows at a time, fewer when the padded batch would exceed `batch_size * batch_row_tokens` tokens
+  (a long BoolQ passage does not pad 7 short rows to its length).
 
 The result per request is the same `(sum of continuation log-probs, is_greedy)` as stock, in the
 original order, up to float rounding (different matmul shapes): see tests/test_fast_eval.py.
@@ -138,11 +140,13 @@ class FastHFLM(HFLM):
         *args: Any,
         max_row_tokens: int = 1024,
         min_shared_fraction: float = 0.25,
-        lm_head_chunk: int = 128,
+        lm_head_chunk: int = 256,
+        batch_row_tokens: int = 128,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.max_row_tokens = max_row_tokens
+        self.batch_row_tokens = batch_row_tokens
         self.min_shared_fraction = min_shared_fraction
         self.lm_head_chunk = lm_head_chunk
 
@@ -163,6 +167,20 @@ class FastHFLM(HFLM):
         if isinstance(self.batch_size, int) and self.batch_size > 0:
             return self.batch_size
         return 8  # batch_size="auto": no probing needed, memory per row is small without full logits
+
+    def _batches(self, rows: Sequence[PackedRow], rows_per_batch: int) -> list[list[PackedRow]]:
+        """Consecutive rows (sorted longest first) up to `rows_per_batch` and the padded-token budget."""
+        budget = rows_per_batch * self.batch_row_tokens
+        batches: list[list[PackedRow]] = []
+        current: list[PackedRow] = []
+        for row in rows:
+            if current and (len(current) >= rows_per_batch or (len(current) + 1) * len(current[0]) > budget):
+                batches.append(current)
+                current = []
+            current.append(row)
+        if current:
+            batches.append(current)
+        return batches
 
     def _model_input(self, context_enc: list[int], continuation_enc: list[int]) -> list[int]:
         assert len(context_enc) > 0
@@ -250,8 +268,7 @@ class FastHFLM(HFLM):
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         pbar = tqdm(total=len(requests), disable=(disable_tqdm or (self.rank != 0)),
                     desc="Running loglikelihood requests (fast)")
-        for start in range(0, len(rows), rows_per_batch):
-            batch_rows = rows[start:start + rows_per_batch]
+        for batch_rows in self._batches(rows, rows_per_batch):
             length = len(batch_rows[0])
             input_ids = torch.full((len(batch_rows), length), pad_id, dtype=torch.long)
             position_ids = torch.zeros((len(batch_rows), length), dtype=torch.long)

@@ -198,7 +198,18 @@ def task_mask(
     scores: list[Tensor], sparsity: float, scope: str = "layer", min_keep_fraction: float = 0.05
 ) -> list[Tensor]:
     """Keep-mask for one task: the top channels by normalised score under `scope` (see SCOPES)."""
-    return _select([[s] for s in normalize_layer_scores(scores)], sparsity, scope, min_keep_fraction)
+    return select_top(normalize_layer_scores(scores), sparsity, scope, min_keep_fraction)
+
+
+def select_top(
+    scores: list[Tensor], sparsity: float, scope: str = "layer", min_keep_fraction: float = 0.05
+) -> list[Tensor]:
+    """Keep-mask of the top channels by the scores *as given* (no normalisation) under `scope`.
+
+    For scores that are already on one cross-layer scale (FLAP's per-layer standardised scores, which
+    may be negative and have mean 0, so dividing by the layer mean would be wrong).
+    """
+    return _select([[s] for s in _as_scores(scores)], sparsity, scope, min_keep_fraction)
 
 
 # --------------------------------------------------------------------------- merging

@@ -103,6 +103,7 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
         metric=cfg["eval"]["metric"],
         seed=cfg["seed"],
         max_length=cfg["eval"]["max_length"],
+        backend=cfg["eval"]["backend"],
     )
     # An oracle selection evaluates each task on its own pruned copy; otherwise one model, all tasks.
     if selection.per_task is None:
@@ -110,15 +111,20 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
     else:
         jobs = [([task], selection.per_task[task]) for task in tasks]
     metrics: dict[str, dict[str, Any]] = {}
+    widths_per_job, params_per_job = [], []
     for job_tasks, job_selection in jobs:
         job_model = model if selection.per_task is None else copy.deepcopy(model)
         with timer("prune"):
             apply_selection(job_model, job_selection)
+        widths_per_job.append(adapter_for(job_model).mlp_widths())
+        params_per_job.append(parameter_counts(job_model))
         with timer("evaluate"):
             metrics.update(evaluate(job_model, loaded.tokenizer, job_tasks, data_dir, settings, loaded.device))
+        del job_model
     metrics = {task: metrics[task] for task in tasks}
-    widths_after = adapter_for(job_model).mlp_widths()
-    params_after = parameter_counts(job_model)
+    # One model per task (oracle): report the mean size over the task models.
+    mlp_channels_after = float(np.mean([sum(widths) for widths in widths_per_job]))
+    params_after = {key: int(round(np.mean([p[key] for p in params_per_job]))) for key in params_per_job[0]}
 
     record: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
@@ -128,10 +134,11 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
         "average": average_score(metrics),
         "sparsity": {
             "target": float(cfg["sparsity"]) if method.prunes else 0.0,
-            "actual": 1.0 - sum(widths_after) / sum(widths_before),
+            "actual": 1.0 - mlp_channels_after / sum(widths_before),
             "dims": cfg["dims"] if method.prunes else None,
             "mlp_channels_before": sum(widths_before),
-            "mlp_channels_after": sum(widths_after),
+            "mlp_channels_after": mlp_channels_after,
+            "models_evaluated": len(jobs),
         },
         "parameters": {
             "before": params_before,
@@ -152,6 +159,7 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
             "num_fewshot": 0,
             "limit": settings.limit,
             "batch_size": settings.batch_size,
+            "backend": settings.backend,
             "add_bos_token": settings.add_bos_token,
             "bos_prepended": bos_prepended(loaded.tokenizer, settings.add_bos_token),
             "data": "online" if data_dir is None else str(data_dir),

@@ -32,7 +32,7 @@ class ProfileCache:
         stem = f"{key.get('task', 'profile')}-{digest}"
         return self.root / f"{stem}.pt", self.root / f"{stem}.json"
 
-    def load(self, key: dict[str, Any]) -> ActivationProfile | None:
+    def load(self, key: dict[str, Any], warn: bool = True) -> ActivationProfile | None:
         data_path, meta_path = self.paths(key)
         if not meta_path.exists() or not data_path.exists():
             return None
@@ -42,7 +42,8 @@ class ProfileCache:
                 raise ValueError("checksum mismatch")
             return ActivationProfile.from_state(torch.load(data_path, weights_only=True))
         except Exception as error:  # noqa: BLE001 - any unreadable entry is recomputed
-            warnings.warn(f"profile cache entry {data_path.name} is corrupted ({error}); recomputing", stacklevel=2)
+            if warn:
+                warnings.warn(f"profile cache entry {data_path.name} is corrupted ({error}); recomputing", stacklevel=2)
             return None
 
     def store(self, key: dict[str, Any], profile: ActivationProfile) -> None:
@@ -58,7 +59,7 @@ class ProfileCache:
         data_path, _ = self.paths(key)
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(data_path) + ".lock"):
-            cached = self.load(key)  # another process may have finished it while we waited
+            cached = self.load(key, warn=False)  # another process may have finished it while we waited
             if cached is not None:
                 return cached, True
             profile = compute()

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from diet.errors import DietConfigError
-from diet.io import atomic_write_json, sha256_file
+from diet.io import default_mode, atomic_write_json, sha256_file
 from diet.models.adapters import ModelAdapter, adapter_for
 
 FORMAT_VERSION = 1
@@ -194,6 +194,7 @@ def save_pruned(
         full_spec["kept_mlp_channels"] = _kept_indices(full_spec["kept_mlp_channels"], widths)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    os.chmod(staging, default_mode(directory=True))
     try:
         model.save_pretrained(staging, safe_serialization=True)
         if tokenizer is not None:

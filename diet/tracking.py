@@ -52,3 +52,34 @@ def log_run(record: dict[str, Any], wandb_cfg: dict[str, Any]) -> str | None:
         return run.dir
     finally:
         run.finish()
+
+
+def log_tables(tables: list[Any], wandb_cfg: dict[str, Any]) -> list[str]:
+    """Log each diet.tables.Table as a wandb.Table, one W&B run per table group; returns the run dirs."""
+    if wandb_cfg["mode"] == "disabled":
+        return []
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    os.makedirs(wandb_cfg["dir"], exist_ok=True)
+    by_group: dict[str, list[Any]] = {}
+    for table in tables:
+        by_group.setdefault(table.group, []).append(table)
+    run_dirs = []
+    for group in sorted(by_group):
+        run = wandb.init(
+            project=wandb_cfg["project"],
+            entity=wandb_cfg.get("entity"),
+            group=group,
+            mode=wandb_cfg["mode"],
+            dir=wandb_cfg["dir"],
+            name=f"tables-{group}",
+            job_type="tables",
+            reinit=True,
+        )
+        try:
+            run.log({table.name: wandb.Table(dataframe=table.data) for table in by_group[group]})
+            run_dirs.append(run.dir)
+        finally:
+            run.finish()
+    return run_dirs

@@ -195,7 +195,7 @@ def doc_identity(task: str, doc: dict) -> str:
 def test_samples_never_come_from_eval(draw, raw_train, name):
     eval_docs = read_jsonl(DATA_DIR / "eval" / EVAL_FILES[name])
     eval_ids = {doc_identity(name, doc) for doc in eval_docs}
-    eval_contexts = {expected_pair(name, doc)[0] for doc in eval_docs} if name != "boolq" else set()
+    eval_contexts = {expected_pair(name, doc)[0] for doc in eval_docs}
     samples = draw(name, 12, seed=0) + draw(name, 12, seed=1)
     checked = 0
     for sample in samples:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -103,7 +104,6 @@ def test_entry_layout_and_sidecar(tmp_path):
     meta = json.loads(meta_path.read_text())
     assert meta["key"] == KEY
     assert meta["format"] == FORMAT_VERSION
-    import hashlib
     assert meta["sha256"] == hashlib.sha256(data_path.read_bytes()).hexdigest()
 
 
@@ -153,10 +153,10 @@ def test_unreadable_payload_with_matching_checksum_recomputes(tmp_path):
     data_path, meta_path = cache.paths(KEY)
     tmp_path.mkdir(exist_ok=True)
     data_path.write_bytes(b"definitely not a torch file")
-    import hashlib
     meta_path.write_text(json.dumps({"key": KEY, "sha256": hashlib.sha256(data_path.read_bytes()).hexdigest()}))
     compute = Counter()
-    with pytest.warns(UserWarning, match=rf"(?s)^profile cache entry {data_path.name} is corrupted \(Weights only load failed.+\); recomputing$"):
+    expected = rf"(?s)^profile cache entry {data_path.name} is corrupted \(Weights only load failed.+\); recomputing$"
+    with pytest.warns(UserWarning, match=expected):
         profile, cached = cache.get_or_compute(KEY, compute)
     assert (cached, compute.calls) == (False, 1)
     assert_equal_profiles(load_quietly(cache, KEY), make_profile())
@@ -242,7 +242,7 @@ def test_two_processes_compute_once(tmp_path):
     script.write_text(WORKER)
     counter, ready, root = tmp_path / "counter.txt", tmp_path / "ready", tmp_path / "cache"
     ready.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), str(root), str(counter), str(ready), name, str(tmp_path / f"{name}.pt")],

@@ -3,6 +3,16 @@
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
 
 # Importing the modules registers the methods.
-from diet.methods import dense, diet  # noqa: E402,F401  (registers them)
+from diet.methods import (  # noqa: E402,F401  (registers them)
+    activation_pooled,
+    dense,
+    diet,
+    diet_oracle,
+    flap,
+    magnitude,
+    random_baseline,
+    shortgpt,
+    wanda_sp,
+)
 
 __all__ = ["METHODS", "MaskSelection", "Method", "PruningContext"]

@@ -44,6 +44,12 @@ class Method:
     # config sections (besides BASE_SECTIONS) that change this method's result
     uses: ClassVar[tuple[str, ...]] = ()
     prunes: ClassVar[bool] = True
+    # whether calib.source (pooled task samples or a text file) feeds this method; DIET is per task
+    calib_source: ClassVar[bool] = False
+
+    @classmethod
+    def check(cls, options: dict[str, Any]) -> None:
+        """Validate the method's own options (conf/method/<name>.yaml) before any model is loaded."""
 
     def select(self, ctx: PruningContext) -> MaskSelection:
         raise NotImplementedError

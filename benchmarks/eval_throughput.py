@@ -1,0 +1,286 @@
+"""Evaluation throughput: lm-eval's stock HFLM vs diet's fast backend, same model, same documents.
+
+    .venv/bin/python benchmarks/eval_throughput.py --limit 30 --tasks paper7 --batch-size 8
+
+Each backend runs in its own subprocess (so each peak RSS, `ru_maxrss`, is its own): load the model,
+then time `lm_eval.simple_evaluate` zero-shot on the tasks exactly as diet.evaluate runs it (plus
+log_samples, to compare per-document results). Reports documents/s (whole evaluation, and the
+loglikelihood scoring alone), the fast/stock ratio, peak memory, and whether the two backends agree
+(max |loglikelihood difference| per request, identical per-document acc / acc_norm). Writes
+results/benchmarks/eval_throughput.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limit", type=int, default=30, help="documents per task (default 30)")
+    parser.add_argument("--tasks", default="paper7", help="a task set of conf/config.yaml, a task, or a,b,c")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--model", default="gemma3_270m", help="a conf/model/*.yaml entry (default gemma3_270m)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backends", default="stock,fast", help="backends to run, in this order")
+    parser.add_argument("--out", default=str(REPO_ROOT / "results" / "benchmarks"), help="output folder")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)       # internal: run one backend
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def resolve_tasks(spec: str) -> list[str]:
+    from omegaconf import OmegaConf
+
+    from diet.tasks import resolve_task_names
+
+    task_sets = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf" / "config.yaml").task_sets)
+    return resolve_task_names(spec.split(",") if "," in spec else spec, task_sets)
+
+
+def model_config(name: str, device: str) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf" / "model" / f"{name}.yaml"), resolve=True)
+    cfg["device"] = device
+    return cfg
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """One backend, in this process: load, evaluate, write timings + per-document results as JSON."""
+    import logging
+
+    import psutil
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from diet.evaluate import EvalSettings, make_lm
+    from diet.models import load_model
+    from diet.paths import data_dir
+    from diet.tasks import build_tasks
+
+    logging.disable(logging.WARNING)  # stock HFLM warns once per truncated request
+    tasks = resolve_tasks(args.tasks)
+    local_data = data_dir() or (REPO_ROOT.parent / "shared" / "data")  # as the Makefile's DIET_DATA_DIR
+    start = time.perf_counter()
+    loaded = load_model(model_config(args.model, args.device))
+    load_seconds = time.perf_counter() - start
+    rss_loaded = psutil.Process().memory_info().rss
+    task_objects = build_tasks(tasks, local_data if local_data.is_dir() else None, with_train=False)
+    settings = EvalSettings(limit=args.limit, batch_size=args.batch_size, backend=args.worker)
+    lm = make_lm(loaded.model, loaded.tokenizer, settings, loaded.device)
+
+    scoring = {"seconds": 0.0, "requests": 0}
+    loglikelihood = lm.loglikelihood
+
+    def timed_loglikelihood(requests, *a, **k):
+        t0 = time.perf_counter()
+        out = loglikelihood(requests, *a, **k)
+        scoring["seconds"] += time.perf_counter() - t0
+        scoring["requests"] += len(requests)
+        return out
+
+    lm.loglikelihood = timed_loglikelihood
+    start = time.perf_counter()
+    results = simple_evaluate(
+        model=lm, tasks=list(task_objects.values()), num_fewshot=0, limit=args.limit, log_samples=True,
+        task_manager=TaskManager(include_defaults=False), random_seed=0, numpy_random_seed=0,
+        torch_random_seed=0, fewshot_random_seed=0,
+    )
+    eval_seconds = time.perf_counter() - start
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    samples = {
+        task: [
+            {
+                "doc_id": s["doc_id"],
+                "loglikelihoods": [float(r[0][0]) for r in s["resps"]],
+                "greedy": [bool(r[0][1]) for r in s["resps"]],
+                **{m: float(s[m]) for m in ("acc", "acc_norm") if m in s},
+            }
+            for s in sorted(results["samples"][task], key=lambda s: s["doc_id"])
+        ]
+        for task in tasks
+    }
+    out = {
+        "backend": args.worker,
+        "class": type(lm).__name__,
+        "load_seconds": load_seconds,
+        "eval_seconds": eval_seconds,
+        "scoring_seconds": scoring["seconds"],
+        "requests": scoring["requests"],
+        "docs": sum(len(v) for v in samples.values()),
+        "docs_per_task": {task: len(v) for task, v in samples.items()},
+        "rss_after_load_bytes": rss_loaded,
+        "peak_rss_bytes": peak_rss,
+        "metrics": {
+            task: {k.split(",")[0]: v for k, v in results["results"][task].items()
+                   if k.endswith(",none") and isinstance(v, float) and "stderr" not in k}
+            for task in tasks
+        },
+        "samples": samples,
+    }
+    Path(args.worker_out).write_text(json.dumps(out))
+
+
+def machine() -> dict[str, Any]:
+    import lm_eval
+    import torch
+    import transformers
+
+    cpu_model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "transformers": transformers.__version__,
+        "lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
+        "load_average_at_start": list(os.getloadavg()),
+    }
+    try:
+        import psutil
+
+        info["memory_total_bytes"] = psutil.virtual_memory().total
+    except ImportError:
+        pass
+    return info
+
+
+def compare(runs: dict[str, dict[str, Any]], reference: str, candidate: str) -> dict[str, Any]:
+    """Per-request and per-document agreement of two backends' samples."""
+    max_diff, n_requests, n_docs, greedy_same, metric_diffs = 0.0, 0, 0, True, []
+    for task, ref_samples in runs[reference]["samples"].items():
+        for ref, cand in zip(ref_samples, runs[candidate]["samples"][task], strict=True):
+            assert ref["doc_id"] == cand["doc_id"]
+            n_docs += 1
+            for a, b in zip(ref["loglikelihoods"], cand["loglikelihoods"], strict=True):
+                max_diff = max(max_diff, abs(a - b))
+                n_requests += 1
+            greedy_same &= ref["greedy"] == cand["greedy"]
+            for metric in ("acc", "acc_norm"):
+                if metric in ref and ref[metric] != cand[metric]:
+                    metric_diffs.append((task, ref["doc_id"], metric))
+    return {
+        "requests": n_requests,
+        "docs": n_docs,
+        "max_abs_loglikelihood_diff": max_diff,
+        "is_greedy_identical": greedy_same,
+        "docs_with_different_acc_or_acc_norm": len(metric_diffs),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    mib = 1024 ** 2
+    lines = [
+        "# Evaluation throughput: stock lm-eval HFLM vs diet fast backend",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Model {report['settings']['model']}, tasks {', '.join(report['settings']['tasks'])}, "
+        f"{report['settings']['limit']} docs per task, batch size {report['settings']['batch_size']}, "
+        f"device {report['settings']['device']}.",
+        "",
+        "| backend | docs | requests | eval s | docs/s | scoring s | scoring docs/s | peak RSS MiB | RSS after load MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, run in report["backends"].items():
+        lines.append(
+            f"| {name} | {run['docs']} | {run['requests']} | {run['eval_seconds']:.1f} | {run['docs_per_s']:.2f} | "
+            f"{run['scoring_seconds']:.1f} | {run['scoring_docs_per_s']:.2f} | {run['peak_rss_bytes'] / mib:.0f} | "
+            f"{run['rss_after_load_bytes'] / mib:.0f} |"
+        )
+    if "speedup" in report:
+        s = report["speedup"]
+        lines += ["", f"Speed-up fast / stock: **{s['docs_per_s']:.2f}x** (whole evaluation), "
+                      f"{s['scoring_docs_per_s']:.2f}x (loglikelihood scoring alone)."]
+    if "identity" in report:
+        i = report["identity"]
+        lines += ["", f"Identity: {i['requests']} requests over {i['docs']} documents, max |loglikelihood "
+                      f"difference| {i['max_abs_loglikelihood_diff']:.2e}, is_greedy identical: "
+                      f"{i['is_greedy_identical']}, documents with a different acc/acc_norm: "
+                      f"{i['docs_with_different_acc_or_acc_norm']}."]
+    m = report["machine"]
+    lines += ["", f"Machine: {m['platform']}, {m['cpu']}, {m['cpu_count']} CPUs ({m['cpus_usable']} usable), "
+                  f"torch {m['torch']} ({m['torch_threads']} threads), transformers {m['transformers']}, "
+                  f"lm-eval {m['lm_eval']}; load average at start {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])} "
+                  "(a shared machine: absolute times vary, the two backends ran one after the other).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.worker:
+        run_worker(args)
+        return {}
+    from diet.evaluate import BACKENDS
+    from diet.io import atomic_write_json, atomic_write_text
+
+    backends = args.backends.split(",")
+    for name in backends:
+        BACKENDS.get(name)
+    tasks = resolve_tasks(args.tasks)
+    command = "python benchmarks/eval_throughput.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    report: dict[str, Any] = {
+        "command": command,
+        "machine": machine(),
+        "settings": {"model": args.model, "tasks": tasks, "limit": args.limit, "batch_size": args.batch_size,
+                     "device": args.device},
+        "backends": {},
+    }
+    runs: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in backends:
+            out = Path(tmp) / f"{name}.json"
+            worker = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--worker-out", str(out),
+                      "--limit", str(args.limit), "--tasks", args.tasks, "--batch-size", str(args.batch_size),
+                      "--model", args.model, "--device", args.device]
+            print(f"[{name}] running ...", flush=True)
+            env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **os.environ}
+            subprocess.run(worker, check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, env=env)
+            runs[name] = json.loads(out.read_text())
+            run = runs[name]
+            run["docs_per_s"] = run["docs"] / run["eval_seconds"]
+            run["scoring_docs_per_s"] = run["docs"] / run["scoring_seconds"]
+            report["backends"][name] = {k: v for k, v in run.items() if k != "samples"}
+            print(f"[{name}] {run['docs']} docs in {run['eval_seconds']:.1f} s: {run['docs_per_s']:.2f} docs/s, "
+                  f"peak RSS {run['peak_rss_bytes'] / 1024 ** 2:.0f} MiB", flush=True)
+    if "stock" in runs and "fast" in runs:
+        report["speedup"] = {
+            "docs_per_s": runs["fast"]["docs_per_s"] / runs["stock"]["docs_per_s"],
+            "scoring_docs_per_s": runs["fast"]["scoring_docs_per_s"] / runs["stock"]["scoring_docs_per_s"],
+        }
+        report["identity"] = compare(runs, "stock", "fast")
+    text = markdown(report)
+    print(text)
+    out_dir = Path(args.out)
+    atomic_write_json(out_dir / "eval_throughput.json", report)
+    atomic_write_text(out_dir / "eval_throughput.md", text)
+    print(f"wrote {out_dir / 'eval_throughput.json'} and {out_dir / 'eval_throughput.md'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""FLAP (An et al. 2024, "Fluctuation-based Adaptive Structured Pruning"), MLP channels only.
+
+1. Fluctuation metric of MLP channel j (down_proj input a_j over the calibration tokens):
+       s_j = Var_t(a_tj) * ||W_down[:, j]||^2             (population variance, profile.variance("mlp"))
+2. Standardised per layer:  z_j = (s_j - mean(s)) / std(s)   (std with Bessel's correction, as
+   torch.std in FLAP's code; a constant layer gets z = 0). This puts every layer on one scale.
+3. Adaptive allocation (`method.allocation: global`): rank the z of all channels of all layers together
+   and keep the global top sum_l keep_count(width_l, sparsity) channels, i.e. exactly the count the
+   other methods keep, with a per-layer floor of max(1, ceil(mask.min_keep_fraction * width)) so no
+   layer is emptied (masks.py's "global" scope, applied through masks.select_top to the z as they are:
+   masks.task_mask would first divide each layer by its mean |score|, which rescales the layers'
+   standardised scores differently and so changes the cross-layer ranking). `allocation: layer` keeps
+   each layer's top keep_count instead (FLAP's uniform variant).
+4. Bias compensation (`method.bias: true`): for each layer the removed channels' mean contribution is
+   folded into a down_proj bias,  b = W_down[:, removed] @ mean_t(a_t)[removed],  so the pruned MLP
+   outputs exactly what the dense MLP outputs when the removed channels are replaced by their mean.
+Calibration tokens: `calib.source` (pooled task samples by default).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diet import masks
+from diet.errors import DietConfigError
+from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
+from diet.methods.calibrated import calibration_profile
+from diet.models.adapters import adapter_for
+from diet.profile import ActivationProfile
+
+ALLOCATIONS = ("global", "layer")
+
+
+def _down_weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    adapter = adapter_for(model)
+    return [adapter.mlp(i).down.weight.detach().to("cpu", torch.float64) for i in range(adapter.num_layers())]
+
+
+@torch.no_grad()
+def fluctuation_scores(model: torch.nn.Module, profile: ActivationProfile) -> list[torch.Tensor]:
+    """Per layer, per MLP channel: Var(a_j) * ||W_down[:, j]||^2 (float64)."""
+    return [
+        var.to(torch.float64) * down.square().sum(0)
+        for var, down in zip(profile.variance("mlp"), _down_weights(model))
+    ]
+
+
+def standardise(scores: list[torch.Tensor]) -> list[torch.Tensor]:
+    """(s - mean) / std per layer (unbiased std); zeros where the std is 0 or undefined."""
+    out = []
+    for layer in scores:
+        layer = layer.to(torch.float64)
+        std = layer.std() if layer.numel() > 1 else torch.zeros((), dtype=torch.float64)
+        out.append((layer - layer.mean()) / std if std > 0 else torch.zeros_like(layer))
+    return out
+
+
+@torch.no_grad()
+def compensation_bias(
+    model: torch.nn.Module, profile: ActivationProfile, keep: list[torch.Tensor]
+) -> list[torch.Tensor | None]:
+    """Per layer W_down[:, removed] @ mean(a)[removed] (float64); None where nothing is removed."""
+    biases: list[torch.Tensor | None] = []
+    for down, mean, mask in zip(_down_weights(model), profile.mean("mlp"), keep):
+        removed = ~mask.cpu()
+        biases.append(down[:, removed] @ mean.to(torch.float64)[removed] if bool(removed.any()) else None)
+    return biases
+
+
+@METHODS.register("flap")
+class Flap(Method):
+    name = "flap"
+    uses = ("sparsity", "dims", "calib", "mask")  # mask.min_keep_fraction is the floor; mask.scope unused
+    calib_source = True
+
+    @classmethod
+    def check(cls, options: dict) -> None:
+        allocation = options.get("allocation", "global")
+        if allocation not in ALLOCATIONS:
+            raise DietConfigError(f"method.allocation={allocation!r} is not allowed: use one of {', '.join(ALLOCATIONS)}")
+        if not isinstance(options.get("bias", True), bool):
+            raise DietConfigError(f"method.bias={options['bias']!r} is not allowed: use true or false")
+
+    def select(self, ctx: PruningContext) -> MaskSelection:
+        cfg, options = ctx.cfg, ctx.cfg["method"]
+        allocation = options.get("allocation", "global")
+        with ctx.timer("profile"):
+            profile = calibration_profile(ctx)
+        with ctx.timer("mask"):
+            standardised = standardise(fluctuation_scores(ctx.loaded.model, profile))
+            final = masks.select_top(
+                standardised, cfg["sparsity"], scope=allocation, min_keep_fraction=cfg["mask"]["min_keep_fraction"]
+            )
+            bias = compensation_bias(ctx.loaded.model, profile, final) if options.get("bias", True) else None
+        stats = masks.mask_stats({}, final)
+        stats.update(
+            allocation=allocation,
+            bias=bias is not None,
+            bias_norm_per_layer=None if bias is None else [0.0 if b is None else float(b.norm()) for b in bias],
+            calib_tokens=profile.n_tokens,
+        )
+        return MaskSelection(mlp_keep=final, mlp_bias=bias, stats=stats)

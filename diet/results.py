@@ -1,0 +1,102 @@
+"""All records of a results folder as one tidy DataFrame: one row per (record, task).
+
+Reruns of a cell share its config_hash (the hash leaves out output paths, W&B and code version), so
+only the newest record of each hash is kept: tables always show the latest result of a cell.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from diet.records import iter_records
+
+# Options the ablation tables vary: column name -> (config section, key or None for a top-level value).
+ABLATION_KEYS: dict[str, tuple[str, str | None]] = {
+    "threshold": ("vote", "threshold"),
+    "calib_n": ("calib", "n"),
+    "stat": ("profile", "stat"),
+    "scope": ("mask", "scope"),
+    "merge": ("merge", None),
+}
+RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", *ABLATION_KEYS, "n_tasks",
+               "config_hash", "finished_at", "group"]
+TASK_COLUMNS = ["task", "metric", "score", "stderr", "n"]
+COLUMNS = RUN_COLUMNS + TASK_COLUMNS
+
+
+def _newest_key(record: dict[str, Any]) -> tuple[datetime, str]:
+    # finished_at is ISO 8601 with an offset; the file name breaks ties (a `__rerunN` file sorts last)
+    return datetime.fromisoformat(record["finished_at"]), Path(record.get("_path", "")).name
+
+
+def newest_per_cell(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest record of each config_hash, ordered by config_hash (deterministic)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        kept = newest.get(record["config_hash"])
+        if kept is None or _newest_key(record) > _newest_key(kept):
+            newest[record["config_hash"]] = record
+    return [newest[key] for key in sorted(newest)]
+
+
+def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
+    """Deduplicated records of a folder; a missing folder has none."""
+    if not Path(results_dir).is_dir():
+        return []
+    return newest_per_cell(iter_records(Path(results_dir)))
+
+
+def ablation_value(record: dict[str, Any], column: str) -> Any:
+    """The option's value, or None where the method ignores it (not in its effective config)."""
+    section, key = ABLATION_KEYS[column]
+    source = record.get("effective_config") or record["config"]
+    if section not in source:
+        return None
+    value = source[section]
+    return value if key is None else value.get(key)
+
+
+def voting_tasks(record: dict[str, Any]) -> int:
+    """T in k = ceil(threshold * T): the tasks whose masks were merged (= the evaluated tasks)."""
+    mask = record.get("mask") or {}
+    return int(mask.get("num_tasks") or len(record["tasks"]))
+
+
+def run_fields(record: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "model": record["model"]["name"],
+        "method": record["method"],
+        "sparsity": float(record["sparsity"]["target"]),
+        "sparsity_actual": float(record["sparsity"]["actual"]),
+        "limit": record["eval"]["limit"],
+    }
+    fields.update({column: ablation_value(record, column) for column in ABLATION_KEYS})
+    fields.update(
+        n_tasks=voting_tasks(record),
+        config_hash=record["config_hash"],
+        finished_at=record["finished_at"],
+        group=(record["config"].get("wandb") or {}).get("group"),
+    )
+    return fields
+
+
+def tidy_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for record in records:
+        fields = run_fields(record)
+        for task, m in record["tasks"].items():
+            rows.append({**fields, "task": task, "metric": m["metric"], "score": float(m["score"]),
+                         "stderr": float(m["score_stderr"]), "n": int(m["n"])})
+    # object dtype keeps None as None (pandas would turn a None limit into NaN and ints into floats)
+    frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
+    for column in ("sparsity", "sparsity_actual", "score", "stderr"):
+        frame[column] = frame[column].astype(float)
+    return frame.sort_values(["config_hash", "task"], kind="stable").reset_index(drop=True)
+
+
+def load_frame(results_dir: str | Path) -> pd.DataFrame:
+    return tidy_frame(load_records(results_dir))

@@ -1,0 +1,51 @@
+"""The few statistics the tables use: averages with standard errors, chance levels, honest differences.
+
+Tasks are treated as independent samples, so the standard error of a mean over T tasks is
+sqrt(sum se_t^2) / T. Two methods evaluated on the same documents are positively correlated, so the
+unpaired se of a difference used here is conservative: a difference called significant is real.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+# Accuracy of guessing uniformly among the answer choices. BoolQ's majority class ("yes") is ~0.62,
+# so a BoolQ score near 0.62 is no evidence of skill even though it is above 0.5.
+CHANCE: dict[str, float] = {
+    "boolq": 0.5,
+    "rte": 0.5,
+    "winogrande": 0.5,
+    "hellaswag": 0.25,
+    "arc_easy": 0.25,
+    "arc_challenge": 0.25,
+    "openbookqa": 0.25,
+}
+Z = 2.0  # "clearly" / "significant" = more than 2 standard errors
+VOTE_EPS = 1e-9  # same slack as diet.masks: threshold 0.142857 with 7 tasks needs 1 vote
+
+
+def mean_se(scores: Sequence[float], stderrs: Sequence[float]) -> tuple[float, float]:
+    """Mean over tasks and its standard error (independent tasks); NaN for no tasks."""
+    if not scores:
+        return math.nan, math.nan
+    count = len(scores)
+    return sum(scores) / count, math.sqrt(sum(se * se for se in stderrs)) / count
+
+
+def clearly_above_chance(task: str, score: float, stderr: float) -> bool:
+    """Whether score exceeds the task's chance level by more than Z standard errors (unknown task: no)."""
+    chance = CHANCE.get(task)
+    return chance is not None and score - chance > Z * stderr
+
+
+def difference(a: float, se_a: float, b: float, se_b: float) -> tuple[float, float, bool]:
+    """a - b, its standard error, and whether |a - b| exceeds Z of them."""
+    diff = a - b
+    se = math.sqrt(se_a * se_a + se_b * se_b)
+    return diff, se, bool(abs(diff) > Z * se)
+
+
+def votes_needed(threshold: float, n_tasks: int) -> int:
+    """k: the votes a channel needs at this threshold (as in the "vote" merge of diet.masks)."""
+    return max(1, math.ceil(threshold * n_tasks - VOTE_EPS))

@@ -1,0 +1,197 @@
+"""Paper tables from the tidy results frame: a registry of named builders, one table per block.
+
+Every builder takes a Block (one model at one eval limit) and returns a Table or None (nothing to
+show). Scores are in points (x100). A column X with a sibling X_se is "X ± se" when rendered, a
+sibling X_n is noted in X's header; csv keeps them as separate numeric columns (diet.table_render).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pandas as pd
+
+from diet.blocks import DIET_METHODS, LABELS, Block, blocks_from_frame, method_rank, row_key
+from diet.registry import Registry
+from diet.results import ABLATION_KEYS
+from diet.stats import CHANCE, Z, difference, mean_se, votes_needed
+
+CELL_NOTE = "cells: score ± standard error, in points (x100); (n=...) = documents per task"
+
+
+@dataclass
+class Table:
+    name: str
+    data: pd.DataFrame                                    # numeric, what csv and W&B get
+    notes: list[str] = field(default_factory=list)        # printed under md, as % comments in tex
+    formats: dict[str, str] = field(default_factory=dict)  # column -> format of its value (default {:.1f})
+    hidden: tuple[str, ...] = ("config_hash",)            # csv only (traceability), not in md/tex
+    group: str = "tables"                                 # W&B group (common_group)
+
+
+Builder = Callable[[Block], "Table | None"]
+TABLES: Registry[Builder] = Registry("table")
+
+
+def common_group(runs: list[dict[str, Any]]) -> str:
+    """The W&B group most of the runs were logged under (ties: alphabetical); "tables" when none had one.
+
+    An ablation table also holds the default-settings run, often made by the main sweep (same cell).
+    """
+    counts = Counter(run["group"] for run in runs if run["group"])
+    return min(counts, key=lambda g: (-counts[g], g)) if counts else "tables"
+
+
+def score_columns(run: dict[str, Any], block: Block) -> dict[str, Any]:
+    """Per-task score/se/n and the two averages (NaN where the run lacks one of the tasks averaged)."""
+    row: dict[str, Any] = {}
+    for task in block.tasks:
+        score, se, n = run["tasks"].get(task, (math.nan, math.nan, None))
+        row.update({task: 100 * score, f"{task}_se": 100 * se, f"{task}_n": n})
+    for column, tasks in (("average", block.tasks), ("avg_above_chance", block.above_chance or [])):
+        if tasks and all(task in run["tasks"] for task in tasks):
+            mean, se = mean_se([run["tasks"][t][0] for t in tasks], [run["tasks"][t][1] for t in tasks])
+        else:
+            mean, se = math.nan, math.nan
+        row.update({column: 100 * mean, f"{column}_se": 100 * se})
+    return row
+
+
+def above_chance_note(block: Block) -> str:
+    rule = f"dense score - chance > {Z:g} se; chance: " + ", ".join(f"{t} {CHANCE[t]:g}" for t in block.tasks
+                                                                    if t in CHANCE)
+    if block.above_chance is None:
+        return f"avg_above_chance: no dense run of this model at this limit ({rule})"
+    if not block.above_chance:
+        return f"avg_above_chance: no task is clearly above chance for dense ({rule})"
+    return f"avg_above_chance averages {', '.join(block.above_chance)} ({rule})"
+
+
+def _frame(rows: list[dict[str, Any]], drop_empty: tuple[str, ...] = ()) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, dtype=object)
+    for column in drop_empty:  # e.g. "variant": shown only when some row has one
+        if column in frame and not frame[column].astype(bool).any():
+            frame = frame.drop(columns=column)
+    for column in frame:  # floats as floats (csv float_format), the rest (ints with None, str) as objects
+        if all(isinstance(v, float) for v in frame[column]):
+            frame[column] = frame[column].astype(float)
+    return frame
+
+
+@TABLES.register("main")
+def main_table(block: Block) -> Table | None:
+    """Rows method x sparsity (dense on top), columns the tasks, average and avg_above_chance."""
+    if not block.main:
+        return None
+    rows = [{"method": run["method"], "variant": run["variant"], "sparsity": run["sparsity"],
+             "actual": run["sparsity_actual"], **score_columns(run, block), "config_hash": run["config_hash"]}
+            for run in block.main]
+    frame = _frame(rows, drop_empty=("variant",))
+    notes = [CELL_NOTE, above_chance_note(block)]
+    if "variant" in frame:
+        notes.append("variant: options that differ from conf/config.yaml (a method's runs at a sparsity with "
+                     "no default-settings run)")
+    return Table(f"main__{block.label}", frame, notes,
+                 formats={"sparsity": "{:.2f}", "actual": "{:.3f}"}, group=common_group(block.main))
+
+
+@TABLES.register("differences")
+def differences_table(block: Block) -> Table | None:
+    """Each pruned run's average minus the best non-DIET baseline's at the same sparsity, with its se."""
+    rows = []
+    for sparsity in sorted({run["sparsity"] for run in block.main if run["method"] != "dense"}):
+        at = [run for run in block.main if run["sparsity"] == sparsity]
+        scored = {run["config_hash"]: score_columns(run, block) for run in at}
+        row_pairs: dict[str, dict[str, Any]] = {run["config_hash"]: {} for run in at}
+        for column, short in (("average", "avg"), ("avg_above_chance", "above_chance")):
+            baselines = [run for run in at if run["method"] not in DIET_METHODS
+                         and not math.isnan(scored[run["config_hash"]][column])]
+            if not baselines:
+                continue
+            # best baseline: highest score; ties go to the earlier method in METHOD_ORDER
+            best = min(baselines, key=lambda r: (-scored[r["config_hash"]][column], row_key(r)))
+            ref = scored[best["config_hash"]]
+            for run in at:
+                if run is best:
+                    continue
+                own = scored[run["config_hash"]]
+                diff, se, significant = difference(own[column], own[f"{column}_se"], ref[column], ref[f"{column}_se"])
+                row_pairs[run["config_hash"]].update({
+                    f"vs_{short}": best["method"], f"{short}_diff": diff, f"{short}_diff_se": se,
+                    f"{short}_significant": None if math.isnan(diff) else significant})
+        for run in at:
+            if row_pairs[run["config_hash"]]:
+                rows.append({"method": run["method"], "variant": run["variant"], "sparsity": sparsity,
+                             "average": scored[run["config_hash"]]["average"],
+                             "average_se": scored[run["config_hash"]]["average_se"],
+                             **row_pairs[run["config_hash"]], "config_hash": run["config_hash"]})
+    if not rows:
+        return None
+    columns = ["method", "variant", "sparsity", "average", "average_se"]
+    for short in ("avg", "above_chance"):
+        columns += [f"vs_{short}", f"{short}_diff", f"{short}_diff_se", f"{short}_significant"]
+    frame = _frame([{c: row.get(c) for c in columns + ["config_hash"]} for row in rows], drop_empty=("variant",))
+    frame = frame.dropna(axis=1, how="all")  # no above-chance baseline at all: drop those columns
+    notes = [
+        "difference to the best non-DIET baseline at the same sparsity (vs_*), in points; "
+        f"significant = |diff| > {Z:g} se, se = sqrt(se_a^2 + se_b^2) (unpaired, so conservative)",
+        above_chance_note(block),
+    ]
+    formats = {"sparsity": "{:.2f}", "avg_diff": "{:+.1f}", "above_chance_diff": "{:+.1f}"}
+    return Table(f"differences__{block.label}", frame, notes, formats, group=common_group(block.main))
+
+
+def ablation_table(key: str) -> Builder:
+    """Runs that differ only in option `key`, side by side (groups where `key` takes >= 2 values)."""
+    others = [k for k in ABLATION_KEYS if k != key]
+
+    def build(block: Block) -> Table | None:
+        groups: dict[tuple, list[dict[str, Any]]] = {}
+        for run in block.runs:
+            if run[key] is not None:
+                fixed = (run["method"], run["sparsity"], *(run[k] for k in others), tuple(sorted(run["tasks"])))
+                groups.setdefault(fixed, []).append(run)
+        chosen = [run for group in groups.values() if len({r[key] for r in group}) > 1 for run in group]
+        if not chosen:
+            return None
+        chosen.sort(key=lambda r: (method_rank(r["method"]), r["sparsity"],
+                                   *(format_sort(r[k]) for k in others), format_sort(r[key]), r["config_hash"]))
+        varying = [k for k in others if len({r[k] for r in chosen}) > 1]
+        rows = []
+        for run in chosen:
+            row: dict[str, Any] = {"method": run["method"], "sparsity": run["sparsity"]}
+            row.update({LABELS[k]: run[k] for k in varying})
+            row[LABELS[key]] = run[key]
+            if key == "threshold":
+                row["k"] = votes_needed(run["threshold"], run["n_tasks"])
+            row.update({"actual": run["sparsity_actual"], **score_columns(run, block), "config_hash": run["config_hash"]})
+            rows.append(row)
+        fixed_notes = ", ".join(f"{LABELS[k]}={chosen[0][k]}" for k in others if k not in varying
+                                and chosen[0][k] is not None)
+        notes = [CELL_NOTE, above_chance_note(block)] + ([f"fixed: {fixed_notes}"] if fixed_notes else [])
+        if key == "threshold":
+            tasks = sorted({r["n_tasks"] for r in chosen})
+            notes.append(f"k = ceil(threshold x T) votes of T = {'/'.join(map(str, tasks))} tasks keep a channel")
+        formats = {"sparsity": "{:.2f}", "actual": "{:.3f}", "vote.threshold": "{:.4g}"}
+        return Table(f"ablation_{key}__{block.label}", _frame(rows), notes, formats, group=common_group(chosen))
+
+    return build
+
+
+def format_sort(value: Any) -> tuple[int, Any]:
+    """Sort key for option values of one kind (None first; numbers numerically, strings alphabetically)."""
+    return (0, 0) if value is None else (1, value)
+
+
+for _key in ABLATION_KEYS:
+    TABLES.register(f"ablation_{_key}")(ablation_table(_key))
+
+
+def build_tables(frame: pd.DataFrame) -> list[Table]:
+    """Every registered table of every block, ordered by name."""
+    tables = [table for block in blocks_from_frame(frame) for name in TABLES
+              if (table := TABLES.get(name)(block)) is not None]
+    return sorted(tables, key=lambda t: t.name)

