@@ -9,13 +9,13 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from diet.dims import DIMS, SPARSITY_OF  # mlp, heads, mlp+heads, hidden; dim, params
 from diet.errors import DietConfigError
 from diet.io import sha256_file, stable_hash
 from diet.paths import data_dir as resolve_data_dir
 from diet.registry import unknown_name_message
 
 WANDB_MODES = ("offline", "online", "disabled")
-DIMS = ("mlp",)
 
 
 def _number_in(name: str, value: Any, low: float, high: float, low_open: bool, high_open: bool) -> float:
@@ -97,6 +97,12 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         _choice("mask.scope", cfg["mask"]["scope"], SCOPES.names())
         _choice("merge rule", cfg["merge"], MERGES.names())
         _choice("dims", cfg["dims"], DIMS)
+        if cfg["dims"] not in method.dims:
+            raise DietConfigError(
+                f"method {method.name!r} does not support dims={cfg['dims']!r}: it supports "
+                f"{', '.join(method.dims)}"
+            )
+        _choice("sparsity_of", cfg.get("sparsity_of", "dim"), SPARSITY_OF)
         _calib_source_file(cfg["calib"])
     method.check(dict(cfg["method"]))
     data_dir = resolve_data_dir(cfg["data"]["dir"])
@@ -129,6 +135,9 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
     }
     for section in method.uses:
         values[section] = cfg[section]
+    # sparsity_of enters the identity only when not the default, so existing cells keep their hash
+    if "sparsity" in method.uses and cfg.get("sparsity_of", "dim") != "dim":
+        values["sparsity_of"] = cfg["sparsity_of"]
     if "calib" in method.uses:
         # calib.source counts only for the methods it feeds, and a file by its content, not its path.
         calib = {k: v for k, v in cfg["calib"].items() if k != "source"}

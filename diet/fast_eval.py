@@ -20,9 +20,10 @@ replaces only the scoring:
   next token is scored are gathered (each once, even when 4 continuations are scored from the same
   last context token), passed through `model.lm_head` (plus Gemma's final logit soft-capping when
   the config sets it) and log-softmaxed, in chunks.
-* **Length batching.** Packed rows are sorted by length, longest first, and run up to `batch_size`
-  rows at a time, fewer when the padded batch would exceed `batch_size * batch_row_tokens` tokens
-  (a long BoolQ passage does not pad 7 short rows to its length).
+* **Length batching.** Packed rows are sorted by length, longest first, and run as many at a time
+  as fit `batch_size * batch_row_tokens` padded tokens (at least one row): short rows make large
+  batches, a long BoolQ passage does not pad short rows to its length. Scored rows are collected
+  across forwards and go through the LM head `lm_head_chunk` (256) at a time.
 
 The result per request is the same `(sum of continuation log-probs, is_greedy)` as stock, in the
 original order, up to float rounding (different matmul shapes): see tests/test_fast_eval.py.
@@ -133,21 +134,26 @@ def mask_layout(config: Any) -> str | None:
 
 
 class FastHFLM(HFLM):
-    """lm-eval's HFLM with a prefix-sharing, scored-positions-only `_loglikelihood_tokens`."""
+    """lm-eval's HFLM with a prefix-sharing, scored-positions-only `_loglikelihood_tokens`.
+
+    `batch_size` sets the padded tokens per backbone forward, `batch_size * batch_row_tokens`
+    (at least one packed row); the LM head runs on `lm_head_chunk` scored rows at a time, collected
+    across forwards (a full-vocabulary log-softmax of 256 rows is 256 MiB in float32).
+    """
 
     def __init__(
         self,
         *args: Any,
         max_row_tokens: int = 1024,
         min_shared_fraction: float = 0.25,
-        lm_head_chunk: int = 256,
         batch_row_tokens: int = 128,
+        lm_head_chunk: int = 256,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.max_row_tokens = max_row_tokens
-        self.batch_row_tokens = batch_row_tokens
         self.min_shared_fraction = min_shared_fraction
+        self.batch_row_tokens = batch_row_tokens
         self.lm_head_chunk = lm_head_chunk
 
     # -- helpers ------------------------------------------------------------------------------------
@@ -161,20 +167,19 @@ class FastHFLM(HFLM):
             and isinstance(getattr(model, "lm_head", None), torch.nn.Module)
         )
 
-    def _rows_per_batch(self, override_bs: int | None) -> int:
-        if override_bs:
-            return int(override_bs)
-        if isinstance(self.batch_size, int) and self.batch_size > 0:
-            return self.batch_size
-        return 8  # batch_size="auto": no probing needed, memory per row is small without full logits
+    def _token_budget(self, override_bs: int | None) -> int:
+        batch_size = override_bs or self.batch_size
+        if not isinstance(batch_size, int) or batch_size < 1:
+            batch_size = 8  # batch_size="auto": nothing to probe, memory per token is small without full logits
+        return batch_size * self.batch_row_tokens
 
-    def _batches(self, rows: Sequence[PackedRow], rows_per_batch: int) -> list[list[PackedRow]]:
-        """Consecutive rows (sorted longest first) up to `rows_per_batch` and the padded-token budget."""
-        budget = rows_per_batch * self.batch_row_tokens
+    @staticmethod
+    def _batches(rows: Sequence[PackedRow], budget: int) -> list[list[PackedRow]]:
+        """Consecutive rows (sorted longest first) while the padded batch stays within `budget` tokens."""
         batches: list[list[PackedRow]] = []
         current: list[PackedRow] = []
         for row in rows:
-            if current and (len(current) >= rows_per_batch or (len(current) + 1) * len(current[0]) > budget):
+            if current and (len(current) + 1) * len(current[0]) > budget:
                 batches.append(current)
                 current = []
             current.append(row)
@@ -183,6 +188,7 @@ class FastHFLM(HFLM):
         return batches
 
     def _model_input(self, context_enc: list[int], continuation_enc: list[int]) -> list[int]:
+        """Stock `_loglikelihood_tokens`' input: context + continuation, left-truncated, last token dropped."""
         assert len(context_enc) > 0
         assert len(continuation_enc) > 0
         assert len(continuation_enc) <= self.max_length
@@ -196,54 +202,54 @@ class FastHFLM(HFLM):
         return (context_enc + continuation_enc)[-(self.max_length + 1):][:-1]
 
     def _batch_masks(self, rows: Sequence[PackedRow], length: int, dtype: torch.dtype) -> Any:
+        """Additive float masks [B, 1, L, L] (0 = attend, dtype min = masked), per layer type if needed."""
         config = self.model.config
         window = getattr(config, "sliding_window", None)
-        batch = len(rows)
-        full = np.zeros((batch, length, length), dtype=bool)
+        full = np.zeros((len(rows), length, length), dtype=bool)
         sliding = np.zeros_like(full) if mask_layout(config) == "mapping" else None
+        diagonal = np.arange(length)
         for b, row in enumerate(rows):
             n = len(row)
             allowed = row.ancestors()
             full[b, :n, :n] = allowed
+            full[b, diagonal[n:], diagonal[n:]] = True  # padding queries see themselves only (never read)
             if sliding is not None:
-                pos = np.asarray(row.positions)
-                sliding[b, :n, :n] = allowed & ((pos[:, None] - pos[None, :]) < window)
-        pad = np.arange(length)
-        for b, row in enumerate(rows):  # padding queries attend to themselves only (never read)
-            full[b, pad[len(row):], pad[len(row):]] = True
-            if sliding is not None:
-                sliding[b, pad[len(row):], pad[len(row):]] = True
+                positions = np.asarray(row.positions)
+                sliding[b, :n, :n] = allowed & ((positions[:, None] - positions[None, :]) < window)
+                sliding[b, diagonal[n:], diagonal[n:]] = True
 
         def additive(allowed: np.ndarray) -> torch.Tensor:
             allowed_t = torch.from_numpy(allowed).to(self.device).unsqueeze(1)
-            zero = torch.zeros((), dtype=dtype, device=self.device)
-            return torch.where(allowed_t, zero, torch.finfo(dtype).min)
+            return torch.where(allowed_t, torch.zeros((), dtype=dtype, device=self.device), torch.finfo(dtype).min)
 
         if sliding is None:
             return additive(full)
         return {"full_attention": additive(full), "sliding_attention": additive(sliding)}
 
-    def _scored_logprobs(
-        self, hidden: torch.Tensor, nodes: torch.Tensor, pair_node: torch.Tensor, pair_target: torch.Tensor
+    def _score_rows(
+        self, hidden: torch.Tensor, pair_row: torch.Tensor, pair_target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-prob of each (node, target) pair and the greedy token of each node, from the LM head."""
+        """LM head + log-softmax on the scored hidden rows only, in chunks.
+
+        Returns the log-prob of each (row, target) pair and whether the target is the row's argmax.
+        """
         model = self.model
         softcap = getattr(model.config, "final_logit_softcapping", None)
-        greedy = torch.empty(len(nodes), dtype=torch.long, device=hidden.device)
-        pair_logprob = torch.empty(len(pair_node), dtype=self.softmax_dtype or hidden.dtype, device=hidden.device)
+        greedy = torch.empty(len(hidden), dtype=torch.long, device=hidden.device)
+        pair_logprob = torch.empty(len(pair_row), dtype=self.softmax_dtype or hidden.dtype, device=hidden.device)
         chunk = max(1, self.lm_head_chunk)
-        for start in range(0, len(nodes), chunk):
-            stop = min(start + chunk, len(nodes))
-            logits = model.lm_head(hidden[nodes[start:stop]])
-            if softcap is not None:
+        for start in range(0, len(hidden), chunk):
+            stop = min(start + chunk, len(hidden))
+            logits = model.lm_head(hidden[start:stop])
+            if softcap is not None:  # as Gemma2/3ForCausalLM.forward does
                 logits = logits / softcap
                 logits = torch.tanh(logits)
                 logits = logits * softcap
             logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
             greedy[start:stop] = logprobs.argmax(dim=-1)
-            in_chunk = ((pair_node >= start) & (pair_node < stop)).nonzero().squeeze(-1)
-            pair_logprob[in_chunk] = logprobs[pair_node[in_chunk] - start, pair_target[in_chunk]].to(pair_logprob.dtype)
-        return pair_logprob, greedy
+            in_chunk = ((pair_row >= start) & (pair_row < stop)).nonzero().squeeze(-1)
+            pair_logprob[in_chunk] = logprobs[pair_row[in_chunk] - start, pair_target[in_chunk]].to(pair_logprob.dtype)
+        return pair_logprob, greedy[pair_row] == pair_target
 
     # -- the override -------------------------------------------------------------------------------
 
@@ -257,18 +263,38 @@ class FastHFLM(HFLM):
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         if not requests:
             return []
-        model = self.model
-        backbone = model.model
+        backbone = self.model.model
         dtype = next(backbone.parameters()).dtype
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         inputs = [self._model_input(context_enc, continuation_enc) for _, context_enc, continuation_enc in requests]
         rows = pack_requests(inputs, max(self.max_row_tokens, 1), self.min_shared_fraction)
         rows.sort(key=lambda row: -len(row))  # batches by length: little padding, largest first
-        rows_per_batch = self._rows_per_batch(override_bs)
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         pbar = tqdm(total=len(requests), disable=(disable_tqdm or (self.rank != 0)),
                     desc="Running loglikelihood requests (fast)")
-        for batch_rows in self._batches(rows, rows_per_batch):
+
+        # scored hidden rows waiting for the LM head, their (row, target) pairs, and the requests' spans
+        pending: dict[str, Any] = {"hidden": [], "rows": 0, "pair_row": [], "pair_target": [], "spans": []}
+
+        def flush() -> None:
+            if not pending["spans"]:
+                return
+            with torch.no_grad(), self._autocast():
+                pair_logprob, pair_greedy = self._score_rows(
+                    torch.cat(pending["hidden"]),
+                    torch.tensor(pending["pair_row"], dtype=torch.long, device=self.device),
+                    torch.tensor(pending["pair_target"], dtype=torch.long, device=self.device),
+                )
+            for index, first, count in pending["spans"]:
+                answer = (float(pair_logprob[first:first + count].sum()), bool(pair_greedy[first:first + count].all()))
+                results[index] = answer
+                request_str = requests[index][0]
+                if request_str is not None:
+                    self.cache_hook.add_partial("loglikelihood", request_str, answer)
+                pbar.update(1)
+            pending.update(hidden=[], rows=0, pair_row=[], pair_target=[], spans=[])
+
+        for batch_rows in self._batches(rows, self._token_budget(override_bs)):
             length = len(batch_rows[0])
             input_ids = torch.full((len(batch_rows), length), pad_id, dtype=torch.long)
             position_ids = torch.zeros((len(batch_rows), length), dtype=torch.long)
@@ -276,54 +302,41 @@ class FastHFLM(HFLM):
                 input_ids[b, :len(row)] = torch.tensor(row.tokens, dtype=torch.long)
                 position_ids[b, :len(row)] = torch.tensor(row.positions, dtype=torch.long)
 
-            # scored (row, node) pairs, each node once; (node, target) pairs per request
-            node_index: dict[tuple[int, int], int] = {}
-            pair_node: list[int] = []
-            pair_target: list[int] = []
-            spans: list[tuple[int, int, int, list[int]]] = []  # (request, first pair, n pairs, targets)
+            # the scored nodes: continuation token j of a request is predicted at its path's node n-c+j
+            scored: dict[int, int] = {}  # flat node (b * length + node) -> pending row
             for b, row in enumerate(batch_rows):
                 for index, path in row.paths.items():
                     continuation = requests[index][2]
-                    scored = path[len(path) - len(continuation):]
-                    first = len(pair_node)
-                    for node, target in zip(scored, continuation, strict=True):
-                        key = (b, node)
-                        if key not in node_index:
-                            node_index[key] = len(node_index)
-                        pair_node.append(node_index[key])
-                        pair_target.append(target)
-                    spans.append((index, first, len(continuation), continuation))
-            flat_nodes = torch.tensor([b * length + node for b, node in node_index], dtype=torch.long)
+                    first = len(pending["pair_row"])
+                    for node, target in zip(path[len(path) - len(continuation):], continuation, strict=True):
+                        flat = b * length + node
+                        if flat not in scored:
+                            scored[flat] = pending["rows"] + len(scored)
+                        pending["pair_row"].append(scored[flat])
+                        pending["pair_target"].append(target)
+                    pending["spans"].append((index, first, len(continuation)))
 
-            with (
-                torch.no_grad(),
-                torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
-                               enabled=self.mixed_precision_dtype is not None),
-            ):
-                mask = self._batch_masks(batch_rows, length, dtype)
+            with torch.no_grad(), self._autocast():
                 out = backbone(
                     input_ids=input_ids.to(self.device),
-                    attention_mask=mask,
+                    attention_mask=self._batch_masks(batch_rows, length, dtype),
                     position_ids=position_ids.to(self.device),
                     use_cache=False,
                 )
                 hidden = out[0].reshape(len(batch_rows) * length, -1)
-                pair_logprob, greedy = self._scored_logprobs(
-                    hidden,
-                    flat_nodes.to(self.device),
-                    torch.tensor(pair_node, dtype=torch.long, device=self.device),
-                    torch.tensor(pair_target, dtype=torch.long, device=self.device),
-                )
-            pair_node_t = torch.tensor(pair_node, dtype=torch.long, device=self.device)
-            targets_t = torch.tensor(pair_target, dtype=torch.long, device=self.device)
-            matches = greedy[pair_node_t] == targets_t
-            for index, first, count, _ in spans:
-                answer = (float(pair_logprob[first:first + count].sum()), bool(matches[first:first + count].all()))
-                results[index] = answer
-                request_str = requests[index][0]
-                if request_str is not None:
-                    self.cache_hook.add_partial("loglikelihood", request_str, answer)
-                pbar.update(1)
+                pending["hidden"].append(hidden[torch.tensor(list(scored), dtype=torch.long, device=self.device)])
+            pending["rows"] += len(scored)
+            if pending["rows"] >= self.lm_head_chunk:
+                flush()
+        flush()
         pbar.close()
         assert all(result is not None for result in results)
         return results  # type: ignore[return-value]
+
+    def _autocast(self) -> Any:
+        """The same autocast context as stock `_model_call`."""
+        return torch.autocast(
+            device_type=self.device.type,
+            dtype=self.mixed_precision_dtype,
+            enabled=self.mixed_precision_dtype is not None,
+        )

@@ -55,16 +55,61 @@ def average_score(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"score": float(np.mean(scores)), "tasks": list(metrics), "n_tasks": len(scores)}
 
 
-def apply_selection(model: torch.nn.Module, selection: Any) -> None:
-    """The shared pruner: whatever a method selected is removed physically, in one order."""
+def apply_selection(model: torch.nn.Module, selection: Any) -> dict[str, dict[str, int]]:
+    """The shared pruner: whatever a method selected is removed physically, in one order (MLP channels
+    and their bias, query heads, hidden dims, whole layers). Returns the parameters each step removed
+    ({"mlp"|"heads"|"hidden"|"layers": {"total", "non_embedding"}}, only the steps that ran)."""
+    from diet.models.adapters import parameter_counts
     from diet.prune import drop_decoder_layers, prune_mlp_channels, set_down_bias
+    from diet.prune_attention import prune_attention_heads
+    from diet.prune_hidden import prune_hidden
+
+    removed: dict[str, dict[str, int]] = {}
+
+    def step(name: str, fn: Any, *args: Any) -> None:
+        before = parameter_counts(model)
+        fn(model, *args)
+        after = parameter_counts(model)
+        done = removed.setdefault(name, {"total": 0, "non_embedding": 0})
+        for key in done:
+            done[key] += before[key] - after[key]
 
     if selection.mlp_keep is not None:
-        prune_mlp_channels(model, selection.mlp_keep)
+        step("mlp", prune_mlp_channels, selection.mlp_keep)
     if selection.mlp_bias is not None:
-        set_down_bias(model, selection.mlp_bias)
+        step("mlp", set_down_bias, selection.mlp_bias)
+    if getattr(selection, "head_keep", None) is not None:
+        step("heads", prune_attention_heads, selection.head_keep)
+    if getattr(selection, "hidden_keep", None) is not None:
+        step("hidden", prune_hidden, selection.hidden_keep)
     if selection.drop_layers:
-        drop_decoder_layers(model, selection.drop_layers)
+        step("layers", drop_decoder_layers, selection.drop_layers)
+    return removed
+
+
+def dims_accounting(
+    dims: str, units_before: dict[str, int], units_after: list[dict[str, int]], removed: list[dict[str, dict[str, int]]]
+) -> dict[str, dict[str, Any]]:
+    """record["sparsity"]["by_dim"]: per pruned dimension type (plus "layers" when whole layers were
+    dropped) the units before/after (mean over the evaluated models), the fraction removed and the
+    parameters (total / non-embedding) its own pruning step removed."""
+    from diet.dims import dim_parts
+
+    by_dim: dict[str, dict[str, Any]] = {}
+    dropped_layers = any("layers" in job for job in removed)  # ShortGPT: its own entry
+    for part in dim_parts(dims) + (("layers",) if dropped_layers else ()):
+        after = float(np.mean([units[part] for units in units_after]))
+        params = {
+            key: int(round(np.mean([job.get(part, {}).get(key, 0) for job in removed])))
+            for key in ("total", "non_embedding")
+        }
+        by_dim[part] = {
+            "before": units_before[part],
+            "after": after,
+            "removed_fraction": 1.0 - after / units_before[part],
+            "parameters_removed": params,
+        }
+    return by_dim
 
 
 def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
@@ -72,6 +117,7 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
     from diet.evaluate import EvalSettings, evaluate
     from diet.methods import PruningContext
     from diet.models import load_model
+    from diet.dims import dim_units, resolve_sparsity
     from diet.models.adapters import adapter_for, parameter_counts
 
     facts = validate(cfg)  # fails in seconds, before any model is loaded
@@ -91,10 +137,13 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
         loaded = load_model(cfg["model"])
     model = loaded.model
     widths_before = adapter_for(model).mlp_widths()
+    units_before = dim_units(model)
     params_before = parameter_counts(model)
 
     method = method_cls()
-    ctx = PruningContext(loaded=loaded, cfg=cfg, tasks=tasks, data_dir=data_dir, timer=timer)
+    # sparsity_of=params: the method sees the solved per-dimension sparsity (diet/dims.py)
+    method_cfg, sparsity_facts = resolve_sparsity(model, cfg) if method.prunes else (cfg, {})
+    ctx = PruningContext(loaded=loaded, cfg=method_cfg, tasks=tasks, data_dir=data_dir, timer=timer)
     selection = method.select(ctx)
     settings = EvalSettings(
         limit=cfg["eval"]["limit"],
@@ -111,12 +160,13 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
     else:
         jobs = [([task], selection.per_task[task]) for task in tasks]
     metrics: dict[str, dict[str, Any]] = {}
-    widths_per_job, params_per_job = [], []
+    widths_per_job, params_per_job, units_per_job, removed_per_job = [], [], [], []
     for job_tasks, job_selection in jobs:
         job_model = model if selection.per_task is None else copy.deepcopy(model)
         with timer("prune"):
-            apply_selection(job_model, job_selection)
+            removed_per_job.append(apply_selection(job_model, job_selection))
         widths_per_job.append(adapter_for(job_model).mlp_widths())
+        units_per_job.append(dim_units(job_model))
         params_per_job.append(parameter_counts(job_model))
         with timer("evaluate"):
             metrics.update(evaluate(job_model, loaded.tokenizer, job_tasks, data_dir, settings, loaded.device))
@@ -125,6 +175,11 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
     # One model per task (oracle): report the mean size over the task models.
     mlp_channels_after = float(np.mean([sum(widths) for widths in widths_per_job]))
     params_after = {key: int(round(np.mean([p[key] for p in params_per_job]))) for key in params_per_job[0]}
+    dims = cfg.get("dims", "mlp")
+    by_dim = dims_accounting(dims, units_before, units_per_job, removed_per_job) if method.prunes else None
+    actual = 1.0 - mlp_channels_after / sum(widths_before)
+    if by_dim is not None and "mlp" not in by_dim:  # heads / hidden: the pruned dimension's fraction
+        actual = by_dim[dims]["removed_fraction"]
 
     record: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
@@ -134,15 +189,17 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
         "average": average_score(metrics),
         "sparsity": {
             "target": float(cfg["sparsity"]) if method.prunes else 0.0,
-            "actual": 1.0 - mlp_channels_after / sum(widths_before),
+            "actual": actual,
             "dims": cfg["dims"] if method.prunes else None,
             "mlp_channels_before": sum(widths_before),
             "mlp_channels_after": mlp_channels_after,
             "models_evaluated": len(jobs),
+            **({"by_dim": by_dim, **sparsity_facts} if method.prunes else {}),
         },
         "parameters": {
             "before": params_before,
             "after": params_after,
+            "removed": {key: params_before[key] - params_after[key] for key in ("total", "non_embedding")},
             "removed_fraction_total": 1.0 - params_after["total"] / params_before["total"],
             "removed_fraction_non_embedding": 1.0 - params_after["non_embedding"] / params_before["non_embedding"],
         },

@@ -3,7 +3,9 @@
 A mask is `list[torch.BoolTensor]`, one per decoder layer, True = keep that MLP channel (row i of
 gate_proj/up_proj, column i of down_proj). After pruning, layers may have different widths; transformers'
 config keeps its single `intermediate_size`, so `save_pruned` writes the per-layer widths (and checksums
-of the weight files) into `pruning_spec.json`, and `load_pruned` rebuilds the shapes from it.
+of the weight files) into `pruning_spec.json`, and `load_pruned` rebuilds the shapes from it. The same
+holds for per-layer query-head counts (diet.prune_attention) and the hidden width plus Gemma's embedding
+scale (diet.prune_hidden).
 """
 
 from __future__ import annotations
@@ -98,11 +100,23 @@ def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear
     return _linear_from(weight, bias, linear)
 
 
+def embedding_scale(model: nn.Module) -> float | None:
+    """Gemma's input-embedding multiplier (sqrt of the ORIGINAL hidden size), None for models without one."""
+    scale = getattr(model.get_input_embeddings(), "embed_scale", None)
+    return None if scale is None else float(scale)
+
+
 def _record(model: nn.Module, adapter: ModelAdapter) -> None:
     model.config.diet_pruning = {
         "mlp_widths": adapter.mlp_widths(),
         "intermediate_size": int(model.config.intermediate_size),
+        "num_heads": adapter.head_counts(),
+        "num_attention_heads": int(model.config.num_attention_heads),
+        "hidden_size": adapter.hidden_width(),
     }
+    scale = embedding_scale(model)
+    if scale is not None:
+        model.config.diet_pruning["embed_scale"] = scale
 
 
 def prune_mlp_channels(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.Module:
@@ -143,17 +157,17 @@ def zero_mlp_channels(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.Modu
 # ---------------------------------------------------------------------------------------- checkpoint
 
 
-def _kept_indices(kept: Sequence[Any], widths: list[int]) -> list[list[int]]:
+def _kept_indices(kept: Sequence[Any], widths: list[int], what: str = "kept_mlp_channels") -> list[list[int]]:
     """Normalise per-layer kept channels (bool masks or index lists) into index lists."""
     if len(kept) != len(widths):
-        raise DietConfigError(f"spec kept_mlp_channels has {len(kept)} layers, the model has {len(widths)}")
+        raise DietConfigError(f"spec {what} has {len(kept)} layers, the model has {len(widths)}")
     result = []
     for layer, (entry, width) in enumerate(zip(kept, widths)):
         entry = torch.as_tensor(entry)
         indices = entry.nonzero().squeeze(1) if entry.dtype == torch.bool else entry.reshape(-1)
         if indices.numel() != width:
             raise DietConfigError(
-                f"spec kept_mlp_channels of layer {layer} lists {indices.numel()} channels, but the layer "
+                f"spec {what} of layer {layer} lists {indices.numel()} entries, but the layer "
                 f"has width {width}: they must agree"
             )
         result.append([int(i) for i in indices.tolist()])
@@ -180,18 +194,25 @@ def save_pruned(
 ) -> Path:
     """Write model (safetensors, via save_pretrained), tokenizer and `pruning_spec.json`, atomically.
 
-    The spec is `spec` plus mlp_widths, kept_mlp_channels (normalised, if `spec` has them), the attention
-    implementation, format_version and sha256 checksums of the weight files.
+    The spec is `spec` plus mlp_widths, kept_mlp_channels / kept_heads / kept_hidden (normalised to index
+    lists, if `spec` has them), per-layer num_heads (query heads, diet.prune_attention), hidden_size and
+    embed_scale (diet.prune_hidden), the attention implementation, format_version and sha256 checksums
+    of the weight files.
     """
     directory = Path(directory)
     if directory.exists() and not overwrite and (not directory.is_dir() or any(directory.iterdir())):
         raise FileExistsError(
             f"refusing to overwrite {directory}: it exists and is not empty (pass overwrite=True to replace it)"
         )
-    widths = adapter_for(model).mlp_widths()
+    adapter = adapter_for(model)
+    widths = adapter.mlp_widths()
     full_spec = dict(spec or {})
     if full_spec.get("kept_mlp_channels") is not None:
         full_spec["kept_mlp_channels"] = _kept_indices(full_spec["kept_mlp_channels"], widths)
+    if full_spec.get("kept_heads") is not None:
+        full_spec["kept_heads"] = _kept_indices(full_spec["kept_heads"], adapter.head_counts(), "kept_heads")
+    if full_spec.get("kept_hidden") is not None:
+        [full_spec["kept_hidden"]] = _kept_indices([full_spec["kept_hidden"]], [adapter.hidden_width()], "kept_hidden")
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     os.chmod(staging, default_mode(directory=True))
@@ -208,6 +229,10 @@ def save_pruned(
                 "model_type": model.config.model_type,
                 "intermediate_size": int(model.config.intermediate_size),
                 "mlp_widths": widths,
+                "num_attention_heads": int(model.config.num_attention_heads),
+                "num_heads": adapter.head_counts(),
+                "hidden_size": adapter.hidden_width(),
+                "embed_scale": embedding_scale(model),
                 "attn_implementation": getattr(model.config, "_attn_implementation", None),
                 "checksums": {name: sha256_file(staging / name) for name in weights},
             }
@@ -302,6 +327,23 @@ def _tokenizer(directory: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(directory))
 
 
+def _restore_embedding_scale(model: nn.Module, spec: Mapping[str, Any]) -> None:
+    """Put back Gemma's embedding multiplier after hidden-dimension pruning.
+
+    transformers computes it as sqrt(config.hidden_size) when the model is built, and it is a
+    non-persistent buffer (not in the weight files); after hidden pruning config.hidden_size is the
+    pruned width, so the value saved in the spec (the original sqrt(hidden_size)) is restored here.
+    """
+    value = spec.get("embed_scale")
+    embed = model.get_input_embeddings()
+    if value is None or getattr(embed, "embed_scale", None) is None or float(embed.embed_scale) == float(value):
+        return
+    with torch.no_grad():
+        embed.embed_scale.fill_(float(value))
+    if hasattr(embed, "scalar_embed_scale"):
+        embed.scalar_embed_scale = float(value)
+
+
 def load_pruned(
     directory: str | Path,
     dtype: torch.dtype | None = None,
@@ -327,11 +369,25 @@ def load_pruned(
     if attn:
         kwargs["attn_implementation"] = attn
 
-    if all(width == config.intermediate_size for width in widths) and _stock_keys(config, kwargs, files):
+    # Checkpoints written before head pruning existed have no num_heads: every layer has the config's count.
+    heads = [int(h) for h in spec.get("num_heads") or [config.num_attention_heads] * len(widths)]
+    if len(heads) != config.num_hidden_layers:
+        raise PrunedCheckpointError(
+            f"{SPEC_FILE} has {len(heads)} num_heads, config.json has {config.num_hidden_layers} layers"
+        )
+    if spec.get("hidden_size") is not None and int(spec["hidden_size"]) != int(config.hidden_size):
+        raise PrunedCheckpointError(
+            f"{SPEC_FILE} has hidden_size {spec['hidden_size']}, config.json has {config.hidden_size}"
+        )
+    stock_shapes = all(width == config.intermediate_size for width in widths) and all(
+        h == config.num_attention_heads for h in heads
+    )
+    if stock_shapes and _stock_keys(config, kwargs, files):
         model, info = AutoModelForCausalLM.from_pretrained(str(directory), output_loading_info=True, **kwargs)
         problems = {k: sorted(map(str, v))[:8] for k, v in info.items() if k.endswith("_keys") and v}
         if problems:
             raise PrunedCheckpointError(f"state dict does not match the model: {problems}")
+        _restore_embedding_scale(model, spec)
         return model.to(device).eval(), _tokenizer(directory), spec
 
     model = AutoModelForCausalLM.from_config(config, **kwargs)
@@ -344,6 +400,10 @@ def load_pruned(
             _replace(model, names, mlp.gate, _empty_linear(hidden, width, mlp.gate))
             _replace(model, names, mlp.up, _empty_linear(hidden, width, mlp.up))
             _replace(model, names, mlp.down, _empty_linear(width, hidden, mlp.down))
+    if any(h != config.num_attention_heads for h in heads):
+        from diet.prune_attention import resize_attention_heads
+
+        resize_attention_heads(model, heads)
     state: dict[str, torch.Tensor] = {}
     for path in files:
         state.update(load_file(str(path)))
@@ -352,6 +412,7 @@ def load_pruned(
     del state
     if (directory / "generation_config.json").exists():
         model.generation_config = GenerationConfig.from_pretrained(str(directory))
+    _restore_embedding_scale(model, spec)
     _record(model, adapter)
     return model.to(device).eval(), _tokenizer(directory), spec
 

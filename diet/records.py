@@ -71,9 +71,13 @@ def record_path(results_dir: Path, method: str, model: str, cfg_hash: str) -> Pa
 
 
 def find_existing(results_dir: Path, method: str, model: str, cfg_hash: str) -> Path | None:
-    """A finished record of the same cell made by the same code, if any."""
-    path = record_path(results_dir, method, model, cfg_hash)
-    return path if path.exists() else None
+    """A finished record of the same cell (same config hash, any code version), if any.
+
+    A sweep resumed after a commit must not redo finished cells; `force=true` reruns a cell and the
+    new record (told apart by its code version) is written beside the old one.
+    """
+    matches = sorted(Path(results_dir).glob(f"{record_stem(method, model, cfg_hash)}__*.json"))
+    return matches[-1] if matches else None
 
 
 def write_record(record: dict[str, Any], results_dir: Path) -> Path:

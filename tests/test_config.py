@@ -110,7 +110,7 @@ BAD_OVERRIDES = [
     (["merge=votes"], r"^unknown merge rule 'votes': did you mean 'vote'\? available: intersection, mean, union, vote$"),
     (["wandb.mode=offlne"], r"^unknown wandb\.mode 'offlne': did you mean 'offline'\? available: disabled, offline, online$"),
     (["eval.metric=f1"], r"^eval\.metric='f1' is not allowed: use one of auto, acc, acc_norm$"),
-    (["dims=attn"], r"^unknown dims 'attn': available: mlp$"),
+    (["dims=attn"], r"^unknown dims 'attn': available: heads, hidden, mlp, mlp\+heads$"),
     (["model.source=hub"], r"^unknown model source 'hub': available: gguf_package, gguf_wheel_file, pretrained, tiny_random$"),
     (["data.dir=/nonexistent/diet-data"],
      r"^data dir '/nonexistent/diet-data' does not exist \(set data\.dir or DIET_DATA_DIR\)$"),

@@ -35,6 +35,8 @@ class MaskSelection:
     mlp_keep: list[torch.Tensor] | None = None            # per layer, True = keep the MLP channel
     mlp_bias: list[torch.Tensor | None] | None = None     # per layer down_proj bias added after slicing (FLAP)
     drop_layers: list[int] | None = None                  # whole decoder layers removed (ShortGPT)
+    head_keep: list[torch.Tensor] | None = None           # per layer, per query head, True = keep (GQA rule)
+    hidden_keep: torch.Tensor | None = None               # one mask over the residual-stream dims, True = keep
     per_task: dict[str, "MaskSelection"] | None = None    # evaluate each task with its own selection (oracle)
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -44,6 +46,8 @@ class Method:
     # config sections (besides BASE_SECTIONS) that change this method's result
     uses: ClassVar[tuple[str, ...]] = ()
     prunes: ClassVar[bool] = True
+    # the `dims` values (diet.dims.DIMS) this method can select; others fail in validation
+    dims: ClassVar[tuple[str, ...]] = ("mlp",)
     # whether calib.source (pooled task samples or a text file) feeds this method; DIET is per task
     calib_source: ClassVar[bool] = False
 

@@ -67,6 +67,14 @@ class ModelAdapter:
     def num_kv_heads(self) -> int:
         return int(self.config.num_key_value_heads)
 
+    def head_counts(self) -> list[int]:
+        """Current number of query heads per layer (layers may differ after head pruning)."""
+        return [self.num_heads(i) for i in range(self.num_layers())]
+
+    def hidden_width(self) -> int:
+        """Current width of the residual stream (the input embedding's columns)."""
+        return int(self.model.get_input_embeddings().weight.shape[1])
+
     def head_dim(self) -> int:
         # Gemma's head_dim (256) is not hidden_size / heads: always trust the config field first.
         head_dim = getattr(self.config, "head_dim", None)

@@ -1,0 +1,74 @@
+"""Check a dense record against the stock `lm_eval` CLI on the same model, documents and settings.
+
+    python -m experiments.stock_check results/records/gemma3_270m__dense__<hash>__<code>.json
+
+Runs `lm_eval --model hf` (HFLM loading the converted checkpoint folder) with the offline task YAMLs
+that diet uses, then writes results/checks/stock_identity__<record stem>.json with both numbers per
+task and metric and whether they are identical. Exit code 1 when any number differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from diet.io import atomic_write_json
+from diet.paths import cache_dir
+from diet.tasks import write_offline_task_yamls
+
+
+def stock_results(record: dict, work: Path) -> dict:
+    data_dir = Path(record["eval"]["data"])
+    tasks = list(record["tasks"])
+    yamls = write_offline_task_yamls(work / "yamls", tasks, data_dir)
+    model_dir = cache_dir() / "models" / record["model"]["name"]
+    command = [
+        sys.executable, "-m", "lm_eval", "--model", "hf",
+        "--model_args", f"pretrained={model_dir},dtype={record['model']['dtype']},"
+                        f"add_bos_token={record['eval']['add_bos_token']}",
+        "--device", record["model"]["device"], "--tasks", ",".join(tasks), "--include_path", str(yamls),
+        "--batch_size", str(record["eval"]["batch_size"]), "--num_fewshot", "0", "--output_path", str(work / "out"),
+    ]
+    if record["eval"]["limit"] is not None:
+        command += ["--limit", str(record["eval"]["limit"])]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    subprocess.run(command, check=True, env=env, cwd=work)
+    [results_file] = list((work / "out").rglob("results_*.json"))
+    return json.loads(results_file.read_text())["results"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("record", type=Path)
+    parser.add_argument("--out-dir", type=Path, default=Path("results/checks"))
+    args = parser.parse_args()
+    record = json.loads(args.record.read_text())
+    if record["method"] != "dense":
+        raise SystemExit("stock lm-eval can only reproduce dense records (it loads the unpruned checkpoint)")
+    with tempfile.TemporaryDirectory() as work:
+        stock = stock_results(record, Path(work))
+    rows, identical = [], True
+    for task, ours in record["tasks"].items():
+        for metric in ("acc", "acc_norm"):
+            if metric in ours:
+                theirs = stock[task][f"{metric},none"]
+                rows.append({"task": task, "metric": metric, "diet": ours[metric], "stock": theirs,
+                             "n": ours["n"], "identical": ours[metric] == theirs})
+                identical &= ours[metric] == theirs
+    report = {"record": args.record.name, "identical": identical, "rows": rows,
+              "command": f"python -m experiments.stock_check {args.record}"}
+    path = atomic_write_json(args.out_dir / f"stock_identity__{args.record.stem}.json", report)
+    for row in rows:
+        print(f"{row['task']:<14} {row['metric']:<9} diet={row['diet']:.4f} stock={row['stock']:.4f} "
+              f"{'==' if row['identical'] else '!='}")
+    print(f"{'IDENTICAL' if identical else 'DIFFERENT'}; report: {path}")
+    sys.exit(0 if identical else 1)
+
+
+if __name__ == "__main__":
+    main()
