@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--model", default="gemma3_270m", help="a conf/model/*.yaml entry (default gemma3_270m)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--backends", default="stock,fast", help="backends to run, in this order")
     parser.add_argument("--out", default=str(REPO_ROOT / "results" / "benchmarks"), help="output folder")
     parser.add_argument("--worker", help=argparse.SUPPRESS)       # internal: run one backend
@@ -64,6 +65,7 @@ def run_worker(args: argparse.Namespace) -> None:
     import logging
 
     import psutil
+    import torch
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -73,6 +75,8 @@ def run_worker(args: argparse.Namespace) -> None:
     from diet.tasks import build_tasks
 
     logging.disable(logging.WARNING)  # stock HFLM warns once per truncated request
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tasks = resolve_tasks(args.tasks)
     local_data = data_dir() or (REPO_ROOT.parent / "shared" / "data")  # as the Makefile's DIET_DATA_DIR
     start = time.perf_counter()
@@ -94,6 +98,7 @@ def run_worker(args: argparse.Namespace) -> None:
         return out
 
     lm.loglikelihood = timed_loglikelihood
+    load_before = list(os.getloadavg())
     start = time.perf_counter()
     results = simple_evaluate(
         model=lm, tasks=list(task_objects.values()), num_fewshot=0, limit=args.limit, log_samples=True,
@@ -101,6 +106,7 @@ def run_worker(args: argparse.Namespace) -> None:
         torch_random_seed=0, fewshot_random_seed=0,
     )
     eval_seconds = time.perf_counter() - start
+    load_after = list(os.getloadavg())
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     samples = {
         task: [
@@ -123,6 +129,9 @@ def run_worker(args: argparse.Namespace) -> None:
         "requests": scoring["requests"],
         "docs": sum(len(v) for v in samples.values()),
         "docs_per_task": {task: len(v) for task, v in samples.items()},
+        "torch_threads": torch.get_num_threads(),
+        "load_average_before": load_before,  # 1/5/15-minute load: other processes share the CPUs
+        "load_average_after": load_after,
         "rss_after_load_bytes": rss_loaded,
         "peak_rss_bytes": peak_rss,
         "metrics": {
@@ -201,16 +210,17 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Model {report['settings']['model']}, tasks {', '.join(report['settings']['tasks'])}, "
         f"{report['settings']['limit']} docs per task, batch size {report['settings']['batch_size']}, "
-        f"device {report['settings']['device']}.",
+        f"device {report['settings']['device']}, "
+        f"{next(iter(report['backends'].values()))['torch_threads']} torch threads.",
         "",
-        "| backend | docs | requests | eval s | docs/s | scoring s | scoring docs/s | peak RSS MiB | RSS after load MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | docs | requests | eval s | docs/s | scoring s | scoring docs/s | peak RSS MiB | RSS after load MiB | load avg (1 min) before / after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, run in report["backends"].items():
         lines.append(
             f"| {name} | {run['docs']} | {run['requests']} | {run['eval_seconds']:.1f} | {run['docs_per_s']:.2f} | "
             f"{run['scoring_seconds']:.1f} | {run['scoring_docs_per_s']:.2f} | {run['peak_rss_bytes'] / mib:.0f} | "
-            f"{run['rss_after_load_bytes'] / mib:.0f} |"
+            f"{run['rss_after_load_bytes'] / mib:.0f} | {run['load_average_before'][0]:.1f} / {run['load_average_after'][0]:.1f} |"
         )
     if "speedup" in report:
         s = report["speedup"]
@@ -224,7 +234,7 @@ def markdown(report: dict[str, Any]) -> str:
                       f"{i['docs_with_different_acc_or_acc_norm']}."]
     m = report["machine"]
     lines += ["", f"Machine: {m['platform']}, {m['cpu']}, {m['cpu_count']} CPUs ({m['cpus_usable']} usable), "
-                  f"torch {m['torch']} ({m['torch_threads']} threads), transformers {m['transformers']}, "
+                  f"torch {m['torch']}, transformers {m['transformers']}, "
                   f"lm-eval {m['lm_eval']}; load average at start {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])} "
                   "(a shared machine: absolute times vary, the two backends ran one after the other).", ""]
     return "\n".join(lines)
@@ -247,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": command,
         "machine": machine(),
         "settings": {"model": args.model, "tasks": tasks, "limit": args.limit, "batch_size": args.batch_size,
-                     "device": args.device},
+                     "device": args.device, "threads": args.threads},
         "backends": {},
     }
     runs: dict[str, dict[str, Any]] = {}
@@ -257,6 +267,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             worker = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--worker-out", str(out),
                       "--limit", str(args.limit), "--tasks", args.tasks, "--batch-size", str(args.batch_size),
                       "--model", args.model, "--device", args.device]
+            if args.threads:
+                worker += ["--threads", str(args.threads)]
             print(f"[{name}] running ...", flush=True)
             env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **os.environ}
             subprocess.run(worker, check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, env=env)
