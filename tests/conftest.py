@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -18,6 +19,22 @@ def compose_config(overrides: list[str]) -> dict[str, Any]:
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def left_padded_batch() -> dict[str, torch.Tensor]:
+    """3 rows of 16 random byte-tokenizer ids, two of them left-padded (fixed seed)."""
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(4, 260, (3, 16), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, :5] = 0  # left padding
+    attention_mask[2, :1] = 0
+    input_ids[attention_mask == 0] = 0
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch).logits
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from conftest import compose_config
+from conftest import compose_config, left_padded_batch, logits
 from diet import dims as dims_mod
 from diet.config import config_hash, effective_config, validate
 from diet.errors import DietConfigError
@@ -48,18 +48,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def batch() -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    input_ids = torch.randint(4, 260, (3, 16), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, :5] = 0  # left padding
-    attention_mask[2, :1] = 0
-    input_ids[attention_mask == 0] = 0
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    return left_padded_batch()
 
-
-def logits(model, batch) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**batch).logits
 
 
 # --------------------------------------------------------------------------- heads

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from conftest import left_padded_batch, logits
 from diet.errors import DietConfigError
 from diet.io import sha256_file
 from diet.models.adapters import adapter_for, parameter_counts
@@ -43,18 +44,8 @@ def model() -> nn.Module:
 
 @pytest.fixture
 def batch() -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    input_ids = torch.randint(4, 260, (3, 16), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, :5] = 0  # left padding
-    attention_mask[2, :1] = 0
-    input_ids[attention_mask == 0] = 0
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    return left_padded_batch()
 
-
-def logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**batch).logits
 
 
 def test_sliced_logits_equal_zeroed_dense_logits(model, batch):
