@@ -78,9 +78,9 @@ def apply_selection(model: torch.nn.Module, selection: Any) -> dict[str, dict[st
         step("mlp", prune_mlp_channels, selection.mlp_keep)
     if selection.mlp_bias is not None:
         step("mlp", set_down_bias, selection.mlp_bias)
-    if getattr(selection, "head_keep", None) is not None:
+    if selection.head_keep is not None:
         step("heads", prune_attention_heads, selection.head_keep)
-    if getattr(selection, "hidden_keep", None) is not None:
+    if selection.hidden_keep is not None:
         step("hidden", prune_hidden, selection.hidden_keep)
     if selection.drop_layers:
         step("layers", drop_decoder_layers, selection.drop_layers)
