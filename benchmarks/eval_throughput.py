@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -25,7 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: python benchmarks/<name>.py
+from benchmarks.common import (  # noqa: E402
+    MIB, REPO_ROOT, RESULTS_DIR, command_line, local_data_dir, machine, machine_line, model_config,
+    peak_rss_bytes, resolve_tasks, write_report,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,27 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--backends", default="stock,fast", help="backends to run, in this order")
-    parser.add_argument("--out", default=str(REPO_ROOT / "results" / "benchmarks"), help="output folder")
+    parser.add_argument("--out", default=str(RESULTS_DIR), help="output folder")
     parser.add_argument("--worker", help=argparse.SUPPRESS)       # internal: run one backend
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
-
-
-def resolve_tasks(spec: str) -> list[str]:
-    from omegaconf import OmegaConf
-
-    from diet.tasks import resolve_task_names
-
-    task_sets = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf" / "config.yaml").task_sets)
-    return resolve_task_names(spec.split(",") if "," in spec else spec, task_sets)
-
-
-def model_config(name: str, device: str) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf" / "model" / f"{name}.yaml"), resolve=True)
-    cfg["device"] = device
-    return cfg
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -71,19 +55,17 @@ def run_worker(args: argparse.Namespace) -> None:
 
     from diet.evaluate import EvalSettings, make_lm
     from diet.models import load_model
-    from diet.paths import data_dir
     from diet.tasks import build_tasks
 
     logging.disable(logging.WARNING)  # stock HFLM warns once per truncated request
     if args.threads:
         torch.set_num_threads(args.threads)
     tasks = resolve_tasks(args.tasks)
-    local_data = data_dir() or (REPO_ROOT.parent / "shared" / "data")  # as the Makefile's DIET_DATA_DIR
     start = time.perf_counter()
     loaded = load_model(model_config(args.model, args.device))
     load_seconds = time.perf_counter() - start
     rss_loaded = psutil.Process().memory_info().rss
-    task_objects = build_tasks(tasks, local_data if local_data.is_dir() else None, with_train=False)
+    task_objects = build_tasks(tasks, local_data_dir(), with_train=False)
     settings = EvalSettings(limit=args.limit, batch_size=args.batch_size, backend=args.worker)
     lm = make_lm(loaded.model, loaded.tokenizer, settings, loaded.device)
 
@@ -107,7 +89,7 @@ def run_worker(args: argparse.Namespace) -> None:
     )
     eval_seconds = time.perf_counter() - start
     load_after = list(os.getloadavg())
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak_rss = peak_rss_bytes()
     samples = {
         task: [
             {
@@ -144,40 +126,6 @@ def run_worker(args: argparse.Namespace) -> None:
     Path(args.worker_out).write_text(json.dumps(out))
 
 
-def machine() -> dict[str, Any]:
-    import lm_eval
-    import torch
-    import transformers
-
-    cpu_model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "transformers": transformers.__version__,
-        "lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
-        "load_average_at_start": list(os.getloadavg()),
-    }
-    try:
-        import psutil
-
-        info["memory_total_bytes"] = psutil.virtual_memory().total
-    except ImportError:
-        pass
-    return info
-
-
 def compare(runs: dict[str, dict[str, Any]], reference: str, candidate: str) -> dict[str, Any]:
     """Per-request and per-document agreement of two backends' samples."""
     max_diff, n_requests, n_docs, greedy_same, metric_diffs = 0.0, 0, 0, True, []
@@ -202,7 +150,6 @@ def compare(runs: dict[str, dict[str, Any]], reference: str, candidate: str) -> 
 
 
 def markdown(report: dict[str, Any]) -> str:
-    mib = 1024 ** 2
     lines = [
         "# Evaluation throughput: stock lm-eval HFLM vs diet fast backend",
         "",
@@ -219,8 +166,8 @@ def markdown(report: dict[str, Any]) -> str:
     for name, run in report["backends"].items():
         lines.append(
             f"| {name} | {run['docs']} | {run['requests']} | {run['eval_seconds']:.1f} | {run['docs_per_s']:.2f} | "
-            f"{run['scoring_seconds']:.1f} | {run['scoring_docs_per_s']:.2f} | {run['peak_rss_bytes'] / mib:.0f} | "
-            f"{run['rss_after_load_bytes'] / mib:.0f} | {run['load_average_before'][0]:.1f} / {run['load_average_after'][0]:.1f} |"
+            f"{run['scoring_seconds']:.1f} | {run['scoring_docs_per_s']:.2f} | {run['peak_rss_bytes'] / MIB:.0f} | "
+            f"{run['rss_after_load_bytes'] / MIB:.0f} | {run['load_average_before'][0]:.1f} / {run['load_average_after'][0]:.1f} |"
         )
     if "speedup" in report:
         s = report["speedup"]
@@ -232,11 +179,7 @@ def markdown(report: dict[str, Any]) -> str:
                       f"difference| {i['max_abs_loglikelihood_diff']:.2e}, is_greedy identical: "
                       f"{i['is_greedy_identical']}, documents with a different acc/acc_norm: "
                       f"{i['docs_with_different_acc_or_acc_norm']}."]
-    m = report["machine"]
-    lines += ["", f"Machine: {m['platform']}, {m['cpu']}, {m['cpu_count']} CPUs ({m['cpus_usable']} usable), "
-                  f"torch {m['torch']}, transformers {m['transformers']}, "
-                  f"lm-eval {m['lm_eval']}; load average at start {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])} "
-                  "(a shared machine: absolute times vary, the two backends ran one after the other).", ""]
+    lines += ["", machine_line(report["machine"]) + " The two backends ran one after the other.", ""]
     return "\n".join(lines)
 
 
@@ -246,13 +189,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run_worker(args)
         return {}
     from diet.evaluate import BACKENDS
-    from diet.io import atomic_write_json, atomic_write_text
 
     backends = args.backends.split(",")
     for name in backends:
         BACKENDS.get(name)
     tasks = resolve_tasks(args.tasks)
-    command = "python benchmarks/eval_throughput.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = command_line("eval_throughput.py", argv)
     report: dict[str, Any] = {
         "command": command,
         "machine": machine(),
@@ -278,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             run["scoring_docs_per_s"] = run["docs"] / run["scoring_seconds"]
             report["backends"][name] = {k: v for k, v in run.items() if k != "samples"}
             print(f"[{name}] {run['docs']} docs in {run['eval_seconds']:.1f} s: {run['docs_per_s']:.2f} docs/s, "
-                  f"peak RSS {run['peak_rss_bytes'] / 1024 ** 2:.0f} MiB", flush=True)
+                  f"peak RSS {run['peak_rss_bytes'] / MIB:.0f} MiB", flush=True)
     if "stock" in runs and "fast" in runs:
         report["speedup"] = {
             "docs_per_s": runs["fast"]["docs_per_s"] / runs["stock"]["docs_per_s"],
@@ -287,10 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["identity"] = compare(runs, "stock", "fast")
     text = markdown(report)
     print(text)
-    out_dir = Path(args.out)
-    atomic_write_json(out_dir / "eval_throughput.json", report)
-    atomic_write_text(out_dir / "eval_throughput.md", text)
-    print(f"wrote {out_dir / 'eval_throughput.json'} and {out_dir / 'eval_throughput.md'}")
+    write_report("eval_throughput", report, text, args.out)
     return report
 
 

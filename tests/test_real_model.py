@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import DATA_DIR, REPO_ROOT, compose_config
+from conftest import DATA_DIR, compose_config
 from diet.paths import cache_dir
 from diet.pipeline import run_cell
 from diet.tasks import write_offline_task_yamls

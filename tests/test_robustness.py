@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from conftest import REPO_ROOT, compose_config
 from diet import records
 from diet.pipeline import run_cell

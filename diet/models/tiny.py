@@ -27,6 +27,18 @@ def byte_level_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+# The published Gemma-2 layouts, for random-weight models of the real shape (speed and memory
+# benchmarks without the gated hub checkpoints): tiny_gemma2(**GEMMA2_SHAPES["2b"]).
+GEMMA2_SHAPES: dict[str, dict[str, Any]] = {
+    "2b": dict(vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+               num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
+               sliding_window=4096, max_position_embeddings=8192),
+    "9b": dict(vocab_size=256000, hidden_size=3584, intermediate_size=14336, num_hidden_layers=42,
+               num_attention_heads=16, num_key_value_heads=8, head_dim=256, query_pre_attn_scalar=256,
+               sliding_window=4096, max_position_embeddings=8192),
+}
+
+
 def tiny_gemma2(seed: int = 0, **overrides: Any) -> Gemma2ForCausalLM:
     """Random-weight Gemma2ForCausalLM with the exact Gemma-2 layout (GQA, 4 norms/block, soft-capping)."""
     settings: dict[str, Any] = dict(

@@ -1,0 +1,74 @@
+"""The benchmark scripts run end to end on the tiny model and report consistent measurements.
+
+Speeds are not asserted (timings belong in the scripts' reports, not in tests); what is asserted is
+what each report must get right whatever the machine: shapes after pruning, exact FLOP counts,
+parameter accounting, and that the profile state does not grow with the number of tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT))
+from benchmarks import profile_overhead, pruned_speed  # noqa: E402
+
+
+def test_profile_overhead_reports_timing_and_token_independent_state(tmp_path):
+    report = profile_overhead.main(["--model", "tiny_gemma2", "--tasks", "arc_easy", "--n", "4",
+                                    "--repeats", "2", "--scale", "3", "--out", str(tmp_path)])
+    timing = report["timing"]
+    assert len(timing["plain_seconds"]) == len(timing["profile_seconds"]) == 2
+    assert all(t > 0 for t in timing["plain_seconds"] + timing["profile_seconds"])
+    assert timing["ratio_min"] <= timing["ratio_median"] <= timing["ratio_max"]
+    one, three = report["memory"]
+    assert three["tokens"] == 3 * one["tokens"] and three["sequences"] == 3 * one["sequences"]
+    # fixed-size running sums: 3x the tokens, the very same number of bytes
+    assert three["profile_state_bytes"] == one["profile_state_bytes"] > 0
+    written = json.loads((tmp_path / "profile_overhead.json").read_text())
+    assert written["timing"]["tokens"] == timing["tokens"]
+    assert "Overhead profile / plain" in (tmp_path / "profile_overhead.md").read_text()
+
+
+def test_pruned_speed_counts_shapes_parameters_and_flops(tmp_path):
+    from diet.models.tiny import tiny_gemma2
+
+    report = pruned_speed.main(["--models", "tiny_gemma2", "--sparsities", "0.5,0.25", "--seq-len", "16",
+                                "--batch-size", "2", "--repeats", "1", "--out", str(tmp_path)])
+    steps = report["models"]["tiny_gemma2"]["steps"]
+    assert list(steps) == ["dense", "0.25", "0.5"]  # increasing sparsity, pruned in place
+    model = tiny_gemma2()
+    cfg = model.config
+    width = cfg.intermediate_size
+    for step in steps.values():
+        kept = round(width * (1 - step["sparsity"]))
+        assert step["mlp_widths"] == [kept] * cfg.num_hidden_layers
+        # every linear on every token, except the LM head on the last position of each row
+        q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
+        per_token_layer = 2 * cfg.hidden_size * (2 * q + 2 * kv + 3 * kept)
+        expected = 2 * 16 * cfg.num_hidden_layers * per_token_layer + 2 * 2 * cfg.hidden_size * cfg.vocab_size
+        assert step["linear_flops"] == expected
+        removed = cfg.num_hidden_layers * 3 * cfg.hidden_size * (width - kept)
+        assert steps["dense"]["parameters"]["total"] - step["parameters"]["total"] == removed
+    assert 1.0 == steps["dense"]["speedup_ideal"] < steps["0.25"]["speedup_ideal"] < steps["0.5"]["speedup_ideal"]
+    assert "measured speed-up" in (tmp_path / "pruned_speed.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sparsities", "0.2,1.5"], "strictly between 0 and 1"),
+    (["--sparsities", "half"], "comma-separated numbers"),
+    (["--repeats", "0"], "--repeats must be >= 1"),
+])
+def test_pruned_speed_rejects_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        pruned_speed.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_pruned_speed_rejects_unknown_model():
+    with pytest.raises(SystemExit, match="unknown model 'gemma9'.*gemma2_2b_shape"):
+        pruned_speed.main(["--models", "gemma9"])
