@@ -34,8 +34,8 @@ test: install ## the default test suite (unit tests on tiny models + real-model 
 
 bench: install ## benchmarks: eval throughput (stock vs fast), profiling overhead, pruned speed -> results/benchmarks
 	$(PY) benchmarks/eval_throughput.py --limit 30 --tasks paper7 --batch-size 8 --threads 1
-	$(PY) benchmarks/profile_overhead.py --model gemma3_270m --tasks hellaswag,arc_easy --n 16 --threads 1
-	$(PY) benchmarks/pruned_speed.py --models gemma3_270m,gemma2_2b_shape --sparsities 0.2,0.5 --threads 1
+	$(PY) benchmarks/profile_overhead.py --model gemma3_270m --tasks hellaswag,arc_easy --n 16
+	$(PY) benchmarks/pruned_speed.py --models gemma3_270m,gemma2_2b_shape --sparsities 0.2,0.5
 
 tables: install ## regenerate every paper table and figure (results/tables, results/figures) from results/records
 	$(PY) -m experiments.tables results_dir=results/records out_dir=results
