@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from diet.errors import DietConfigError
+from diet.records import code_version
 
 log = logging.getLogger("diet")
 
@@ -34,4 +35,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    # The code this process runs is what it imported now: record that commit and dirty state, not the
+    # working tree's at the time a long sweep writes its records (code_version is cached).
+    code_version()
     main()
