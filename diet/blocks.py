@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from diet.results import ABLATION_KEYS, RUN_COLUMNS
+from diet.results import ABLATION_KEYS, ALL_PROFILED, RUN_COLUMNS
 from diet.stats import clearly_above_chance
 
 # Row order of every table: dense first, DIET and its oracle, then the baselines, then anything new.
@@ -23,9 +23,10 @@ DIET_METHODS = frozenset({"dense", "diet", "diet_oracle"})  # not "baselines" in
 TASK_ORDER = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 # The defaults of conf/config.yaml (tests/test_tables.py checks they agree): a run at these settings
 # is a main-table run; any other value makes it an ablation variant.
-DEFAULTS: dict[str, Any] = {"threshold": 0.5, "calib_n": 100, "stat": "mean_abs", "scope": "layer", "merge": "vote"}
+DEFAULTS: dict[str, Any] = {"threshold": 0.5, "calib_n": 100, "stat": "mean_abs", "scope": "layer", "merge": "vote",
+                            "profiled": ALL_PROFILED}
 LABELS = {"threshold": "vote.threshold", "calib_n": "calib.n", "stat": "profile.stat", "scope": "mask.scope",
-          "merge": "merge"}
+          "merge": "merge", "profiled": "profiled"}
 
 
 def method_rank(method: str) -> tuple[int, str]:

@@ -62,6 +62,30 @@ def _calib_source_file(calib: Mapping[str, Any]) -> Path | None:
     return path
 
 
+def calib_tasks(cfg: Mapping[str, Any], tasks: list[str]) -> list[str]:
+    """The tasks profiled for calibration: `calib.tasks` (default: the evaluated tasks) minus
+    `calib.exclude`, in their listed order."""
+    from diet.tasks import resolve_task_names
+
+    calib = cfg["calib"]
+    task_sets = cfg.get("task_sets") or {}
+    chosen = tasks if calib.get("tasks") is None else resolve_task_names(calib["tasks"], task_sets)
+    exclude = calib.get("exclude") or []
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    excluded = resolve_task_names(list(exclude), task_sets) if exclude else []
+    missing = [task for task in excluded if task not in chosen]
+    if missing:
+        raise DietConfigError(
+            f"calib.exclude={list(exclude)} names {missing}, which are not profiled anyway: "
+            f"the profiled tasks are {chosen}"
+        )
+    remaining = [task for task in chosen if task not in excluded]
+    if not remaining:
+        raise DietConfigError(f"calib.exclude={list(exclude)} leaves no task to profile (profiled tasks: {chosen})")
+    return remaining
+
+
 def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Check every option; returns facts derived on the way (task list, data dir)."""
     from diet.evaluate import BACKENDS
@@ -105,9 +129,16 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         _choice("sparsity_of", cfg.get("sparsity_of", "dim"), SPARSITY_OF)
         _calib_source_file(cfg["calib"])
     method.check(dict(cfg["method"]))
+    profiled = calib_tasks(cfg, tasks) if "calib" in method.uses else []
+    if method.per_task_profiles and profiled != tasks:
+        raise DietConfigError(
+            f"method {method.name!r} evaluates each task with its own profile, so calib.tasks/calib.exclude "
+            f"must leave the profiled tasks equal to the evaluated ones ({tasks}), got {profiled}"
+        )
     data_dir = resolve_data_dir(cfg["data"]["dir"])
-    check_data_files(tasks, data_dir, need_train=method.prunes and bool(method.uses))
-    return {"tasks": tasks, "data_dir": data_dir, "method": method}
+    check_data_files(tasks, data_dir)
+    check_data_files(profiled, data_dir, need_train=True)
+    return {"tasks": tasks, "data_dir": data_dir, "method": method, "calib_tasks": profiled}
 
 
 def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]:
@@ -140,11 +171,16 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
         values["sparsity_of"] = cfg["sparsity_of"]
     if "calib" in method.uses:
         # calib.source counts only for the methods it feeds, and a file by its content, not its path.
-        calib = {k: v for k, v in cfg["calib"].items() if k != "source"}
+        calib = {k: v for k, v in cfg["calib"].items() if k not in ("source", "tasks", "exclude")}
         if method.calib_source:
             path = _calib_source_file(cfg["calib"])
             calib["source"] = "tasks" if path is None else {"file_sha256": sha256_file(path)}
         values["calib"] = calib
+        # the profiled tasks enter the identity only when they are not the evaluated ones, so that
+        # existing cells keep their hash and calib.tasks=<the same tasks> is the same cell
+        profiled = calib_tasks(cfg, tasks)
+        if profiled != tasks:
+            values["calib_tasks"] = profiled
     assert set(BASE_SECTIONS) <= set(values)
     return values
 

@@ -143,7 +143,8 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
     method = method_cls()
     # sparsity_of=params: the method sees the solved per-dimension sparsity (diet/dims.py)
     method_cfg, sparsity_facts = resolve_sparsity(model, cfg) if method.prunes else (cfg, {})
-    ctx = PruningContext(loaded=loaded, cfg=method_cfg, tasks=tasks, data_dir=data_dir, timer=timer)
+    ctx = PruningContext(loaded=loaded, cfg=method_cfg, tasks=tasks, data_dir=data_dir, timer=timer,
+                         calib_tasks=facts["calib_tasks"])
     selection = method.select(ctx)
     settings = EvalSettings(
         limit=cfg["eval"]["limit"],
@@ -187,6 +188,7 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
         "method": method.name,
         "tasks": metrics,
         "average": average_score(metrics),
+        "calib_tasks": ctx.calib_tasks if "calib" in method.uses else None,  # the tasks profiled
         "sparsity": {
             "target": float(cfg["sparsity"]) if method.prunes else 0.0,
             "actual": actual,

@@ -21,7 +21,9 @@ ABLATION_KEYS: dict[str, tuple[str, str | None]] = {
     "stat": ("profile", "stat"),
     "scope": ("mask", "scope"),
     "merge": ("merge", None),
+    "profiled": ("calib_tasks", None),  # the tasks profiled, as a label (profiled_label)
 }
+ALL_PROFILED = "all"  # the profiled tasks are the evaluated ones (the default)
 RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", *ABLATION_KEYS, "n_tasks",
                "config_hash", "finished_at", "group"]
 TASK_COLUMNS = ["task", "metric", "score", "stderr", "n"]
@@ -50,10 +52,25 @@ def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
     return newest_per_cell(iter_records(Path(results_dir)))
 
 
+def profiled_label(profiled: list[str], evaluated: list[str]) -> str:
+    """'all' | 'all but boolq' (leave-one-task-out) | 'boolq+rte' (any other set: cross-task transfer)."""
+    if profiled == evaluated:
+        return ALL_PROFILED
+    left_out = [task for task in evaluated if task not in profiled]
+    if len(left_out) == 1 and len(profiled) == len(evaluated) - 1:
+        return f"all but {left_out[0]}"
+    return "+".join(profiled)
+
+
 def ablation_value(record: dict[str, Any], column: str) -> Any:
     """The option's value, or None where the method ignores it (not in its effective config)."""
     section, key = ABLATION_KEYS[column]
     source = record.get("effective_config") or record["config"]
+    if column == "profiled":  # in the identity only when not the evaluated tasks (diet.config)
+        if "calib" not in source:
+            return None
+        evaluated = list(source["tasks"])  # resolved, in run order (record["tasks"] is stored sorted)
+        return profiled_label(source.get("calib_tasks", evaluated), evaluated)
     if section not in source:
         return None
     value = source[section]
@@ -61,7 +78,7 @@ def ablation_value(record: dict[str, Any], column: str) -> Any:
 
 
 def voting_tasks(record: dict[str, Any]) -> int:
-    """T in k = ceil(threshold * T): the tasks whose masks were merged (= the evaluated tasks)."""
+    """T in k = ceil(threshold * T): the tasks whose masks were merged (the profiled tasks)."""
     mask = record.get("mask") or {}
     return int(mask.get("num_tasks") or len(record["tasks"]))
 

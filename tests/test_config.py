@@ -112,6 +112,12 @@ BAD_OVERRIDES = [
     (["eval.metric=f1"], r"^eval\.metric='f1' is not allowed: use one of auto, acc, acc_norm$"),
     (["dims=attn"], r"^unknown dims 'attn': available: heads, hidden, mlp, mlp\+heads$"),
     (["model.source=hub"], r"^unknown model source 'hub': available: gguf_package, gguf_wheel_file, pretrained, tiny_random$"),
+    (["calib.exclude=[boolqq]"], r"^unknown task 'boolqq': did you mean 'boolq'\? available: "),
+    (["tasks=[arc_easy,rte]", "calib.exclude=[boolq]"],
+     r"^calib\.exclude=\['boolq'\] names \['boolq'\], which are not profiled anyway: the profiled tasks are "
+     r"\['arc_easy', 'rte'\]$"),
+    (["tasks=[rte]", "calib.exclude=[rte]"], r"^calib\.exclude=\['rte'\] leaves no task to profile \(profiled tasks: \['rte'\]\)$"),
+    (["calib.tasks=paper8"], r"^unknown task or task set 'paper8': did you mean 'paper7'\? "),
     (["data.dir=/nonexistent/diet-data"],
      r"^data dir '/nonexistent/diet-data' does not exist \(set data\.dir or DIET_DATA_DIR\)$"),
 ]
@@ -274,3 +280,61 @@ def test_hash_depends_on_what_every_cell_uses():
     assert cell_hash("tasks=quick", method="dense") != base
     assert cell_hash("eval.limit=10", method="dense") != base
     assert cell_hash("model.add_bos_token=false", method="dense") != base
+
+
+# --------------------------------------------------------------------------- profiled tasks (calib.tasks / exclude)
+
+
+def test_profiled_tasks_default_subset_and_leave_one_out():
+    assert validate(compose_cfg())["calib_tasks"] == PAPER7
+    assert validate(compose_cfg("calib.exclude=[boolq]"))["calib_tasks"] == PAPER7[1:]
+    assert validate(compose_cfg("calib.exclude=rte"))["calib_tasks"] == [t for t in PAPER7 if t != "rte"]
+    transfer = validate(compose_cfg("tasks=[arc_easy,openbookqa]", "calib.tasks=[boolq,rte]"))
+    assert transfer["tasks"] == ["arc_easy", "openbookqa"] and transfer["calib_tasks"] == ["boolq", "rte"]
+    assert validate(compose_cfg("calib.exclude=[boolq]", method="dense"))["calib_tasks"] == []  # no profiling
+
+
+def test_oracle_needs_every_evaluated_task_profiled():
+    with pytest.raises(DietConfigError, match="^method 'diet_oracle' evaluates each task with its own profile"):
+        validate(compose_cfg("calib.exclude=[boolq]", method="diet_oracle"))
+
+
+def test_profiled_tasks_enter_the_hash_only_when_they_differ():
+    base = cell_hash()
+    assert cell_hash("calib.tasks=paper7") == base == cell_hash(f"calib.tasks=[{','.join(PAPER7)}]")
+    left_out = cell_hash("calib.exclude=[boolq]")
+    assert left_out != base and left_out != cell_hash("calib.exclude=[rte]")
+    assert cell_hash("calib.tasks=[rte,boolq]") != cell_hash("calib.tasks=[boolq,rte]") != base  # listed order, as tasks
+    assert cell_hash("calib.exclude=[boolq]", method="dense") == cell_hash(method="dense")
+    assert cell_hash("calib.exclude=[boolq]", method="random") == cell_hash(method="random")
+
+
+# --------------------------------------------------------------------------- experiment files
+
+
+def sweep_cells(experiment: str) -> list[list[str]]:
+    """The override lists of every cell of conf/experiment/<experiment>.yaml (its sweeper params)."""
+    import itertools
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
+    return [list(cell) for cell in itertools.product(*axes)]
+
+
+EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_cell_is_valid(experiment):
+    cells = sweep_cells(experiment)
+    assert cells, f"{experiment} sweeps nothing"
+    hashes = set()
+    for cell in cells:
+        cfg = hydra_compose(f"experiment={experiment}", *cell, f"data.dir={DATA_DIR}")
+        facts = validate(cfg)
+        hashes.add(config_hash(effective_config(cfg, facts["tasks"])))
+    # every cell is its own result, except dense (sparsity-independent) repeated across sparsities
+    distinct = {tuple(o for o in cell if not ("method=dense" in cell and o.startswith("sparsity="))) for cell in cells}
+    assert len(hashes) == len(distinct)

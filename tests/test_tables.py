@@ -41,7 +41,7 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
                 limit: int | None = 100, threshold: float = 0.5, calib_n: int = 100, stat: str = "mean_abs",
                 scope: str = "layer", merge: str = "vote", group: str | None = None, n: int = 100,
                 finished_at: str = "2026-01-01T00:00:00+00:00", mask: dict[str, Any] | None = None,
-                config_hash: str | None = None) -> dict[str, Any]:
+                config_hash: str | None = None, profiled: list[str] | None = None) -> dict[str, Any]:
     """A schema-1 record as run_cell writes it, reduced to what tables, figures and W&B read."""
     tasks = {task: {"acc": s, "acc_stderr": se, "metric": "acc", "n": n, "score": s, "score_stderr": se}
              for task, (s, se) in scores.items()}
@@ -52,6 +52,8 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
               "wandb": {"mode": "disabled", "group": group}}
     effective = {k: config[k] for k in ("method", "model", "tasks", "eval", "seed")}
     effective.update({section: config[section] for section in USES.get(method, ())})
+    if profiled is not None and "calib" in effective:  # as diet.config: only when not the evaluated tasks
+        effective["calib_tasks"] = profiled
     if method != "dense":
         effective["sparsity"] = sparsity
     mean = sum(s for s, _ in scores.values()) / len(scores)
@@ -129,7 +131,9 @@ def test_missing_or_empty_folder_gives_no_tables(tmp_path):
 def test_table_defaults_match_conf_config_yaml():
     conf = yaml.safe_load((REPO_ROOT / "conf" / "config.yaml").read_text())
     assert DEFAULTS == {"threshold": conf["vote"]["threshold"], "calib_n": conf["calib"]["n"],
-                        "stat": conf["profile"]["stat"], "scope": conf["mask"]["scope"], "merge": conf["merge"]}
+                        "stat": conf["profile"]["stat"], "scope": conf["mask"]["scope"], "merge": conf["merge"],
+                        "profiled": "all"}
+    assert conf["calib"]["tasks"] is None and conf["calib"]["exclude"] == []  # = "all": the evaluated tasks
 
 
 # --------------------------------------------------------------------------- statistics
@@ -264,6 +268,20 @@ def test_generic_ablation_groups_runs_that_differ_in_one_option(tmp_path):
     stat = tables["ablation_stat__m__limit100"].data
     assert list(stat["method"]) == ["diet_oracle", "diet_oracle"] and list(stat["profile.stat"]) == ["l2", "mean_abs"]
     assert "ablation_scope__m__limit100" not in tables
+
+
+def test_profiled_tasks_ablation_labels_leave_one_out_and_transfer(tmp_path):
+    tasks = list(same(0.5))
+    write(tmp_path, make_record("dense", 0.0, same(0.5)))
+    write(tmp_path, make_record("diet", 0.2, same(0.45)))
+    write(tmp_path, make_record("diet", 0.2, same(0.44), profiled=tasks[1:]))
+    write(tmp_path, make_record("diet", 0.2, same(0.43), profiled=tasks[:2]))
+    tables = tables_by_name(tmp_path)
+    data = tables["ablation_profiled__m__limit100"].data
+    assert list(data["profiled"]) == ["all", f"all but {tasks[0]}", "+".join(tasks[:2])]
+    assert list(data["average"]) == pytest.approx([45.0, 44.0, 43.0])
+    main = tables["main__m__limit100"].data
+    assert list(main["method"]) == ["dense", "diet"] and "variant" not in main  # variants stay out of main
 
 
 # --------------------------------------------------------------------------- files, figures, the command

@@ -26,6 +26,11 @@ class PruningContext:
     data_dir: Any
     timer: Callable[[str], Any]        # context manager factory: with timer("profile"): ...
     notes: dict[str, Any] = field(default_factory=dict)  # facts for the record (cache hits, ...)
+    calib_tasks: list[str] = field(default_factory=list)  # tasks profiled (calib.tasks/exclude); [] = tasks
+
+    def __post_init__(self) -> None:
+        if not self.calib_tasks:
+            self.calib_tasks = list(self.tasks)
 
 
 @dataclass
@@ -50,6 +55,8 @@ class Method:
     dims: ClassVar[tuple[str, ...]] = ("mlp",)
     # whether calib.source (pooled task samples or a text file) feeds this method; DIET is per task
     calib_source: ClassVar[bool] = False
+    # evaluates every task with that task's own profile (oracle): profiled tasks must be the evaluated ones
+    per_task_profiles: ClassVar[bool] = False
 
     @classmethod
     def check(cls, options: dict[str, Any]) -> None:

@@ -49,12 +49,12 @@ def task_profiles(ctx: PruningContext) -> dict[str, ActivationProfile]:
     lm = None
     task_objects = None
     profiles, hits = {}, []
-    for task in ctx.tasks:
+    for task in ctx.calib_tasks:
         def compute(task: str = task) -> ActivationProfile:
             nonlocal lm, task_objects
             if lm is None:
                 lm = make_lm(ctx.loaded.model, ctx.loaded.tokenizer, settings, ctx.loaded.device)
-                task_objects = build_tasks(ctx.tasks, ctx.data_dir, with_train=True)
+                task_objects = build_tasks(ctx.calib_tasks, ctx.data_dir, with_train=True)
             samples = draw_samples(task, task_objects[task], calib["n"], ctx.cfg["seed"], calib["with_answer"])
             sequences = encode_samples(lm, samples, calib["max_length"])
             pad_id = ctx.loaded.tokenizer.pad_token_id or 0
@@ -136,5 +136,5 @@ def calibration_profile(ctx: PruningContext) -> ActivationProfile:
     if source == TASKS_SOURCE:
         profiles = task_profiles(ctx)
         ctx.notes["calib_source"] = TASKS_SOURCE
-        return ActivationProfile.pooled([profiles[task] for task in ctx.tasks])
+        return ActivationProfile.pooled([profiles[task] for task in ctx.calib_tasks])
     return file_profile(ctx, Path(source).expanduser())

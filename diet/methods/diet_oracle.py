@@ -20,6 +20,7 @@ class DietOracle(Method):
     name = "diet_oracle"
     uses = ("sparsity", "dims", "calib", "profile", "mask")
     dims = DIET_DIMS
+    per_task_profiles = True
 
     def select(self, ctx: PruningContext) -> MaskSelection:
         per_task = diet_task_masks(ctx)
