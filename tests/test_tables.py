@@ -407,3 +407,16 @@ def test_committed_tables_are_regenerated_exactly(tmp_path):
         assert fresh == {"tables": {}, "figures": {}} and committed == fresh
     else:
         assert fresh == committed
+
+
+def test_terminal_table_lists_tasks_in_paper_order():
+    from diet.report import format_table
+
+    record = make_record("dense", 0.0, same(0.5))
+    record["tasks"] = dict(sorted(record["tasks"].items()))  # as stored: json sort_keys
+    for task in record["tasks"]:
+        record["tasks"][task]["metric"] = "acc"
+    header = format_table([record]).splitlines()[0]
+    positions = [header.index(f" {task} (") for task in PAPER7]
+    assert positions == sorted(positions)
+    assert format_table([record]).splitlines()[-1] == "docs per task: " + ", ".join(f"{t}=100" for t in PAPER7)
