@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from diet.blocks import DIET_METHODS, LABELS, Block, blocks_from_frame, method_rank, row_key
+from diet.blocks import DEFAULTS, DIET_METHODS, LABELS, Block, blocks_from_frame, method_rank, row_key, task_rank
 from diet.registry import Registry
 from diet.results import ABLATION_KEYS
 from diet.stats import CHANCE, Z, difference, mean_se, votes_needed
@@ -179,6 +179,47 @@ def ablation_table(key: str) -> Builder:
         return Table(f"ablation_{key}__{block.label}", _frame(rows), notes, formats, group=common_group(chosen))
 
     return build
+
+
+LEFT_OUT = "all but "  # diet.results.profiled_label of a leave-one-task-out run
+
+
+@TABLES.register("loo")
+def leave_one_out_table(block: Block) -> Table | None:
+    """Per left-out task: its score when its profile was left out of the vote vs when all were profiled."""
+    others = [k for k in ABLATION_KEYS if k != "profiled"]
+
+    def settings(run: dict[str, Any]) -> tuple:
+        return (run["method"], run["sparsity"], *(run[k] for k in others), tuple(sorted(run["tasks"])))
+
+    reference = {settings(run): run for run in block.runs if run["profiled"] == DEFAULTS["profiled"]}
+    dense = next((run for run in block.main if run["method"] == "dense"), None)
+    rows = []
+    for run in block.runs:
+        if not str(run["profiled"] or "").startswith(LEFT_OUT) or settings(run) not in reference:
+            continue
+        task = run["profiled"][len(LEFT_OUT):]
+        if task not in run["tasks"]:
+            continue
+        full = reference[settings(run)]
+        (held, held_se, n), (with_all, all_se, _) = run["tasks"][task], full["tasks"][task]
+        diff, se, significant = difference(100 * held, 100 * held_se, 100 * with_all, 100 * all_se)
+        row = {"left_out": task, "method": run["method"], "sparsity": run["sparsity"], "n": n}
+        if dense is not None and task in dense["tasks"]:
+            row.update(dense=100 * dense["tasks"][task][0], dense_se=100 * dense["tasks"][task][1])
+        row.update(all_profiled=100 * with_all, all_profiled_se=100 * all_se, left_out_score=100 * held,
+                   left_out_score_se=100 * held_se, diff=diff, diff_se=se, significant=significant,
+                   config_hash=run["config_hash"])
+        rows.append(row)
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (method_rank(r["method"]), r["sparsity"], task_rank(r["left_out"])))
+    notes = ["each row: the left-out task's score with its profile left out of the vote (left_out_score) and with "
+             "all tasks profiled (all_profiled), same settings otherwise; diff = left_out_score - all_profiled, "
+             f"in points; significant = |diff| > {Z:g} se (unpaired, so conservative)"]
+    chosen = [run for run in block.runs if str(run["profiled"] or "").startswith(LEFT_OUT)]
+    return Table(f"loo__{block.label}", _frame(rows), notes,
+                 formats={"sparsity": "{:.2f}", "diff": "{:+.1f}"}, group=common_group(chosen))
 
 
 def format_sort(value: Any) -> tuple[int, Any]:

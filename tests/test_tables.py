@@ -420,3 +420,22 @@ def test_terminal_table_lists_tasks_in_paper_order():
     positions = [header.index(f" {task} (") for task in PAPER7]
     assert positions == sorted(positions)
     assert format_table([record]).splitlines()[-1] == "docs per task: " + ", ".join(f"{t}=100" for t in PAPER7)
+
+
+def test_leave_one_out_table_pairs_each_left_out_task_with_the_all_profiled_run(tmp_path):
+    write(tmp_path, make_record("dense", 0.0, same(0.6)))
+    write(tmp_path, make_record("diet", 0.2, same(0.5)))
+    for i, task in enumerate(PAPER7[:2]):
+        scores = same(0.5) | {task: (0.40 - 0.05 * i, 0.02)}
+        write(tmp_path, make_record("diet", 0.2, scores, profiled=[t for t in PAPER7 if t != task]))
+    write(tmp_path, make_record("diet", 0.4, same(0.3), profiled=PAPER7[1:]))  # no all-profiled run at 0.4
+    table = tables_by_name(tmp_path)["loo__m__limit100"]
+    data = table.data
+    assert list(data["left_out"]) == PAPER7[:2] and set(data["sparsity"]) == {0.2}
+    assert list(data["left_out_score"]) == pytest.approx([40.0, 35.0])
+    assert list(data["all_profiled"]) == pytest.approx([50.0, 50.0]) and list(data["dense"]) == pytest.approx([60.0, 60.0])
+    assert list(data["diff"]) == pytest.approx([-10.0, -15.0])
+    assert list(data["diff_se"]) == pytest.approx([2 * 2 ** 0.5] * 2)
+    assert list(data["significant"]) == [True, True]  # 10 > 2 x 2.83
+    markdown = to_markdown(table)
+    assert "40.0 ± 2.0" in markdown and "-10.0 ± 2.8" in markdown
