@@ -24,9 +24,9 @@ TASK_ORDER = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challe
 # The defaults of conf/config.yaml (tests/test_tables.py checks they agree): a run at these settings
 # is a main-table run; any other value makes it an ablation variant.
 DEFAULTS: dict[str, Any] = {"threshold": 0.5, "calib_n": 100, "stat": "mean_abs", "scope": "layer", "merge": "vote",
-                            "profiled": ALL_PROFILED}
+                            "profiled": ALL_PROFILED, "dims": "mlp", "sparsity_of": "dim"}
 LABELS = {"threshold": "vote.threshold", "calib_n": "calib.n", "stat": "profile.stat", "scope": "mask.scope",
-          "merge": "merge", "profiled": "profiled"}
+          "merge": "merge", "profiled": "profiled", "dims": "dims", "sparsity_of": "sparsity_of"}
 
 
 def method_rank(method: str) -> tuple[int, str]:

@@ -99,6 +99,55 @@ def accuracy_vs_threshold(block: Block, records: Records) -> list[tuple[str, Fig
     return [(f"threshold__{block.label}", fig)]
 
 
+DIMS_ORDER = ("mlp", "heads", "mlp+heads", "hidden")
+
+
+@FIGURES.register("dims")
+def accuracy_by_dims(block: Block, records: Records) -> list[tuple[str, Figure]]:
+    """Average and above-chance average per pruned dimension type (±1 se), dense as dashed lines; one
+    figure per group of runs that differ only in `dims` (method, sparsity and budget fixed)."""
+    table = TABLES.get("ablation_dims")(block)
+    if table is None:
+        return []
+    data = table.data
+    fixed = [c for c in data.columns if c in ("method", "sparsity", "sparsity_of")]
+    dense = next((run for run in block.main if run["method"] == "dense"), None)
+    figures = []
+    for index, (key, rows) in enumerate(data.groupby(fixed, sort=True)):
+        rows = rows.assign(order=[DIMS_ORDER.index(d) if d in DIMS_ORDER else len(DIMS_ORDER) for d in rows["dims"]])
+        rows = rows.sort_values(["order", "dims"])
+        fig, ax = new_figure()
+        x = np.arange(len(rows))
+        columns = [("average", "average", 0)]
+        if "avg_above_chance" in rows and rows["avg_above_chance"].notna().any():
+            columns.append(("avg_above_chance", "tasks above chance", 1))
+        width = 0.8 / len(columns)
+        palette = matplotlib.colormaps["tab10"].colors
+        for column, label, slot in columns:
+            offset = (slot - (len(columns) - 1) / 2) * width
+            ax.bar(x + offset, rows[column], width, yerr=rows[f"{column}_se"], capsize=3, color=palette[slot],
+                   label=label)
+            if dense is not None:
+                from diet.tables import score_columns
+
+                level = score_columns(dense, block)[column]
+                ax.axhline(level, color=palette[slot], linestyle="--", linewidth=1, label=f"dense, {label}")
+        ax.set_xticks(x, [f"{d}\n{a:.1%} of dim\n{p:.1%} params" for d, a, p in
+                          zip(rows["dims"], rows["actual"], rows["params_removed"])], fontsize="small")
+        of = {run["sparsity_of"] for run in block.runs if run["config_hash"] in set(rows["config_hash"])}
+        budget = "of non-embedding params" if of == {"params"} else "of each pruned dim"
+        method, sparsity = rows["method"].iloc[0], rows["sparsity"].iloc[0]
+        low = min((rows[c] - rows[f"{c}_se"]).min() for c, _, _ in columns)
+        ax.set_ylim(bottom=max(0.0, 5 * np.floor(low / 5) - 5))
+        ax.set_ylabel("score (points, ±1 se)")
+        ax.set_title(f"{block.model}, limit {block.limit}: {method}, {sparsity:.0%} {budget}", fontsize="medium")
+        ax.legend(fontsize="x-small", loc="lower right")
+        fig.tight_layout()
+        suffix = "" if index == 0 else f"__{index}"
+        figures.append((f"dims__{block.label}{suffix}", fig))
+    return figures
+
+
 def diet_runs(block: Block, records: Records) -> list[dict[str, Any]]:
     """The first DIET run of the main table at each sparsity (default settings first) with a mask."""
     runs: dict[float, dict[str, Any]] = {}

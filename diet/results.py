@@ -22,9 +22,11 @@ ABLATION_KEYS: dict[str, tuple[str, str | None]] = {
     "scope": ("mask", "scope"),
     "merge": ("merge", None),
     "profiled": ("calib_tasks", None),  # the tasks profiled, as a label (profiled_label)
+    "dims": ("dims", None),
+    "sparsity_of": ("sparsity_of", None),  # in the identity only when not "dim" (diet.config)
 }
 ALL_PROFILED = "all"  # the profiled tasks are the evaluated ones (the default)
-RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", *ABLATION_KEYS, "n_tasks",
+RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", "params_removed", *ABLATION_KEYS, "n_tasks",
                "config_hash", "finished_at", "group"]
 TASK_COLUMNS = ["task", "metric", "score", "stderr", "n"]
 COLUMNS = RUN_COLUMNS + TASK_COLUMNS
@@ -66,6 +68,8 @@ def ablation_value(record: dict[str, Any], column: str) -> Any:
     """The option's value, or None where the method ignores it (not in its effective config)."""
     section, key = ABLATION_KEYS[column]
     source = record.get("effective_config") or record["config"]
+    if column == "sparsity_of":
+        return source.get("sparsity_of", "dim") if "sparsity" in source else None
     if column == "profiled":  # in the identity only when not the evaluated tasks (diet.config)
         if "calib" not in source:
             return None
@@ -89,6 +93,8 @@ def run_fields(record: dict[str, Any]) -> dict[str, Any]:
         "method": record["method"],
         "sparsity": float(record["sparsity"]["target"]),
         "sparsity_actual": float(record["sparsity"]["actual"]),
+        # fraction of the non-embedding parameters removed: comparable across dims and methods
+        "params_removed": float(record["parameters"]["removed_fraction_non_embedding"]),
         "limit": record["eval"]["limit"],
     }
     fields.update({column: ablation_value(record, column) for column in ABLATION_KEYS})
@@ -110,7 +116,7 @@ def tidy_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                          "stderr": float(m["score_stderr"]), "n": int(m["n"])})
     # object dtype keeps None as None (pandas would turn a None limit into NaN and ints into floats)
     frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
-    for column in ("sparsity", "sparsity_actual", "score", "stderr"):
+    for column in ("sparsity", "sparsity_actual", "params_removed", "score", "stderr"):
         frame[column] = frame[column].astype(float)
     return frame.sort_values(["config_hash", "task"], kind="stable").reset_index(drop=True)
 

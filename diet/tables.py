@@ -167,7 +167,8 @@ def ablation_table(key: str) -> Builder:
             row[LABELS[key]] = run[key]
             if key == "threshold":
                 row["k"] = votes_needed(run["threshold"], run["n_tasks"])
-            row.update({"actual": run["sparsity_actual"], **score_columns(run, block), "config_hash": run["config_hash"]})
+            row.update({"actual": run["sparsity_actual"], "params_removed": run["params_removed"],
+                        **score_columns(run, block), "config_hash": run["config_hash"]})
             rows.append(row)
         fixed_notes = ", ".join(f"{LABELS[k]}={chosen[0][k]}" for k in others if k not in varying
                                 and chosen[0][k] is not None)
@@ -175,7 +176,9 @@ def ablation_table(key: str) -> Builder:
         if key == "threshold":
             tasks = sorted({r["n_tasks"] for r in chosen})
             notes.append(f"k = ceil(threshold x T) votes of T = {'/'.join(map(str, tasks))} tasks keep a channel")
-        formats = {"sparsity": "{:.2f}", "actual": "{:.3f}", "vote.threshold": "{:.4g}"}
+        notes.append("actual: fraction of the pruned dimension removed; params_removed: fraction of the "
+                     "non-embedding parameters removed")
+        formats = {"sparsity": "{:.2f}", "actual": "{:.3f}", "params_removed": "{:.3f}", "vote.threshold": "{:.4g}"}
         return Table(f"ablation_{key}__{block.label}", _frame(rows), notes, formats, group=common_group(chosen))
 
     return build

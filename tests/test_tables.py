@@ -41,7 +41,8 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
                 limit: int | None = 100, threshold: float = 0.5, calib_n: int = 100, stat: str = "mean_abs",
                 scope: str = "layer", merge: str = "vote", group: str | None = None, n: int = 100,
                 finished_at: str = "2026-01-01T00:00:00+00:00", mask: dict[str, Any] | None = None,
-                config_hash: str | None = None, profiled: list[str] | None = None) -> dict[str, Any]:
+                config_hash: str | None = None, profiled: list[str] | None = None, dims: str | None = None,
+                params_removed: float | None = None) -> dict[str, Any]:
     """A schema-1 record as run_cell writes it, reduced to what tables, figures and W&B read."""
     tasks = {task: {"acc": s, "acc_stderr": se, "metric": "acc", "n": n, "score": s, "score_stderr": se}
              for task, (s, se) in scores.items()}
@@ -54,6 +55,8 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
     effective.update({section: config[section] for section in USES.get(method, ())})
     if profiled is not None and "calib" in effective:  # as diet.config: only when not the evaluated tasks
         effective["calib_tasks"] = profiled
+    if dims is not None:  # an equal-parameter-budget dims comparison (experiment=ablation_dims_local)
+        effective.update(dims=dims, sparsity_of="params")
     if method != "dense":
         effective["sparsity"] = sparsity
     mean = sum(s for s, _ in scores.values()) / len(scores)
@@ -61,7 +64,8 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
         "schema": SCHEMA_VERSION, "config_hash": config_hash or stable_hash(effective), "method": method,
         "tasks": tasks, "average": {"score": mean, "tasks": list(scores), "n_tasks": len(scores)},
         "sparsity": {"target": sparsity, "actual": sparsity, "dims": "mlp"},
-        "parameters": {"before": {"total": 1000}, "after": {"total": round(1000 * (1 - sparsity))}},
+        "parameters": {"before": {"total": 1000}, "after": {"total": round(1000 * (1 - sparsity))},
+                       "removed_fraction_non_embedding": sparsity if params_removed is None else params_removed},
         "mask": mask, "model": {"name": model}, "eval": {"limit": limit, "num_fewshot": 0},
         "config": config, "effective_config": effective, "code": {"diet": "0.1.0", "commit": None, "dirty": None},
         "started_at": finished_at, "finished_at": finished_at,
@@ -132,7 +136,7 @@ def test_table_defaults_match_conf_config_yaml():
     conf = yaml.safe_load((REPO_ROOT / "conf" / "config.yaml").read_text())
     assert DEFAULTS == {"threshold": conf["vote"]["threshold"], "calib_n": conf["calib"]["n"],
                         "stat": conf["profile"]["stat"], "scope": conf["mask"]["scope"], "merge": conf["merge"],
-                        "profiled": "all"}
+                        "profiled": "all", "dims": conf["dims"], "sparsity_of": conf["sparsity_of"]}
     assert conf["calib"]["tasks"] is None and conf["calib"]["exclude"] == []  # = "all": the evaluated tasks
 
 
@@ -439,3 +443,26 @@ def test_leave_one_out_table_pairs_each_left_out_task_with_the_all_profiled_run(
     assert list(data["significant"]) == [True, True]  # 10 > 2 x 2.83
     markdown = to_markdown(table)
     assert "40.0 ± 2.0" in markdown and "-10.0 ± 2.8" in markdown
+
+
+def test_dims_ablation_table_and_figure_at_an_equal_parameter_budget(tmp_path):
+    from diet.blocks import blocks_from_frame
+    from diet.plots import build_figures
+
+    write(tmp_path, make_record("dense", 0.0, same(0.5)))
+    write(tmp_path, make_record("diet", 0.2, same(0.45)))  # default: 20% of the MLP channels
+    for dims, score, removed in (("mlp", 0.44, 0.20), ("heads", 0.40, 0.176), ("hidden", 0.30, 0.20)):
+        write(tmp_path, make_record("diet", 0.2, same(score), dims=dims, params_removed=removed))
+    tables = tables_by_name(tmp_path)
+    data = tables["ablation_dims__m__limit100"].data
+    assert list(data["dims"]) == ["heads", "hidden", "mlp"]
+    assert list(data["params_removed"]) == pytest.approx([0.176, 0.20, 0.20])
+    assert list(data["average"]) == pytest.approx([40.0, 30.0, 44.0])
+    assert "fixed: " in tables["ablation_dims__m__limit100"].notes[2] and "sparsity_of=params" in tables[
+        "ablation_dims__m__limit100"].notes[2]
+    assert list(tables["main__m__limit100"].data["method"]) == ["dense", "diet"]  # dims variants stay out
+    frame = load_frame(tmp_path)
+    figures = dict(build_figures(blocks_from_frame(frame), {r["config_hash"]: r for r in load_records(tmp_path)}))
+    ax = figures["dims__m__limit100"].axes[0]
+    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["mlp", "heads", "hidden"]
+    assert "20% of non-embedding params" in ax.get_title()
