@@ -87,7 +87,7 @@ def calib_tasks(cfg: Mapping[str, Any], tasks: list[str]) -> list[str]:
 
 
 def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Check every option; returns facts derived on the way (task list, data dir)."""
+    """Check every option; returns facts derived on the way (task list, profiled tasks, data dir)."""
     from diet.evaluate import BACKENDS
     from diet.masks import MERGES, SCOPES
     from diet.methods import METHODS
