@@ -108,6 +108,23 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
+def run_worker_process(script: str, name: str, options: list[str], threads: int | None, out_dir: str | Path,
+                       quiet: bool = False) -> dict[str, Any]:
+    """Run `script --worker name` in its own process (so its peak memory is its own), offline, and
+    return the JSON it writes."""
+    import json
+    import subprocess
+
+    out = Path(out_dir) / f"{name}.json"
+    command = [sys.executable, str(Path(script).resolve()), "--worker", name, "--worker-out", str(out), *options]
+    if threads:
+        command += ["--threads", str(threads)]
+    print(f"[{name}] running ...", flush=True)
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **os.environ}
+    subprocess.run(command, check=True, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL if quiet else None)
+    return json.loads(out.read_text())
+
+
 def command_line(script: str, argv: list[str] | None) -> str:
     import shlex
 

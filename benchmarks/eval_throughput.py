@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,8 +23,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: python benchmarks/<name>.py
 from benchmarks.common import (  # noqa: E402
-    MIB, REPO_ROOT, RESULTS_DIR, command_line, local_data_dir, machine, machine_line, model_config,
-    peak_rss_bytes, resolve_tasks, write_report,
+    MIB, RESULTS_DIR, command_line, local_data_dir, machine, machine_line, model_config,
+    peak_rss_bytes, resolve_tasks, run_worker_process, write_report,
 )
 
 
@@ -205,16 +204,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in backends:
-            out = Path(tmp) / f"{name}.json"
-            worker = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--worker-out", str(out),
-                      "--limit", str(args.limit), "--tasks", args.tasks, "--batch-size", str(args.batch_size),
-                      "--model", args.model, "--device", args.device]
-            if args.threads:
-                worker += ["--threads", str(args.threads)]
-            print(f"[{name}] running ...", flush=True)
-            env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **os.environ}
-            subprocess.run(worker, check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, env=env)
-            runs[name] = json.loads(out.read_text())
+            options = ["--limit", str(args.limit), "--tasks", args.tasks, "--batch-size", str(args.batch_size),
+                       "--model", args.model, "--device", args.device]
+            runs[name] = run_worker_process(__file__, name, options, args.threads, tmp, quiet=True)
             run = runs[name]
             run["docs_per_s"] = run["docs"] / run["eval_seconds"]
             run["scoring_docs_per_s"] = run["docs"] / run["scoring_seconds"]

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: python benchmarks/<name>.py
 from benchmarks.common import (  # noqa: E402
     MIB, REPO_ROOT, RESULTS_DIR, command_line, machine, machine_line, model_config, peak_rss_bytes,
-    reset_peak_rss, write_report,
+    reset_peak_rss, run_worker_process, write_report,
 )
 
 SHAPE_SUFFIX = "_shape"
@@ -254,17 +253,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
-            out = Path(tmp) / f"{name}.json"
-            worker = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--worker-out", str(out),
-                      "--sparsities", args.sparsities, "--batch-size", str(args.batch_size), "--seq-len",
-                      str(args.seq_len), "--repeats", str(args.repeats), "--seed", str(args.seed),
-                      "--device", args.device]
-            if args.threads:
-                worker += ["--threads", str(args.threads)]
-            print(f"[{name}] running ...", flush=True)
-            env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **os.environ}
-            subprocess.run(worker, check=True, cwd=REPO_ROOT, env=env)
-            report["models"][name] = with_ratios(json.loads(out.read_text()))
+            options = ["--sparsities", args.sparsities, "--batch-size", str(args.batch_size), "--seq-len",
+                       str(args.seq_len), "--repeats", str(args.repeats), "--seed", str(args.seed), "--device", args.device]
+            report["models"][name] = with_ratios(run_worker_process(__file__, name, options, args.threads, tmp))
     text = markdown(report)
     print(text)
     write_report("pruned_speed", report, text, args.out)
