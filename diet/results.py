@@ -54,14 +54,17 @@ def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
     return newest_per_cell(iter_records(Path(results_dir)))
 
 
-def profiled_label(profiled: list[str], evaluated: list[str]) -> str:
-    """'all' | 'all but boolq' (leave-one-task-out) | 'boolq+rte' (any other set: cross-task transfer)."""
+def profiled_label(profiled: list[str], evaluated: list[str],
+                   task_sets: dict[str, list[str]] | None = None) -> str:
+    """'all' | 'all but boolq' (leave-one-task-out) | the name of a task set with exactly these tasks
+    ('pair3') | 'boolq+rte' (any other set: cross-task transfer, or evaluation on a subset)."""
     if profiled == evaluated:
         return ALL_PROFILED
     left_out = [task for task in evaluated if task not in profiled]
     if len(left_out) == 1 and len(profiled) == len(evaluated) - 1:
         return f"all but {left_out[0]}"
-    return "+".join(profiled)
+    named = sorted(name for name, members in (task_sets or {}).items() if list(members) == list(profiled))
+    return named[0] if named else "+".join(profiled)
 
 
 def ablation_value(record: dict[str, Any], column: str) -> Any:
@@ -74,7 +77,7 @@ def ablation_value(record: dict[str, Any], column: str) -> Any:
         if "calib" not in source:
             return None
         evaluated = list(source["tasks"])  # resolved, in run order (record["tasks"] is stored sorted)
-        return profiled_label(source.get("calib_tasks", evaluated), evaluated)
+        return profiled_label(source.get("calib_tasks", evaluated), evaluated, record["config"].get("task_sets"))
     if section not in source:
         return None
     value = source[section]

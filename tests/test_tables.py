@@ -42,7 +42,8 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
                 scope: str = "layer", merge: str = "vote", group: str | None = None, n: int = 100,
                 finished_at: str = "2026-01-01T00:00:00+00:00", mask: dict[str, Any] | None = None,
                 config_hash: str | None = None, profiled: list[str] | None = None, dims: str | None = None,
-                params_removed: float | None = None) -> dict[str, Any]:
+                params_removed: float | None = None, task_sets: dict[str, list[str]] | None = None
+                ) -> dict[str, Any]:
     """A schema-1 record as run_cell writes it, reduced to what tables, figures and W&B read."""
     tasks = {task: {"acc": s, "acc_stderr": se, "metric": "acc", "n": n, "score": s, "score_stderr": se}
              for task, (s, se) in scores.items()}
@@ -50,7 +51,7 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
     config = {"method": {"name": method}, "model": {"name": model}, "tasks": list(scores), "sparsity": sparsity,
               "eval": {"limit": limit}, "seed": 0, "calib": {"n": calib_n}, "profile": {"stat": stat},
               "mask": {"scope": scope}, "merge": merge, "vote": {"threshold": threshold},
-              "wandb": {"mode": "disabled", "group": group}}
+              "wandb": {"mode": "disabled", "group": group}, "task_sets": task_sets or {}}
     effective = {k: config[k] for k in ("method", "model", "tasks", "eval", "seed")}
     effective.update({section: config[section] for section in USES.get(method, ())})
     if profiled is not None and "calib" in effective:  # as diet.config: only when not the evaluated tasks
@@ -286,6 +287,18 @@ def test_profiled_tasks_ablation_labels_leave_one_out_and_transfer(tmp_path):
     assert list(data["average"]) == pytest.approx([45.0, 44.0, 43.0])
     main = tables["main__m__limit100"].data
     assert list(main["method"]) == ["dense", "diet"] and "variant" not in main  # variants stay out of main
+
+
+def test_profiled_label_names_a_task_set_with_exactly_those_tasks(tmp_path):
+    """A subset evaluated at a larger limit with the mask of all seven: labelled by the set's name."""
+    subset = {task: (0.5, 0.01) for task in PAPER7[2:5]}
+    sets = {"paper7": list(PAPER7), "reversed": list(reversed(PAPER7)), "first2": list(PAPER7[:2])}
+    write(tmp_path, make_record("dense", 0.0, subset, task_sets=sets))
+    write(tmp_path, make_record("diet", 0.2, subset, profiled=list(PAPER7), task_sets=sets))
+    write(tmp_path, make_record("diet", 0.2, subset, profiled=list(PAPER7[:2]) + [PAPER7[3]], task_sets=sets))
+    main = tables_by_name(tmp_path)["main__m__limit100"].data
+    # a set matches only in its exact order ("reversed" does not), as the record lists the tasks profiled
+    assert list(main["variant"]) == ["", f"profiled={PAPER7[0]}+{PAPER7[1]}+{PAPER7[3]}", "profiled=paper7"]
 
 
 # --------------------------------------------------------------------------- files, figures, the command
