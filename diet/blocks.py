@@ -55,11 +55,15 @@ def _plain(value: Any) -> Any:
 
 
 def runs_from_frame(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """One dict per record: its run fields plus tasks {task: (score, stderr, n)}, ordered by config_hash."""
+    """One dict per record: its run fields plus tasks {task: (score, stderr, n)} and, for tasks whose
+    record has per-document outcomes, outcomes {task: (outcomes, docs_sha256)}; ordered by config_hash."""
     runs: dict[str, dict[str, Any]] = {}
     for row in frame.to_dict("records"):
-        run = runs.setdefault(row["config_hash"], {col: _plain(row[col]) for col in RUN_COLUMNS} | {"tasks": {}})
+        run = runs.setdefault(row["config_hash"],
+                              {col: _plain(row[col]) for col in RUN_COLUMNS} | {"tasks": {}, "outcomes": {}})
         run["tasks"][row["task"]] = (float(row["score"]), float(row["stderr"]), int(row["n"]))
+        if _plain(row["outcomes"]) is not None:
+            run["outcomes"][row["task"]] = (row["outcomes"], row["docs_sha256"])
     for run in runs.values():
         run["variant"] = variant(run)
     return [runs[key] for key in sorted(runs)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +62,26 @@ def make_lm(model: nn.Module, tokenizer: Any, settings: EvalSettings, device: st
     )
 
 
+def document_outcomes(samples: Sequence[dict[str, Any]], metric: str) -> dict[str, str] | None:
+    """Each document's headline metric as one '0'/'1' character in doc_id order, plus a digest of the
+    documents (lm-eval's doc hashes): two runs with the same digest scored the same documents, so
+    their difference can be tested per document (paired; diet.stats.paired_difference).
+
+    None where the metric is not 0/1 per document or doc_ids are not 0..n-1 (no pairing then).
+    """
+    by_id = {sample["doc_id"]: sample for sample in samples}
+    if sorted(by_id) != list(range(len(by_id))) or any(by_id[i].get(metric) not in (0, 1) for i in by_id):
+        return None
+    ordered = [by_id[i] for i in range(len(by_id))]
+    return {
+        "outcomes": "".join("1" if sample[metric] else "0" for sample in ordered),
+        "docs_sha256": hashlib.sha256("".join(sample["doc_hash"] for sample in ordered).encode()).hexdigest(),
+    }
+
+
 def summarize(results: dict[str, Any], tasks: Sequence[str], metric: str) -> dict[str, dict[str, Any]]:
-    """lm-eval's results dict -> {task: {acc, acc_stderr, acc_norm, ..., n, metric, score}}."""
+    """lm-eval's results dict -> {task: {acc, acc_stderr, acc_norm, ..., n, metric, score[, outcomes,
+    docs_sha256]}} (the last two when lm-eval logged samples)."""
     summary: dict[str, dict[str, Any]] = {}
     for task in tasks:
         raw = results["results"][task]
@@ -75,6 +94,9 @@ def summarize(results: dict[str, Any], tasks: Sequence[str], metric: str) -> dic
         entry["metric"] = headline_metric(task, metric)
         entry["score"] = entry[entry["metric"]]
         entry["score_stderr"] = entry.get(f"{entry['metric']}_stderr")
+        samples = (results.get("samples") or {}).get(task)
+        if samples:
+            entry.update(document_outcomes(samples, entry["metric"]) or {})
         summary[task] = entry
     return summary
 
@@ -97,7 +119,7 @@ def evaluate(
         tasks=list(task_objects.values()),
         num_fewshot=0,
         limit=settings.limit,
-        log_samples=False,
+        log_samples=True,  # per-document outcomes for paired differences (kept compact in the record)
         task_manager=TaskManager(include_defaults=False),  # tasks are pre-built: skip the 15 s index
         random_seed=settings.seed,
         numpy_random_seed=settings.seed,

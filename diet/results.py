@@ -28,7 +28,7 @@ ABLATION_KEYS: dict[str, tuple[str, str | None]] = {
 ALL_PROFILED = "all"  # the profiled tasks are the evaluated ones (the default)
 RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", "params_removed", *ABLATION_KEYS, "n_tasks",
                "config_hash", "finished_at", "group"]
-TASK_COLUMNS = ["task", "metric", "score", "stderr", "n"]
+TASK_COLUMNS = ["task", "metric", "score", "stderr", "n", "outcomes", "docs_sha256"]  # the last two: None if absent
 COLUMNS = RUN_COLUMNS + TASK_COLUMNS
 
 
@@ -116,7 +116,8 @@ def tidy_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         fields = run_fields(record)
         for task, m in record["tasks"].items():
             rows.append({**fields, "task": task, "metric": m["metric"], "score": float(m["score"]),
-                         "stderr": float(m["score_stderr"]), "n": int(m["n"])})
+                         "stderr": float(m["score_stderr"]), "n": int(m["n"]),
+                         "outcomes": m.get("outcomes"), "docs_sha256": m.get("docs_sha256")})
     # object dtype keeps None as None (pandas would turn a None limit into NaN and ints into floats)
     frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
     for column in ("sparsity", "sparsity_actual", "params_removed", "score", "stderr"):

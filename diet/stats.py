@@ -1,8 +1,9 @@
 """The few statistics the tables use: averages with standard errors, chance levels, honest differences.
 
 Tasks are treated as independent samples, so the standard error of a mean over T tasks is
-sqrt(sum se_t^2) / T. Two methods evaluated on the same documents are positively correlated, so the
-unpaired se of a difference used here is conservative: a difference called significant is real.
+sqrt(sum se_t^2) / T. Two methods evaluated on the same documents are positively correlated: where
+both records hold per-document outcomes, a difference's se comes from the per-document differences
+(paired); otherwise the unpaired se is used, which is conservative: a difference called significant is real.
 """
 
 from __future__ import annotations
@@ -45,6 +46,22 @@ def difference(a: float, se_a: float, b: float, se_b: float) -> tuple[float, flo
     diff = a - b
     se = math.sqrt(se_a * se_a + se_b * se_b)
     return diff, se, bool(abs(diff) > Z * se)
+
+
+def paired_difference(a: str, b: str) -> tuple[float, float]:
+    """Mean and standard error of the per-document differences of two '0'/'1' outcome strings over the
+    same documents (sample sd with ddof=1, as lm-eval's stderr); se is NaN for fewer than 2 documents."""
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need the same documents: {len(a)} vs {len(b)} outcomes")
+    count = len(a)
+    if count == 0:
+        return math.nan, math.nan
+    diffs = [int(x) - int(y) for x, y in zip(a, b)]
+    mean = sum(diffs) / count
+    if count < 2:
+        return mean, math.nan
+    variance = sum((d - mean) ** 2 for d in diffs) / (count - 1)
+    return mean, math.sqrt(variance / count)
 
 
 def votes_needed(threshold: float, n_tasks: int) -> int:

@@ -17,7 +17,7 @@ import pandas as pd
 from diet.blocks import DEFAULTS, DIET_METHODS, LABELS, Block, blocks_from_frame, method_rank, row_key, task_rank
 from diet.registry import Registry
 from diet.results import ABLATION_KEYS
-from diet.stats import CHANCE, Z, difference, mean_se, votes_needed
+from diet.stats import CHANCE, Z, difference, mean_se, paired_difference, votes_needed
 
 CELL_NOTE = "cells: score ± standard error, in points (x100); (n=...) = documents per task"
 
@@ -58,6 +58,28 @@ def score_columns(run: dict[str, Any], block: Block) -> dict[str, Any]:
             mean, se = math.nan, math.nan
         row.update({column: 100 * mean, f"{column}_se": 100 * se})
     return row
+
+
+def compare(run: dict[str, Any], ref: dict[str, Any], tasks: list[str]) -> tuple[float, float, bool | None, bool]:
+    """run minus ref, averaged over `tasks`, in points: (diff, se, significant, paired).
+
+    Paired (the se of the per-document differences) where both runs hold outcomes of every task over
+    the same documents; else unpaired from the two averages' se. NaN/None where a run lacks a task.
+    """
+    if not tasks or any(task not in run["tasks"] or task not in ref["tasks"] for task in tasks):
+        return math.nan, math.nan, None, False
+    pairs = [(run["outcomes"].get(task), ref["outcomes"].get(task)) for task in tasks]
+    if all(a is not None and b is not None and a[1] == b[1] for a, b in pairs):
+        per_task = [paired_difference(a[0], b[0]) for a, b in pairs]
+        diff, se = (100 * v for v in mean_se([d for d, _ in per_task], [e for _, e in per_task]))
+        return diff, se, bool(abs(diff) > Z * se), True
+    own, other = (mean_se([r["tasks"][t][0] for t in tasks], [r["tasks"][t][1] for t in tasks]) for r in (run, ref))
+    diff, se, significant = difference(100 * own[0], 100 * own[1], 100 * other[0], 100 * other[1])
+    return diff, se, significant, False
+
+
+SIGNIFICANCE_NOTE = (f"significant = |diff| > {Z:g} se; paired: se from the per-document differences (both records "
+                     "hold outcomes of the same documents), else se = sqrt(se_a^2 + se_b^2) (unpaired, so conservative)")
 
 
 def above_chance_note(block: Block) -> str:
@@ -106,22 +128,21 @@ def differences_table(block: Block) -> Table | None:
         at = [run for run in block.main if run["sparsity"] == sparsity]
         scored = {run["config_hash"]: score_columns(run, block) for run in at}
         row_pairs: dict[str, dict[str, Any]] = {run["config_hash"]: {} for run in at}
-        for column, short in (("average", "avg"), ("avg_above_chance", "above_chance")):
+        for column, short, tasks in (("average", "avg", block.tasks),
+                                     ("avg_above_chance", "above_chance", block.above_chance or [])):
             baselines = [run for run in at if run["method"] not in DIET_METHODS
                          and not math.isnan(scored[run["config_hash"]][column])]
             if not baselines:
                 continue
             # best baseline: highest score; ties go to the earlier method in METHOD_ORDER
             best = min(baselines, key=lambda r: (-scored[r["config_hash"]][column], row_key(r)))
-            ref = scored[best["config_hash"]]
             for run in at:
                 if run is best:
                     continue
-                own = scored[run["config_hash"]]
-                diff, se, significant = difference(own[column], own[f"{column}_se"], ref[column], ref[f"{column}_se"])
+                diff, se, significant, paired = compare(run, best, tasks)
                 row_pairs[run["config_hash"]].update({
                     f"vs_{short}": best["method"], f"{short}_diff": diff, f"{short}_diff_se": se,
-                    f"{short}_significant": None if math.isnan(diff) else significant})
+                    f"{short}_significant": significant, f"{short}_paired": paired})
         for run in at:
             if row_pairs[run["config_hash"]]:
                 rows.append({"method": run["method"], "variant": run["variant"], "sparsity": sparsity,
@@ -132,14 +153,11 @@ def differences_table(block: Block) -> Table | None:
         return None
     columns = ["method", "variant", "sparsity", "average", "average_se"]
     for short in ("avg", "above_chance"):
-        columns += [f"vs_{short}", f"{short}_diff", f"{short}_diff_se", f"{short}_significant"]
+        columns += [f"vs_{short}", f"{short}_diff", f"{short}_diff_se", f"{short}_significant", f"{short}_paired"]
     frame = _frame([{c: row.get(c) for c in columns + ["config_hash"]} for row in rows], drop_empty=("variant",))
     frame = frame.dropna(axis=1, how="all")  # no above-chance baseline at all: drop those columns
-    notes = [
-        "difference to the best non-DIET baseline at the same sparsity (vs_*), in points; "
-        f"significant = |diff| > {Z:g} se, se = sqrt(se_a^2 + se_b^2) (unpaired, so conservative)",
-        above_chance_note(block),
-    ]
+    notes = ["difference to the best non-DIET baseline at the same sparsity (vs_*), in points; " + SIGNIFICANCE_NOTE,
+             above_chance_note(block)]
     formats = {"sparsity": "{:.2f}", "avg_diff": "{:+.1f}", "above_chance_diff": "{:+.1f}"}
     return Table(f"differences__{block.label}", frame, notes, formats, group=common_group(block.main))
 
@@ -206,20 +224,20 @@ def leave_one_out_table(block: Block) -> Table | None:
             continue
         full = reference[settings(run)]
         (held, held_se, n), (with_all, all_se, _) = run["tasks"][task], full["tasks"][task]
-        diff, se, significant = difference(100 * held, 100 * held_se, 100 * with_all, 100 * all_se)
+        diff, se, significant, paired = compare(run, full, [task])
         row = {"left_out": task, "method": run["method"], "sparsity": run["sparsity"], "n": n}
         if dense is not None and task in dense["tasks"]:
             row.update(dense=100 * dense["tasks"][task][0], dense_se=100 * dense["tasks"][task][1])
         row.update(all_profiled=100 * with_all, all_profiled_se=100 * all_se, left_out_score=100 * held,
                    left_out_score_se=100 * held_se, diff=diff, diff_se=se, significant=significant,
-                   config_hash=run["config_hash"])
+                   paired=paired, config_hash=run["config_hash"])
         rows.append(row)
     if not rows:
         return None
     rows.sort(key=lambda r: (method_rank(r["method"]), r["sparsity"], task_rank(r["left_out"])))
     notes = ["each row: the left-out task's score with its profile left out of the vote (left_out_score) and with "
              "all tasks profiled (all_profiled), same settings otherwise; diff = left_out_score - all_profiled, "
-             f"in points; significant = |diff| > {Z:g} se (unpaired, so conservative)"]
+             "in points; " + SIGNIFICANCE_NOTE]
     chosen = [run for run in block.runs if str(run["profiled"] or "").startswith(LEFT_OUT)]
     return Table(f"loo__{block.label}", _frame(rows), notes,
                  formats={"sparsity": "{:.2f}", "diff": "{:+.1f}"}, group=common_group(chosen))

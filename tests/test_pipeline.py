@@ -30,6 +30,10 @@ def test_diet_record_reports_what_it_did(tmp_path, isolated_cache):
     assert set(record["timings"]) >= {"load_model", "profile", "mask", "prune", "evaluate"}
     assert record["versions"]["lm_eval"] == "0.4.13" and record["seed"] == 0
     assert record["notes"] == {"profiles_cached": 0, "profiles_computed": 2}
+    for task, metrics in record["tasks"].items():  # per-document outcomes of the headline metric
+        outcomes = metrics["outcomes"]
+        assert len(outcomes) == 6 and set(outcomes) <= {"0", "1"} and len(metrics["docs_sha256"]) == 64
+        assert outcomes.count("1") / 6 == pytest.approx(metrics["score"]), task
 
 
 def test_rerun_skips_finished_cell_and_force_keeps_both(tmp_path, isolated_cache):

@@ -42,11 +42,13 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
                 scope: str = "layer", merge: str = "vote", group: str | None = None, n: int = 100,
                 finished_at: str = "2026-01-01T00:00:00+00:00", mask: dict[str, Any] | None = None,
                 config_hash: str | None = None, profiled: list[str] | None = None, dims: str | None = None,
-                params_removed: float | None = None, task_sets: dict[str, list[str]] | None = None
-                ) -> dict[str, Any]:
+                params_removed: float | None = None, task_sets: dict[str, list[str]] | None = None,
+                outcomes: dict[str, str] | None = None, docs: str = "d") -> dict[str, Any]:
     """A schema-1 record as run_cell writes it, reduced to what tables, figures and W&B read."""
     tasks = {task: {"acc": s, "acc_stderr": se, "metric": "acc", "n": n, "score": s, "score_stderr": se}
              for task, (s, se) in scores.items()}
+    for task, values in (outcomes or {}).items():  # per-document outcomes; `docs` stands for their digest
+        tasks[task].update(outcomes=values, docs_sha256=docs)
     sparsity = sparsity if method != "dense" else 0.0
     config = {"method": {"name": method}, "model": {"name": model}, "tasks": list(scores), "sparsity": sparsity,
               "eval": {"limit": limit}, "seed": 0, "calib": {"n": calib_n}, "profile": {"stat": stat},
@@ -249,6 +251,39 @@ def test_differences_to_best_baseline_flag_only_clear_gaps(paper):
     assert at_04["vs_avg"] == "flap" and at_04["avg_diff"] == pytest.approx(1.0)
     assert at_04["avg_significant"] is False  # 1.0 < 2 x 1.07: within the noise
     assert ("dense", 0.0) not in data.index
+
+
+def outcome_record(method: str, outcomes: dict[str, str] | None, docs: str = "d", **scores_of) -> dict[str, Any]:
+    """A record whose per-task scores are those of its outcomes (se as lm-eval: sample sd / sqrt(n))."""
+    source = outcomes or scores_of["like"]
+    scores = {}
+    for task, values in source.items():
+        p, n = values.count("1") / len(values), len(values)
+        scores[task] = (p, math.sqrt(p * (1 - p) * n / (n - 1) / n))
+    return make_record(method, 0.0 if method == "dense" else 0.2, scores, outcomes=outcomes, docs=docs, n=len(
+        next(iter(source.values()))))
+
+
+def test_differences_are_paired_where_both_records_hold_outcomes_of_the_same_documents(tmp_path):
+    base = "1101001110" * 20  # 200 documents
+    flap = {task: base for task in PAPER7}
+    diet = {task: base[:-10] + "1111111111" for task in PAPER7}  # the same answers, plus 4 more right
+    write(tmp_path, outcome_record("dense", {task: "1" * 200 for task in PAPER7}))
+    write(tmp_path, outcome_record("flap", flap))
+    write(tmp_path, outcome_record("diet", diet))
+    row = tables_by_name(tmp_path)["differences__m__limit100"].data.set_index("method").loc["diet"]
+    d = [int(x) - int(y) for x, y in zip(diet["boolq"], base)]
+    sd = math.sqrt(sum((v - 0.02) ** 2 for v in d) / 199)
+    assert row["vs_avg"] == "flap" and row["avg_paired"] is True
+    assert row["avg_diff"] == pytest.approx(2.0) and row["avg_diff_se"] == pytest.approx(100 * sd / math.sqrt(200) / math.sqrt(7))
+    assert row["avg_significant"] is True  # 2.0 points, paired se 0.38: far beyond the noise
+    for case, (flap_outcomes, docs) in {"no outcomes": (None, "d"), "other documents": (flap, "other")}.items():
+        folder = tmp_path / case.replace(" ", "_")
+        write(folder, outcome_record("flap", flap_outcomes, docs, like=flap))
+        write(folder, outcome_record("diet", diet))
+        row = tables_by_name(folder)["differences__m__limit100"].data.set_index("method").loc["diet"]
+        assert row["avg_paired"] is False, case
+        assert row["avg_diff"] == pytest.approx(2.0) and row["avg_significant"] is False, case  # unpaired se 1.8
 
 
 def test_threshold_ablation_shows_votes_needed(paper):
