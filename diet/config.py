@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from diet.dims import DIMS, SPARSITY_OF  # mlp, heads, mlp+heads, hidden; dim, params
+from diet.documents import DocumentSelection
+from diet.documents import identity as documents_identity
 from diet.errors import DietConfigError
 from diet.io import sha256_file, stable_hash
 from diet.paths import data_dir as resolve_data_dir
@@ -62,6 +64,14 @@ def _calib_source_file(calib: Mapping[str, Any]) -> Path | None:
     return path
 
 
+def document_selection(cfg: Mapping[str, Any]) -> DocumentSelection:
+    """The evaluated documents (eval.limit / eval.docs / eval.docs_seed); validates the two options.
+
+    A config without eval.docs (records written before random samples existed) meant the first N."""
+    eval_cfg = cfg["eval"]
+    return DocumentSelection(eval_cfg.get("limit"), eval_cfg.get("docs", "first"), eval_cfg.get("docs_seed", 0))
+
+
 def calib_tasks(cfg: Mapping[str, Any], tasks: list[str]) -> list[str]:
     """The tasks profiled for calibration: `calib.tasks` (default: the evaluated tasks) minus
     `calib.exclude`, in their listed order."""
@@ -101,6 +111,7 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     for task in tasks:
         headline_metric(task, cfg["eval"]["metric"])
     _positive_int("eval.limit", cfg["eval"]["limit"], allow_none=True)
+    document_selection(cfg)
     _positive_int("eval.batch_size", cfg["eval"]["batch_size"])
     _choice("eval.backend", cfg["eval"]["backend"], BACKENDS.names())
     _positive_int("eval.max_length", cfg["eval"].get("max_length"), allow_none=True)
@@ -154,13 +165,17 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
     method = METHODS.get(cfg["method"]["name"])
     model = {k: v for k, v in cfg["model"].items() if k not in ("device",)}
     # batch size and backend change how requests are computed, not the results (the fast backend
-    # equals stock lm-eval per request: tests/test_fast_eval.py), so they are not part of a cell's identity
-    eval_cfg = {k: v for k, v in cfg["eval"].items() if k not in ("batch_size", "backend")}
+    # equals stock lm-eval per request: tests/test_fast_eval.py), so they are not part of a cell's identity;
+    # the documents enter only as a random sample (first-N and full-split cells keep their old hash)
+    eval_cfg = {k: v for k, v in cfg["eval"].items() if k not in ("batch_size", "backend", "docs", "docs_seed")}
+    documents = document_selection(cfg)
+    if documents_identity(documents) is not None:
+        eval_cfg["docs"] = documents_identity(documents)
     values: dict[str, Any] = {
         "model": model,
         "tasks": tasks,
         "eval": eval_cfg,
-        "seed": cfg["seed"],
+        "seed": cfg["seed"] if method.seeded else 0,  # seed sweeps of dense collapse onto one cell
         "data_mode": "online" if cfg["data"]["dir"] is None else "offline",
         "method": dict(cfg["method"]),
     }

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 from torch import nn
 
+from diet.documents import DocumentSelection
 from diet.registry import Registry
 from diet.tasks import build_tasks, headline_metric
 
@@ -25,6 +26,12 @@ class EvalSettings:
     seed: int = 0
     max_length: int | None = None
     backend: str = "fast"
+    docs: str = "random"   # with a limit: a seeded random sample of documents (diet.documents) | first
+    docs_seed: int = 0     # the documents' seed: fixed across calibration seeds and methods
+
+    @property
+    def documents(self) -> DocumentSelection:
+        return DocumentSelection(self.limit, self.docs, self.docs_seed)
 
 
 # Evaluation backends: name -> zero-argument function returning an HFLM(-compatible) class. Imported
@@ -62,26 +69,35 @@ def make_lm(model: nn.Module, tokenizer: Any, settings: EvalSettings, device: st
     )
 
 
-def document_outcomes(samples: Sequence[dict[str, Any]], metric: str) -> dict[str, str] | None:
+def document_outcomes(samples: Sequence[dict[str, Any]], metric: str, n_docs: int | None = None) -> dict[str, Any] | None:
     """Each document's headline metric as one '0'/'1' character in doc_id order, plus a digest of the
     documents (lm-eval's doc hashes): two runs with the same digest scored the same documents, so
     their difference can be tested per document (paired; diet.stats.paired_difference).
 
-    None where the metric is not 0/1 per document or doc_ids are not 0..n-1 (no pairing then).
+    When the documents are not 0..n-1 (a random sample of the split), `doc_ids` lists them in the same
+    order, so a sample can also be matched against a run on the full split. None where the metric is
+    not 0/1 per document.
     """
     by_id = {sample["doc_id"]: sample for sample in samples}
-    if sorted(by_id) != list(range(len(by_id))) or any(by_id[i].get(metric) not in (0, 1) for i in by_id):
+    if any(by_id[i].get(metric) not in (0, 1) for i in by_id):
         return None
-    ordered = [by_id[i] for i in range(len(by_id))]
-    return {
+    ids = sorted(by_id)
+    ordered = [by_id[i] for i in ids]
+    entry: dict[str, Any] = {
         "outcomes": "".join("1" if sample[metric] else "0" for sample in ordered),
         "docs_sha256": hashlib.sha256("".join(sample["doc_hash"] for sample in ordered).encode()).hexdigest(),
     }
+    if ids != list(range(len(ids))):
+        entry["doc_ids"] = ids
+    if n_docs is not None:
+        entry["split_docs"] = n_docs
+    return entry
 
 
-def summarize(results: dict[str, Any], tasks: Sequence[str], metric: str) -> dict[str, dict[str, Any]]:
+def summarize(results: dict[str, Any], tasks: Sequence[str], metric: str,
+              split_sizes: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
     """lm-eval's results dict -> {task: {acc, acc_stderr, acc_norm, ..., n, metric, score[, outcomes,
-    docs_sha256]}} (the last two when lm-eval logged samples)."""
+    docs_sha256, doc_ids, split_docs]}} (outcomes when lm-eval logged samples)."""
     summary: dict[str, dict[str, Any]] = {}
     for task in tasks:
         raw = results["results"][task]
@@ -96,7 +112,7 @@ def summarize(results: dict[str, Any], tasks: Sequence[str], metric: str) -> dic
         entry["score_stderr"] = entry.get(f"{entry['metric']}_stderr")
         samples = (results.get("samples") or {}).get(task)
         if samples:
-            entry.update(document_outcomes(samples, entry["metric"]) or {})
+            entry.update(document_outcomes(samples, entry["metric"], (split_sizes or {}).get(task)) or {})
         summary[task] = entry
     return summary
 
@@ -114,11 +130,20 @@ def evaluate(
     from lm_eval.tasks import TaskManager
 
     task_objects = build_tasks(tasks, data_dir, with_train=False)
+    split_sizes = {task: len(task_objects[task].eval_docs) for task in tasks}
+    documents = settings.documents
+    chosen = {task: documents.indices(task, split_sizes[task]) for task in tasks}
+    # lm-eval takes either `limit` (the first N) or `samples` (listed indices), never both
+    samples = {task: ids for task, ids in chosen.items() if ids is not None} if documents.is_random else None
+    for task, ids in chosen.items():
+        if ids is not None:
+            log.info("%s: %d of %d documents (%s)", task, len(ids), split_sizes[task], documents.label())
     results = simple_evaluate(
         model=make_lm(model, tokenizer, settings, device),
         tasks=list(task_objects.values()),
         num_fewshot=0,
-        limit=settings.limit,
+        limit=None if documents.is_random else settings.limit,
+        samples=samples or None,
         log_samples=True,  # per-document outcomes for paired differences (kept compact in the record)
         task_manager=TaskManager(include_defaults=False),  # tasks are pre-built: skip the 15 s index
         random_seed=settings.seed,
@@ -126,4 +151,4 @@ def evaluate(
         torch_random_seed=settings.seed,
         fewshot_random_seed=settings.seed,
     )
-    return summarize(results, tasks, settings.metric)
+    return summarize(results, tasks, settings.metric, split_sizes)

@@ -14,7 +14,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from diet.config import config_hash, effective_config, validate
+from diet.config import config_hash, document_selection, effective_config, validate
+from diet.threads import apply_threads
 from diet.records import SCHEMA_VERSION, code_version, find_existing, library_versions, machine, write_record
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,10 @@ def dims_accounting(
     return by_dim
 
 
-def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
-    """Run one configured cell; returns (record, path), or (None, path) when it was already done."""
+def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any] | None, Path]:
+    """Run one configured cell; returns (record, path), or (None, path) when it was already done.
+
+    `parallel_jobs`: how many cells the launcher runs at once on this machine (sets the default threads)."""
     from diet.evaluate import EvalSettings, evaluate
     from diet.methods import PruningContext
     from diet.models import load_model
@@ -121,7 +124,9 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
     from diet.models.adapters import adapter_for, parameter_counts
 
     facts = validate(cfg)  # fails in seconds, before any model is loaded
+    threads = apply_threads(cfg.get("threads"), parallel_jobs)
     tasks, data_dir, method_cls = facts["tasks"], facts["data_dir"], facts["method"]
+    documents = document_selection(cfg)
     effective = effective_config(cfg, tasks)
     cfg_hash = config_hash(effective)
     results_dir = Path(cfg["results_dir"])
@@ -154,6 +159,8 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
         seed=cfg["seed"],
         max_length=cfg["eval"]["max_length"],
         backend=cfg["eval"]["backend"],
+        docs=documents.docs,
+        docs_seed=documents.seed,
     )
     # An oracle selection evaluates each task on its own pruned copy; otherwise one model, all tasks.
     if selection.per_task is None:
@@ -217,6 +224,9 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
             "harness": "lm-eval",
             "num_fewshot": 0,
             "limit": settings.limit,
+            "docs": documents.docs if settings.limit is not None else None,
+            "docs_seed": documents.seed if documents.is_random else None,
+            "documents": documents.label(),
             "batch_size": settings.batch_size,
             "backend": settings.backend,
             "add_bos_token": settings.add_bos_token,
@@ -230,7 +240,7 @@ def run_cell(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, Path]:
         "effective_config": effective,
         "code": code_version(),
         "versions": library_versions(),
-        "machine": machine(),
+        "machine": {**machine(), **threads},
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

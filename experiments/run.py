@@ -14,6 +14,23 @@ from diet.records import code_version
 log = logging.getLogger("diet")
 
 
+def launcher_jobs() -> int:
+    """Cells the Hydra launcher runs at once on this machine: joblib's n_jobs (local_parallel), else 1
+    (the basic launcher runs cells one after the other; Slurm gives each job its own cores)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        launcher = HydraConfig.get().launcher
+    except ValueError:  # not inside a Hydra run
+        return 1
+    jobs = launcher.get("n_jobs", 1) if "joblib" in str(launcher.get("_target_", "")) else 1
+    if isinstance(jobs, int) and jobs < 0:  # joblib: -1 = every core, -2 = all but one, ...
+        from diet.threads import usable_cores
+
+        jobs = usable_cores() + 1 + jobs
+    return jobs if isinstance(jobs, int) and jobs > 0 else 1
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from diet.pipeline import run_cell
@@ -22,7 +39,7 @@ def main(cfg: DictConfig) -> None:
 
     plain = OmegaConf.to_container(cfg, resolve=True)
     try:
-        record, path = run_cell(plain)
+        record, path = run_cell(plain, parallel_jobs=launcher_jobs())
     except DietConfigError as error:
         log.error("configuration error: %s", error)
         sys.exit(2)

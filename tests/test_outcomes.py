@@ -25,10 +25,18 @@ def test_outcomes_are_in_doc_id_order_with_a_digest_of_the_documents():
     assert document_outcomes(other_docs, "acc")["docs_sha256"] != out["docs_sha256"]
 
 
-@pytest.mark.parametrize("bad", [samples([1, 0.5, 0]), samples([1, 0, 1], ids=[0, 2, 3]), samples([1, 0], "f1")])
+@pytest.mark.parametrize("bad", [samples([1, 0.5, 0]), samples([1, 0], "f1")])
 def test_no_outcomes_where_they_cannot_be_paired(bad):
-    """A non-0/1 metric, a gap in doc_ids, or a missing metric: no outcomes, so the tables stay unpaired."""
+    """A non-0/1 metric or a missing metric: no outcomes, so the tables stay unpaired."""
     assert document_outcomes(bad, "acc") is None
+
+
+def test_a_random_sample_of_documents_keeps_its_doc_ids():
+    """Documents 0, 2, 3 of a 10-document split (eval.docs=random): outcomes in doc_id order, the ids beside
+    them, so the sample can be matched against a full-split run; contiguous ids 0..n-1 need no list."""
+    out = document_outcomes(list(reversed(samples([1, 0, 1], ids=[0, 2, 3]))), "acc", n_docs=10)
+    assert out["outcomes"] == "101" and out["doc_ids"] == [0, 2, 3] and out["split_docs"] == 10
+    assert "doc_ids" not in document_outcomes(samples([1, 0, 1]), "acc")
 
 
 def test_paired_difference_matches_the_textbook_formula():

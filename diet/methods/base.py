@@ -57,6 +57,9 @@ class Method:
     calib_source: ClassVar[bool] = False
     # evaluates every task with that task's own profile (oracle): profiled tasks must be the evaluated ones
     per_task_profiles: ClassVar[bool] = False
+    # whether the run's `seed` can change this method's result (a calibration draw, random channels);
+    # an unseeded method's cells at every seed are one cell (its identity records seed 0)
+    seeded: ClassVar[bool] = True
 
     @classmethod
     def check(cls, options: dict[str, Any]) -> None:

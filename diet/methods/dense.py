@@ -6,6 +6,7 @@ from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
 @METHODS.register("dense")
 class Dense(Method):
     name = "dense"
+    seeded = False  # data-free and deterministic: no seed changes the result
     prunes = False
 
     def select(self, ctx: PruningContext) -> MaskSelection:

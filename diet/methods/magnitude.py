@@ -28,6 +28,7 @@ def magnitude_scores(model: torch.nn.Module) -> list[torch.Tensor]:
 @METHODS.register("magnitude")
 class Magnitude(Method):
     name = "magnitude"
+    seeded = False  # data-free and deterministic: no seed changes the result
     uses = ("sparsity", "dims")
 
     def select(self, ctx: PruningContext) -> MaskSelection:

@@ -1,0 +1,47 @@
+"""torch's intra-op threads per run: the cores this process may use, shared by the cells run at once.
+
+Two processes each with torch's default thread count on the same cores thrash (measured 5-10x slower
+than running them one after the other: benchmarks/parallel_threads.py), so a launcher that runs
+`parallel_jobs` cells at once gives each cores // parallel_jobs threads, and an explicit `threads`
+that would oversubscribe the cores is refused before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from diet.errors import DietConfigError
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity: cgroups, taskset, Slurm's cpus_per_task)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_threads(threads: Any, parallel_jobs: int = 1, cores: int | None = None) -> int:
+    """`threads` (null = cores // parallel_jobs, at least 1), checked against the cores."""
+    cores = usable_cores() if cores is None else cores
+    jobs = max(1, int(parallel_jobs))
+    if threads is None:
+        return max(1, cores // jobs)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise DietConfigError(f"threads={threads!r} is not allowed: use an integer >= 1 or null (= cores / parallel jobs)")
+    if threads * jobs > cores:
+        raise DietConfigError(
+            f"threads={threads} x {jobs} parallel job(s) = {threads * jobs} threads on {cores} usable core(s): "
+            f"oversubscribed runs are several times slower; use threads <= {max(1, cores // jobs)} or null"
+        )
+    return threads
+
+
+def apply_threads(threads: Any, parallel_jobs: int = 1) -> dict[str, int]:
+    """Set torch's intra-op threads; returns what the record stores."""
+    import torch
+
+    chosen = resolve_threads(threads, parallel_jobs)
+    torch.set_num_threads(chosen)
+    return {"threads": torch.get_num_threads(), "usable_cores": usable_cores(), "parallel_jobs": max(1, int(parallel_jobs))}
