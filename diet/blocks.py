@@ -24,9 +24,10 @@ TASK_ORDER = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challe
 # The defaults of conf/config.yaml (tests/test_tables.py checks they agree): a run at these settings
 # is a main-table run; any other value makes it an ablation variant.
 DEFAULTS: dict[str, Any] = {"threshold": 0.5, "calib_n": 100, "stat": "mean_abs", "scope": "layer", "merge": "vote",
-                            "profiled": ALL_PROFILED, "dims": "mlp", "sparsity_of": "dim"}
+                            "profiled": ALL_PROFILED, "dims": "mlp", "sparsity_of": "dim", "calib_source": "tasks"}
 LABELS = {"threshold": "vote.threshold", "calib_n": "calib.n", "stat": "profile.stat", "scope": "mask.scope",
-          "merge": "merge", "profiled": "profiled", "dims": "dims", "sparsity_of": "sparsity_of"}
+          "merge": "merge", "profiled": "profiled", "dims": "dims", "sparsity_of": "sparsity_of",
+          "calib_source": "calib.source"}
 
 
 def method_rank(method: str) -> tuple[int, str]:
@@ -79,18 +80,40 @@ def row_key(run: dict[str, Any]) -> tuple:
 class Block:
     model: str
     limit: int | None
-    runs: list[dict[str, Any]]      # every run of this model and limit, in row_key order
+    runs: list[dict[str, Any]]      # every run of this model and these documents, in row_key order
     main: list[dict[str, Any]]      # the main-table selection (see main_runs), in row_key order
     tasks: list[str]                # task columns: paper order, then others alphabetically
     above_chance: list[str] | None  # tasks where dense is clearly above chance; None without a dense run
+    documents: str = ""             # diet.results.documents_label: all | first<N> | random<N>s<seed>
+
+    @property
+    def is_random(self) -> bool:
+        return self.documents.startswith("random")
 
     @property
     def label(self) -> str:
+        """File-name label: <model>__limit<N> (first N, as before random samples), __limitall, __random<N>."""
+        if self.is_random:
+            return f"{self.model}__{self.documents.removesuffix('s0')}"
         return f"{self.model}__limit{'all' if self.limit is None else self.limit}"
+
+    @property
+    def docs_title(self) -> str:
+        """How figures name the documents."""
+        return f"{self.limit} random docs" if self.is_random else f"limit {self.limit}"
+
+    @property
+    def first_n_note(self) -> str | None:
+        """Tables of first-N blocks say so: those documents are not a random sample of the split."""
+        if self.documents.startswith("first"):
+            return (f"documents: the first {self.limit} of each split (records made before eval.docs=random), "
+                    f"not a random sample: HellaSwag's first 3243 validation documents are all ActivityNet")
+        return None
 
 
 def main_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (method, sparsity) the run at the default settings; where there is none, every variant.
+    Of several calibration seeds, the lowest (the seeds table aggregates them all).
 
     So ablation sweeps in the same folder do not crowd the main table, and a quick run at, say,
     calib.n=6 still shows up (labelled with its variant).
@@ -101,7 +124,11 @@ def main_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     chosen = []
     for cell in cells.values():
         defaults = [run for run in cell if run["variant"] == ""]
-        chosen.extend(defaults or cell)
+        picked = defaults or cell
+        lowest = {}
+        for run in sorted(picked, key=lambda r: (r["seed"], r["config_hash"])):
+            lowest.setdefault(run["variant"], run)
+        chosen.extend(lowest.values())
     return sorted(chosen, key=row_key)
 
 
@@ -114,14 +141,15 @@ def above_chance_tasks(main: list[dict[str, Any]]) -> list[str] | None:
 
 
 def blocks_from_frame(frame: pd.DataFrame) -> list[Block]:
+    """One block per (model, documents): only runs on the same documents are compared."""
     by_block: dict[tuple, list[dict[str, Any]]] = {}
     for run in runs_from_frame(frame):
-        by_block.setdefault((run["model"], run["limit"]), []).append(run)
+        by_block.setdefault((run["model"], run["limit"], run["documents"]), []).append(run)
     blocks = []
     # None (all documents) sorts after every number
-    for (model, limit) in sorted(by_block, key=lambda k: (k[0], k[1] is None, k[1] or 0)):
-        runs = sorted(by_block[(model, limit)], key=row_key)
+    for (model, limit, documents) in sorted(by_block, key=lambda k: (k[0], k[1] is None, k[1] or 0, k[2])):
+        runs = sorted(by_block[(model, limit, documents)], key=row_key)
         main = main_runs(runs)
         tasks = sorted({t for run in runs for t in run["tasks"]}, key=task_rank)
-        blocks.append(Block(model, limit, runs, main, tasks, above_chance_tasks(main)))
+        blocks.append(Block(model, limit, runs, main, tasks, above_chance_tasks(main), documents))
     return blocks

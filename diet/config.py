@@ -13,7 +13,7 @@ from diet.dims import DIMS, SPARSITY_OF  # mlp, heads, mlp+heads, hidden; dim, p
 from diet.documents import DocumentSelection
 from diet.documents import identity as documents_identity
 from diet.errors import DietConfigError
-from diet.io import sha256_file, stable_hash
+from diet.io import stable_hash
 from diet.paths import data_dir as resolve_data_dir
 from diet.registry import unknown_name_message
 
@@ -48,20 +48,6 @@ def _flag(name: str, value: Any) -> None:
 def _choice(name: str, value: Any, allowed: list[str] | tuple[str, ...]) -> None:
     if value not in allowed:
         raise DietConfigError(unknown_name_message(name, value, list(allowed)))
-
-
-def _calib_source_file(calib: Mapping[str, Any]) -> Path | None:
-    """None for `calib.source: tasks`; else the text file, which must exist."""
-    source = calib.get("source", "tasks")
-    if source in (None, "tasks"):
-        return None
-    path = Path(str(source)).expanduser()
-    if not path.is_file():
-        raise DietConfigError(
-            f"calib.source={source!r}: no such file {str(path)!r}; use 'tasks' (the task samples, pooled) "
-            f"or the path of a UTF-8 text file"
-        )
-    return path
 
 
 def document_selection(cfg: Mapping[str, Any]) -> DocumentSelection:
@@ -138,7 +124,12 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
                 f"{', '.join(method.dims)}"
             )
         _choice("sparsity_of", cfg.get("sparsity_of", "dim"), SPARSITY_OF)
-        _calib_source_file(cfg["calib"])
+        _positive_int("calib.windows", cfg["calib"].get("windows"), allow_none=True)
+        _positive_int("calib.window_length", cfg["calib"].get("window_length"), allow_none=True)
+        if method.calib_source:
+            from diet.methods.calibrated import source_file
+
+            source_file(cfg)
     method.check(dict(cfg["method"]))
     profiled = calib_tasks(cfg, tasks) if "calib" in method.uses else []
     if method.per_task_profiles and profiled != tasks:
@@ -184,18 +175,28 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
     # sparsity_of enters the identity only when not the default, so existing cells keep their hash
     if "sparsity" in method.uses and cfg.get("sparsity_of", "dim") != "dim":
         values["sparsity_of"] = cfg["sparsity_of"]
+    if method.version != 1:
+        values["method_version"] = method.version
     if "calib" in method.uses:
-        # calib.source counts only for the methods it feeds, and a file by its content, not its path.
-        calib = {k: v for k, v in cfg["calib"].items() if k not in ("source", "tasks", "exclude")}
-        if method.calib_source:
-            path = _calib_source_file(cfg["calib"])
-            calib["source"] = "tasks" if path is None else {"file_sha256": sha256_file(path)}
-        values["calib"] = calib
-        # the profiled tasks enter the identity only when they are not the evaluated ones, so that
-        # existing cells keep their hash and calib.tasks=<the same tasks> is the same cell
-        profiled = calib_tasks(cfg, tasks)
-        if profiled != tasks:
-            values["calib_tasks"] = profiled
+        from diet.methods.calibrated import source_file, source_identity
+
+        generic = method.calib_source and source_file(cfg) is not None
+        if generic:
+            # generic text: the file by its content (not its path) and the windows drawn from it; the
+            # task-sample options (n, with_answer, max_length, tasks) do not feed this cell
+            values["calib"] = {"source": source_identity(cfg, method.reference_calib)}
+        else:
+            # calib.source counts only for the methods it feeds; windows only for generic text
+            calib = {k: v for k, v in cfg["calib"].items()
+                     if k not in ("source", "tasks", "exclude", "windows", "window_length")}
+            if method.calib_source:
+                calib["source"] = "tasks"
+            values["calib"] = calib
+            # the profiled tasks enter the identity only when they are not the evaluated ones, so that
+            # existing cells keep their hash and calib.tasks=<the same tasks> is the same cell
+            profiled = calib_tasks(cfg, tasks)
+            if profiled != tasks:
+                values["calib_tasks"] = profiled
     assert set(BASE_SECTIONS) <= set(values)
     return values
 

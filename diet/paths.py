@@ -6,10 +6,15 @@ import os
 from pathlib import Path
 
 
-def cache_dir() -> Path:
-    """$DIET_CACHE, else ~/.cache/diet (converted models, calibration profiles)."""
+def cache_root() -> Path:
+    """$DIET_CACHE, else ~/.cache/diet (converted models, calibration profiles), not created."""
     root = os.environ.get("DIET_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diet"
-    path = Path(root).expanduser()
+    return Path(root).expanduser()
+
+
+def cache_dir() -> Path:
+    """cache_root(), created if missing."""
+    path = cache_root()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from diet.config import config_hash, document_selection, effective_config, validate
+from diet.preflight import preflight
 from diet.threads import apply_threads
 from diet.records import SCHEMA_VERSION, code_version, find_existing, library_versions, machine, write_record
 
@@ -124,6 +125,7 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
     from diet.models.adapters import adapter_for, parameter_counts
 
     facts = validate(cfg)  # fails in seconds, before any model is loaded
+    preflight(cfg)  # writable output folders, a loadable model: also before any model is loaded
     threads = apply_threads(cfg.get("threads"), parallel_jobs)
     tasks, data_dir, method_cls = facts["tasks"], facts["data_dir"], facts["method"]
     documents = document_selection(cfg)

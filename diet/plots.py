@@ -68,7 +68,7 @@ def avg_vs_sparsity(block: Block, records: Records) -> list[tuple[str, Figure]]:
         ax.errorbar(rows["sparsity"], rows["average"], yerr=rows["average_se"], marker=marker, capsize=3,
                     color=method_color(method), label=_label(method, variant))
     ax.set(xlabel="target sparsity (fraction of MLP channels removed)", ylabel="average score (points, ±1 se)",
-           title=f"{block.model}, limit {block.limit}")
+           title=f"{block.model}, {block.docs_title}")
     ax.legend(fontsize="small")
     fig.tight_layout()
     return [(f"avg_vs_sparsity__{block.label}", fig)]
@@ -93,7 +93,7 @@ def accuracy_vs_threshold(block: Block, records: Records) -> list[tuple[str, Fig
     ax.set_xticks(ticks["vote.threshold"].tolist(),
                   [f"{t:.2f}\nk={k}" for t, k in zip(ticks["vote.threshold"], ticks["k"])], fontsize="small")
     ax.set(xlabel="vote threshold (k = votes needed)", ylabel="average score (points, ±1 se)",
-           title=f"{block.model}, limit {block.limit}")
+           title=f"{block.model}, {block.docs_title}")
     ax.legend(fontsize="small")
     fig.tight_layout()
     return [(f"threshold__{block.label}", fig)]
@@ -140,7 +140,7 @@ def accuracy_by_dims(block: Block, records: Records) -> list[tuple[str, Figure]]
         low = min((rows[c] - rows[f"{c}_se"]).min() for c, _, _ in columns)
         ax.set_ylim(bottom=max(0.0, 5 * np.floor(low / 5) - 5))
         ax.set_ylabel("score (points, ±1 se)")
-        ax.set_title(f"{block.model}, limit {block.limit}: {method}, {sparsity:.0%} {budget}", fontsize="medium")
+        ax.set_title(f"{block.model}, {block.docs_title}: {method}, {sparsity:.0%} {budget}", fontsize="medium")
         ax.legend(fontsize="x-small", loc="lower right")
         fig.tight_layout()
         suffix = "" if index == 0 else f"__{index}"
@@ -167,7 +167,7 @@ def kept_per_layer(block: Block, records: Records) -> list[tuple[str, Figure]]:
     for run in runs:
         kept = records[run["config_hash"]]["mask"]["kept_per_layer"]
         ax.plot(range(len(kept)), kept, marker=".", label=_label(f"sparsity {run['sparsity']:.2f}", run["variant"]))
-    ax.set(xlabel="layer", ylabel="kept MLP channels", title=f"DIET, {block.model}, limit {block.limit}")
+    ax.set(xlabel="layer", ylabel="kept MLP channels", title=f"DIET, {block.model}, {block.docs_title}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
     ax.legend(fontsize="small")

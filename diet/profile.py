@@ -107,11 +107,18 @@ STATS.register("mean_sq")(lambda sum_abs, sum_sq, n: sum_sq / max(n, 1))
 STATS.register("l2")(lambda sum_abs, sum_sq, n: sum_sq.sqrt())
 
 
-class _Accumulator:
-    """Owns the hooks; `token_mask` is set before each forward so hooks skip padding."""
+class _StopForward(Exception):
+    """Raised after the last profiled layer: the rest of the forward pass is not needed."""
 
-    def __init__(self, model: nn.Module) -> None:
+
+class _Accumulator:
+    """Owns the hooks; `token_mask` is set before each forward so hooks skip padding.
+
+    `layers`: the decoder layers to profile (default all; the others' sums stay None)."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[int] | None = None) -> None:
         self.adapter = adapter_for(model)
+        self.layers = list(range(self.adapter.num_layers())) if layers is None else list(layers)
         self.profile = ActivationProfile()
         self.token_mask: torch.Tensor | None = None
         self.all_real = False  # no padding in the current batch: skip the token selection
@@ -152,13 +159,19 @@ class _Accumulator:
         keep = self.token_mask.to(cosine.device)
         self.profile.block_cos[layer] += float(cosine.masked_fill(~keep, 0).sum(dtype=torch.float64))
 
-    def attach(self) -> None:
-        for index, layer in enumerate(self.adapter.layers()):
-            mlp, attn = self.adapter.mlp(index), self.adapter.attention(index)
+    def attach(self, stop_after: int | None = None) -> None:
+        for index in self.layers:
+            layer, mlp, attn = self.adapter.layers()[index], self.adapter.mlp(index), self.adapter.attention(index)
             self.handles.append(mlp.down.register_forward_pre_hook(self._input_hook("mlp", index)))
             self.handles.append(mlp.gate.register_forward_pre_hook(self._input_hook("mlp_in", index)))
             self.handles.append(attn.o.register_forward_pre_hook(self._input_hook("attn", index)))
             self.handles.append(layer.register_forward_hook(self._layer_hook(index), with_kwargs=True))
+        if stop_after is not None:  # registered last, so it runs after that layer's profiling hook
+            self.handles.append(self.adapter.layers()[stop_after].register_forward_hook(self._stop_hook))
+
+    @staticmethod
+    def _stop_hook(module, args, output):
+        raise _StopForward
 
     def _input_hook(self, site: str, layer: int):
         def hook(module, args):
@@ -209,25 +222,31 @@ def profile_activations(
     pad_id: int = 0,
     padding_side: str = "right",
     desc: str = "profile",
+    layers: Sequence[int] | None = None,
 ) -> ActivationProfile:
-    """Run the model over token sequences and return the per-dimension running sums."""
+    """Run the model over token sequences and return the per-dimension running sums.
+
+    `layers`: profile only these decoder layers; the forward pass stops after the last of them."""
     if not sequences:
         raise DietConfigError("no calibration sequences to profile")
     device = next(model.parameters()).device
-    accumulator = _Accumulator(model)
+    accumulator = _Accumulator(model, layers)
     backbone = accumulator.adapter.backbone()
-    accumulator.attach()
+    accumulator.attach(stop_after=None if layers is None else max(layers))
     try:
         for batch in tqdm(list(_batches(sequences, batch_size)), desc=desc, leave=False):
             ids, mask, positions = pad_batch([sequences[i] for i in batch], pad_id, padding_side)
             accumulator.token_mask = mask.bool()
             accumulator.all_real = bool(accumulator.token_mask.all())
-            backbone(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=positions.to(device),
-                use_cache=False,
-            )
+            try:
+                backbone(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=positions.to(device),
+                    use_cache=False,
+                )
+            except _StopForward:
+                pass
             accumulator.profile.n_tokens += int(mask.sum())
             accumulator.profile.n_samples += len(batch)
     finally:

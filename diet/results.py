@@ -24,10 +24,11 @@ ABLATION_KEYS: dict[str, tuple[str, str | None]] = {
     "profiled": ("calib_tasks", None),  # the tasks profiled, as a label (profiled_label)
     "dims": ("dims", None),
     "sparsity_of": ("sparsity_of", None),  # in the identity only when not "dim" (diet.config)
+    "calib_source": ("calib", "source"),   # baselines: "tasks" | "c4" | a file's name (calib_source_label)
 }
 ALL_PROFILED = "all"  # the profiled tasks are the evaluated ones (the default)
-RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", "params_removed", *ABLATION_KEYS, "n_tasks",
-               "config_hash", "finished_at", "group"]
+RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", "documents", "seed", "params_removed",
+               *ABLATION_KEYS, "n_tasks", "config_hash", "finished_at", "group"]
 TASK_COLUMNS = ["task", "metric", "score", "stderr", "n", "outcomes", "docs_sha256"]  # the last two: None if absent
 COLUMNS = RUN_COLUMNS + TASK_COLUMNS
 
@@ -67,10 +68,32 @@ def profiled_label(profiled: list[str], evaluated: list[str],
     return named[0] if named else "+".join(profiled)
 
 
+def documents_label(record: dict[str, Any]) -> str:
+    """Which documents a record scored: 'all', 'first<N>' (records before eval.docs existed took the
+    first N) or 'random<N>s<seed>' (diet.documents)."""
+    evaluated = record["eval"]
+    if evaluated.get("documents"):
+        return str(evaluated["documents"])
+    return "all" if evaluated.get("limit") is None else f"first{evaluated['limit']}"
+
+
+def calib_source_label(record: dict[str, Any], identity: Any) -> str:
+    """'tasks', a named source ('c4'), or the calibration file's name."""
+    if identity == "tasks" or not isinstance(identity, dict):
+        return str(identity)
+    from diet.generic_text import NAMED_SOURCES
+
+    configured = str(record["config"]["calib"].get("source"))
+    return configured if configured in NAMED_SOURCES else Path(configured).name
+
+
 def ablation_value(record: dict[str, Any], column: str) -> Any:
     """The option's value, or None where the method ignores it (not in its effective config)."""
     section, key = ABLATION_KEYS[column]
     source = record.get("effective_config") or record["config"]
+    if column == "calib_source":
+        value = (source.get("calib") or {}).get("source")
+        return None if value is None else calib_source_label(record, value)
     if column == "sparsity_of":
         return source.get("sparsity_of", "dim") if "sparsity" in source else None
     if column == "profiled":  # in the identity only when not the evaluated tasks (diet.config)
@@ -99,6 +122,9 @@ def run_fields(record: dict[str, Any]) -> dict[str, Any]:
         # fraction of the non-embedding parameters removed: comparable across dims and methods
         "params_removed": float(record["parameters"]["removed_fraction_non_embedding"]),
         "limit": record["eval"]["limit"],
+        "documents": documents_label(record),
+        # the seed the result depends on (unseeded methods: 0 at every configured seed, diet.config)
+        "seed": int((record.get("effective_config") or record["config"]).get("seed", record.get("seed", 0))),
     }
     fields.update({column: ablation_value(record, column) for column in ABLATION_KEYS})
     fields.update(

@@ -92,6 +92,15 @@ def above_chance_note(block: Block) -> str:
     return f"avg_above_chance averages {', '.join(block.above_chance)} ({rule})"
 
 
+def block_notes(block: Block) -> list[str]:
+    """Notes every table of a block carries: first-N documents, the seed shown of several."""
+    notes = [block.first_n_note] if block.first_n_note else []
+    seeds = {run["seed"] for run in block.runs}
+    if len(seeds) > 1:
+        notes.append("calibration seeds: one row per cell at its lowest seed; seeds__* aggregates every seed")
+    return notes
+
+
 def _frame(rows: list[dict[str, Any]], drop_empty: tuple[str, ...] = ()) -> pd.DataFrame:
     frame = pd.DataFrame(rows, dtype=object)
     for column in drop_empty:  # e.g. "variant": shown only when some row has one
@@ -116,6 +125,7 @@ def main_table(block: Block) -> Table | None:
     if "variant" in frame:
         notes.append("variant: options that differ from conf/config.yaml (a method's runs at a sparsity with "
                      "no default-settings run)")
+    notes += block_notes(block)
     return Table(f"main__{block.label}", frame, notes,
                  formats={"sparsity": "{:.2f}", "actual": "{:.3f}"}, group=common_group(block.main))
 
@@ -157,7 +167,7 @@ def differences_table(block: Block) -> Table | None:
     frame = _frame([{c: row.get(c) for c in columns + ["config_hash"]} for row in rows], drop_empty=("variant",))
     frame = frame.dropna(axis=1, how="all")  # no above-chance baseline at all: drop those columns
     notes = ["difference to the best non-DIET baseline at the same sparsity (vs_*), in points; " + SIGNIFICANCE_NOTE,
-             above_chance_note(block)]
+             above_chance_note(block), *block_notes(block)]
     formats = {"sparsity": "{:.2f}", "avg_diff": "{:+.1f}", "above_chance_diff": "{:+.1f}"}
     return Table(f"differences__{block.label}", frame, notes, formats, group=common_group(block.main))
 
@@ -170,17 +180,21 @@ def ablation_table(key: str) -> Builder:
         groups: dict[tuple, list[dict[str, Any]]] = {}
         for run in block.runs:
             if run[key] is not None:
-                fixed = (run["method"], run["sparsity"], *(run[k] for k in others), tuple(sorted(run["tasks"])))
+                fixed = (run["method"], run["sparsity"], run["seed"], *(run[k] for k in others),
+                         tuple(sorted(run["tasks"])))
                 groups.setdefault(fixed, []).append(run)
         chosen = [run for group in groups.values() if len({r[key] for r in group}) > 1 for run in group]
         if not chosen:
             return None
-        chosen.sort(key=lambda r: (method_rank(r["method"]), r["sparsity"],
-                                   *(format_sort(r[k]) for k in others), format_sort(r[key]), r["config_hash"]))
+        chosen.sort(key=lambda r: (method_rank(r["method"]), r["sparsity"], *(format_sort(r[k]) for k in others),
+                                   r["seed"], format_sort(r[key]), r["config_hash"]))
         varying = [k for k in others if len({r[k] for r in chosen}) > 1]
+        several_seeds = len({r["seed"] for r in chosen}) > 1
         rows = []
         for run in chosen:
             row: dict[str, Any] = {"method": run["method"], "sparsity": run["sparsity"]}
+            if several_seeds:
+                row["seed"] = run["seed"]
             row.update({LABELS[k]: run[k] for k in varying})
             row[LABELS[key]] = run[key]
             if key == "threshold":
@@ -196,6 +210,7 @@ def ablation_table(key: str) -> Builder:
             notes.append(f"k = ceil(threshold x T) votes of T = {'/'.join(map(str, tasks))} tasks keep a channel")
         notes.append("actual: fraction of the pruned dimension removed; params_removed: fraction of the "
                      "non-embedding parameters removed")
+        notes += block_notes(block)
         formats = {"sparsity": "{:.2f}", "actual": "{:.3f}", "params_removed": "{:.3f}", "vote.threshold": "{:.4g}"}
         return Table(f"ablation_{key}__{block.label}", _frame(rows), notes, formats, group=common_group(chosen))
 
@@ -211,7 +226,7 @@ def leave_one_out_table(block: Block) -> Table | None:
     others = [k for k in ABLATION_KEYS if k != "profiled"]
 
     def settings(run: dict[str, Any]) -> tuple:
-        return (run["method"], run["sparsity"], *(run[k] for k in others), tuple(sorted(run["tasks"])))
+        return (run["method"], run["sparsity"], run["seed"], *(run[k] for k in others), tuple(sorted(run["tasks"])))
 
     reference = {settings(run): run for run in block.runs if run["profiled"] == DEFAULTS["profiled"]}
     dense = next((run for run in block.main if run["method"] == "dense"), None)
@@ -250,6 +265,97 @@ def format_sort(value: Any) -> tuple[int, Any]:
 
 for _key in ABLATION_KEYS:
     TABLES.register(f"ablation_{_key}")(ablation_table(_key))
+
+
+# --------------------------------------------------------------------------- calibration seeds
+
+SEEDS_NOTE = ("over calibration seeds (the same documents for every seed): average = mean over seeds; sd_seeds = "
+              "the spread across seeds (ddof=1); se_documents = sqrt(mean of the seeds' squared document se); "
+              "average_se combines both, sqrt(se_documents^2 + sd_seeds^2 / seeds)")
+
+
+def seed_groups(block: Block) -> dict[tuple, list[dict[str, Any]]]:
+    """Runs that differ only in their calibration seed: (method, sparsity, variant) -> runs by seed."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run in block.runs:
+        groups.setdefault((run["method"], run["sparsity"], run["variant"]), []).append(run)
+    return {key: sorted(runs, key=lambda r: r["seed"]) for key, runs in groups.items()}
+
+
+def combine_seeds(values: list[float], doc_ses: list[float]) -> dict[str, float]:
+    """Mean over seeds, sd across seeds, the document se and the combined se (see SEEDS_NOTE)."""
+    count = len(values)
+    mean = sum(values) / count
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (count - 1)) if count > 1 else math.nan
+    se_documents = math.sqrt(sum(se * se for se in doc_ses) / count)
+    seed_term = 0.0 if count == 1 else sd * sd / count
+    return {"mean": mean, "sd": sd, "se_documents": se_documents, "se": math.sqrt(se_documents ** 2 + seed_term)}
+
+
+@TABLES.register("seeds")
+def seeds_table(block: Block) -> Table | None:
+    """Per (method, sparsity, variant): the mean over calibration seeds with the spread across them."""
+    groups = seed_groups(block)
+    if not any(len(runs) > 1 for runs in groups.values()):
+        return None
+    rows = []
+    for (method, sparsity, variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
+        scored = [score_columns(run, block) for run in runs]
+        if any(math.isnan(s["average"]) for s in scored):
+            continue
+        row: dict[str, Any] = {"method": method, "variant": variant, "sparsity": sparsity, "seeds": len(runs)}
+        for task in block.tasks:
+            combined = combine_seeds([s[task] for s in scored], [s[f"{task}_se"] for s in scored])
+            row.update({task: combined["mean"], f"{task}_se": combined["se"]})
+        average = combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
+        row.update(average=average["mean"], average_se=average["se"], sd_seeds=average["sd"],
+                   se_documents=average["se_documents"], lowest=min(s["average"] for s in scored),
+                   highest=max(s["average"] for s in scored),
+                   config_hash=",".join(run["config_hash"] for run in runs))
+        rows.append(row)
+    if not rows:
+        return None
+    notes = ["cells: mean over seeds ± combined se, in points; " + SEEDS_NOTE, *block_notes(block)[:1]]
+    return Table(f"seeds__{block.label}", _frame(rows, drop_empty=("variant",)), notes,
+                 formats={"sparsity": "{:.2f}"}, group=common_group(block.runs))
+
+
+@TABLES.register("seed_differences")
+def seed_differences_table(block: Block) -> Table | None:
+    """DIET minus every other method at the same sparsity (same variant-free DIET cell), per seed and
+    over seeds: a paired difference per seed (same documents), then combined as in the seeds table."""
+    groups = seed_groups(block)
+    if not any(len(runs) > 1 for runs in groups.values()):
+        return None
+    rows = []
+    for (method, sparsity, variant), diet_runs in groups.items():
+        if method != "diet" or variant != "":
+            continue
+        for (other, other_sparsity, other_variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
+            if other == "diet" or (other != "dense" and other_sparsity != sparsity):
+                continue
+            by_seed = {run["seed"]: run for run in runs}
+            pairs = [(run, by_seed.get(run["seed"], runs[0] if len(runs) == 1 else None)) for run in diet_runs]
+            pairs = [(a, b) for a, b in pairs if b is not None]
+            compared = [compare(a, b, block.tasks) for a, b in pairs]
+            if not compared or any(math.isnan(d) for d, *_ in compared):
+                continue
+            combined = combine_seeds([d for d, *_ in compared], [se for _, se, *_ in compared])
+            rows.append({"method": method, "sparsity": sparsity, "vs": other, "vs_variant": other_variant,
+                         "seeds": len(pairs), "diff": combined["mean"], "diff_se": combined["se"],
+                         "sd_seeds": combined["sd"], "se_documents": combined["se_documents"],
+                         "significant": bool(abs(combined["mean"]) > Z * combined["se"]),
+                         "paired": all(paired for *_, paired in compared),
+                         "per_seed": ", ".join(f"{d:+.1f}" for d, *_ in compared),
+                         "config_hash": ",".join(b["config_hash"] for _, b in pairs)})
+    if not rows:
+        return None
+    notes = [f"diff = DIET minus `vs`, 7-task average in points, over {len(rows)} comparisons in this table; "
+             "per seed the paired difference on the same documents (dense: one run, against every DIET seed), "
+             "then combined over seeds as in seeds__*; significant = |diff| > "
+             f"{Z:g} se, uncorrected for the number of comparisons", *block_notes(block)[:1]]
+    return Table(f"seed_differences__{block.label}", _frame(rows, drop_empty=("vs_variant",)), notes,
+                 formats={"sparsity": "{:.2f}", "diff": "{:+.1f}"}, group=common_group(block.runs))
 
 
 def build_tables(frame: pd.DataFrame) -> list[Table]:

@@ -43,7 +43,8 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
                 finished_at: str = "2026-01-01T00:00:00+00:00", mask: dict[str, Any] | None = None,
                 config_hash: str | None = None, profiled: list[str] | None = None, dims: str | None = None,
                 params_removed: float | None = None, task_sets: dict[str, list[str]] | None = None,
-                outcomes: dict[str, str] | None = None, docs: str = "d") -> dict[str, Any]:
+                outcomes: dict[str, str] | None = None, docs: str = "d", seed: int = 0,
+                calib_source: str | None = None, documents: str | None = None) -> dict[str, Any]:
     """A schema-1 record as run_cell writes it, reduced to what tables, figures and W&B read."""
     tasks = {task: {"acc": s, "acc_stderr": se, "metric": "acc", "n": n, "score": s, "score_stderr": se}
              for task, (s, se) in scores.items()}
@@ -51,11 +52,19 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
         tasks[task].update(outcomes=values, docs_sha256=docs)
     sparsity = sparsity if method != "dense" else 0.0
     config = {"method": {"name": method}, "model": {"name": model}, "tasks": list(scores), "sparsity": sparsity,
-              "eval": {"limit": limit}, "seed": 0, "calib": {"n": calib_n}, "profile": {"stat": stat},
+              "eval": {"limit": limit}, "seed": seed, "calib": {"n": calib_n}, "profile": {"stat": stat},
               "mask": {"scope": scope}, "merge": merge, "vote": {"threshold": threshold},
               "wandb": {"mode": "disabled", "group": group}, "task_sets": task_sets or {}}
     effective = {k: config[k] for k in ("method", "model", "tasks", "eval", "seed")}
     effective.update({section: config[section] for section in USES.get(method, ())})
+    if method == "dense":
+        effective["seed"] = 0  # unseeded (diet.config)
+    if documents and documents.startswith("random"):  # a random sample is its own cell (diet.config)
+        effective["eval"] = {**config["eval"], "docs": {"random_seed": 0}}
+    if calib_source is not None:  # a baseline's calibration text (diet.config: tasks, or a generic file)
+        config["calib"]["source"] = calib_source
+        effective["calib"] = {"n": calib_n, "source": "tasks"} if calib_source == "tasks" else \
+            {"source": {"file_sha256": "f", "layout": "documents", "windows": 128, "window_length": 128}}
     if profiled is not None and "calib" in effective:  # as diet.config: only when not the evaluated tasks
         effective["calib_tasks"] = profiled
     if dims is not None:  # an equal-parameter-budget dims comparison (experiment=ablation_dims_local)
@@ -69,7 +78,8 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
         "sparsity": {"target": sparsity, "actual": sparsity, "dims": "mlp"},
         "parameters": {"before": {"total": 1000}, "after": {"total": round(1000 * (1 - sparsity))},
                        "removed_fraction_non_embedding": sparsity if params_removed is None else params_removed},
-        "mask": mask, "model": {"name": model}, "eval": {"limit": limit, "num_fewshot": 0},
+        "mask": mask, "model": {"name": model},
+        "eval": {"limit": limit, "num_fewshot": 0, **({"documents": documents} if documents else {})},
         "config": config, "effective_config": effective, "code": {"diet": "0.1.0", "commit": None, "dirty": None},
         "started_at": finished_at, "finished_at": finished_at,
     }
@@ -139,7 +149,8 @@ def test_table_defaults_match_conf_config_yaml():
     conf = yaml.safe_load((REPO_ROOT / "conf" / "config.yaml").read_text())
     assert DEFAULTS == {"threshold": conf["vote"]["threshold"], "calib_n": conf["calib"]["n"],
                         "stat": conf["profile"]["stat"], "scope": conf["mask"]["scope"], "merge": conf["merge"],
-                        "profiled": "all", "dims": conf["dims"], "sparsity_of": conf["sparsity_of"]}
+                        "profiled": "all", "dims": conf["dims"], "sparsity_of": conf["sparsity_of"],
+                        "calib_source": conf["calib"]["source"]}
     assert conf["calib"]["tasks"] is None and conf["calib"]["exclude"] == []  # = "all": the evaluated tasks
 
 
@@ -429,16 +440,18 @@ def test_real_records_fit_the_tables(tmp_path, isolated_cache):
     # dense made by hand (a dense run adds ~15 s; its record has no mask, as make_record's)
     dense = make_record("dense", 0.0, {"arc_easy": (0.5, 0.2), "rte": (0.5, 0.2)}, model="tiny_gemma2", limit=6,
                         n=6)
+    assert diet["eval"]["documents"] == "random6s0"  # a limit draws a random sample by default
+    dense["eval"]["documents"] = diet["eval"]["documents"]  # same documents: one block
     write(tmp_path / "records", dense)
     tables, paths = regenerate(tmp_path / "records", tmp_path / "out")
-    data = {t.name: t for t in tables}["main__tiny_gemma2__limit6"].data
+    data = {t.name: t for t in tables}["main__tiny_gemma2__random6"].data
     assert list(data["method"]) == ["dense", "diet"] and list(data["variant"]) == ["", "calib.n=6"]
     assert data["rte"].iloc[1] == pytest.approx(100 * diet["tasks"]["rte"]["score"])
     assert data["rte_se"].iloc[1] == pytest.approx(100 * diet["tasks"]["rte"]["score_stderr"])
     assert data["arc_easy_n"].tolist() == [6, 6]
     assert data["average"].iloc[1] == pytest.approx(100 * diet["average"]["score"])
     names = sorted(p.name for p in paths)
-    assert "kept_per_layer__tiny_gemma2__limit6.png" in names and "jaccard__tiny_gemma2__limit6__s0.25.png" in names
+    assert "kept_per_layer__tiny_gemma2__random6.png" in names and "jaccard__tiny_gemma2__random6__s0.25.png" in names
 
 
 def test_committed_tables_are_regenerated_exactly(tmp_path):

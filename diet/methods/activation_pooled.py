@@ -20,6 +20,8 @@ class ActivationPooled(Method):
     name = "activation_pooled"
     uses = ("sparsity", "dims", "calib", "profile", "mask")
     calib_source = True
+    # no published protocol: FLAP's generic budget (1024 x 128 tokens)
+    reference_calib = (1024, 128)
     dims = ("mlp", "heads", "mlp+heads", "hidden")
 
     def select(self, ctx: PruningContext) -> MaskSelection:
@@ -27,7 +29,7 @@ class ActivationPooled(Method):
         parts = dims_mod.dim_parts(dims_mod.cfg_dims(cfg))
         stat, sparsity = cfg["profile"]["stat"], cfg["sparsity"]
         with ctx.timer("profile"):
-            profile = calibration_profile(ctx)
+            profile = calibration_profile(ctx, self.reference_calib)
         finals = {}
         with ctx.timer("mask"):
             if "mlp" in parts:

@@ -55,6 +55,12 @@ class Method:
     dims: ClassVar[tuple[str, ...]] = ("mlp",)
     # whether calib.source (pooled task samples or a text file) feeds this method; DIET is per task
     calib_source: ClassVar[bool] = False
+    # generic-text calibration of the reference implementation: (windows, tokens per window), the
+    # default of calib.windows / calib.window_length when calib.source is a text source
+    reference_calib: ClassVar[tuple[int, int]] = (128, 128)
+    # bumped when the method's scoring changes, so new cells never reuse an old record of the same
+    # config (enters the identity only when > 1: cells of version-1 methods keep their hashes)
+    version: ClassVar[int] = 1
     # evaluates every task with that task's own profile (oracle): profiled tasks must be the evaluated ones
     per_task_profiles: ClassVar[bool] = False
     # whether the run's `seed` can change this method's result (a calibration draw, random channels);

@@ -1,28 +1,35 @@
 """Shared by every calibration-based method: per-task activation profiles, cached on disk.
 
-Task-agnostic baselines (wanda_sp, flap, activation_pooled, shortgpt) use `calibration_profile`: by
-default (`calib.source: tasks`) the per-task profiles pooled into one, so they see exactly the tokens
-DIET sees; with `calib.source=/path/file.txt`, `calib.n` chunks of `calib.max_length` tokens of that text.
+Task-agnostic baselines (wanda_sp, flap, activation_pooled, shortgpt) calibrate on `calib.source`:
+- `tasks` (default): the per-task samples pooled, so they see exactly the tokens DIET sees;
+- `c4` (the offline data folder's C4 train excerpt) or the path of a text file: generic text, the
+  baselines' published protocol, `calib.windows` windows of `calib.window_length` tokens sampled as the
+  reference code samples them (diet/generic_text.py); null = the method's reference count and length
+  (`Method.reference_calib`).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import re
 from pathlib import Path
+from typing import Any, Mapping
 
 from diet.calibration import draw_samples, encode_samples
 from diet.errors import DietConfigError
 from diet.evaluate import EvalSettings, make_lm
+from diet.generic_text import NAMED_SOURCES, layout_of, sample_windows
 from diet.io import sha256_file
 from diet.methods.base import PruningContext
 from diet.paths import cache_dir
+from diet.paths import data_dir as resolve_data_dir
 from diet.profile import ActivationProfile, profile_activations
 from diet.profile_cache import ProfileCache
 from diet.tasks import build_tasks, data_files
 
 log = logging.getLogger(__name__)
+
+TASKS_SOURCE = "tasks"
 
 
 def profile_cache_key(ctx: PruningContext, task: str) -> dict:
@@ -41,25 +48,35 @@ def profile_cache_key(ctx: PruningContext, task: str) -> dict:
     return key
 
 
+class _TaskEncoder:
+    """Builds the lm-eval LM and task objects once, on first use (a fully cached run needs neither)."""
+
+    def __init__(self, ctx: PruningContext) -> None:
+        self.ctx = ctx
+        self.lm: Any = None
+        self.tasks: dict[str, Any] | None = None
+
+    def sequences(self, task: str) -> list[list[int]]:
+        ctx, calib = self.ctx, self.ctx.cfg["calib"]
+        if self.lm is None:
+            settings = EvalSettings(batch_size=calib["batch_size"], add_bos_token=ctx.cfg["model"]["add_bos_token"])
+            self.lm = make_lm(ctx.loaded.model, ctx.loaded.tokenizer, settings, ctx.loaded.device)
+            self.tasks = build_tasks(ctx.calib_tasks, ctx.data_dir, with_train=True)
+        samples = draw_samples(task, self.tasks[task], calib["n"], ctx.cfg["seed"], calib["with_answer"])
+        return encode_samples(self.lm, samples, calib["max_length"])
+
+
 def task_profiles(ctx: PruningContext) -> dict[str, ActivationProfile]:
     """One ActivationProfile per task; computed once per (model, task, calibration options)."""
     calib = ctx.cfg["calib"]
     cache = ProfileCache(cache_dir() / "profiles" / ctx.loaded.name)
-    settings = EvalSettings(batch_size=calib["batch_size"], add_bos_token=ctx.cfg["model"]["add_bos_token"])
-    lm = None
-    task_objects = None
+    encoder = _TaskEncoder(ctx)
     profiles, hits = {}, []
     for task in ctx.calib_tasks:
         def compute(task: str = task) -> ActivationProfile:
-            nonlocal lm, task_objects
-            if lm is None:
-                lm = make_lm(ctx.loaded.model, ctx.loaded.tokenizer, settings, ctx.loaded.device)
-                task_objects = build_tasks(ctx.calib_tasks, ctx.data_dir, with_train=True)
-            samples = draw_samples(task, task_objects[task], calib["n"], ctx.cfg["seed"], calib["with_answer"])
-            sequences = encode_samples(lm, samples, calib["max_length"])
             pad_id = ctx.loaded.tokenizer.pad_token_id or 0
             return profile_activations(
-                ctx.loaded.model, sequences, calib["batch_size"], pad_id, desc=f"profile {task}"
+                ctx.loaded.model, encoder.sequences(task), calib["batch_size"], pad_id, desc=f"profile {task}"
             )
 
         profiles[task], hit = cache.get_or_compute(profile_cache_key(ctx, task), compute)
@@ -70,71 +87,107 @@ def task_profiles(ctx: PruningContext) -> dict[str, ActivationProfile]:
     return profiles
 
 
-TASKS_SOURCE = "tasks"
-
-
-def calib_source(cfg: dict) -> str:
-    """`calib.source`: "tasks" (pooled task train samples) or the path of a UTF-8 text file."""
+def calib_source(cfg: Mapping[str, Any]) -> str:
+    """`calib.source`: "tasks" (pooled task train samples), "c4", or the path of a UTF-8 text file."""
     return str(cfg["calib"].get("source", TASKS_SOURCE) or TASKS_SOURCE)
 
 
-def file_sequences(path: Path, tokenizer, n: int, length: int, seed: int, add_bos: bool) -> tuple[list[list[int]], int]:
-    """`n` seeded chunks of a text file, each `length` tokens long including the BOS (when prepended).
-
-    The whole file is tokenised without special tokens and cut into consecutive non-overlapping chunks
-    of `length` (- 1 for the BOS) tokens; `n` of them are drawn with `seed` and kept in file order.
-    Returns (sequences, tokens in the file).
-    """
-    ids = tokenizer(path.read_text(encoding="utf-8"), add_special_tokens=False).input_ids
-    bos = tokenizer.bos_token_id if add_bos and tokenizer.bos_token_id is not None else None
-    body = length - (bos is not None)
-    available = len(ids) // body if body > 0 else 0
-    if available < n:
+def source_file(cfg: Mapping[str, Any]) -> Path | None:
+    """None for `calib.source: tasks`; else the text file (named sources live in the data folder)."""
+    source = calib_source(cfg)
+    if source == TASKS_SOURCE:
+        return None
+    if source in NAMED_SOURCES:
+        data_dir = resolve_data_dir((cfg.get("data") or {}).get("dir"))
+        if data_dir is None:
+            raise DietConfigError(
+                f"calib.source={source!r} is read from the offline data folder (<data.dir>/{NAMED_SOURCES[source]}): "
+                f"set data.dir / DIET_DATA_DIR, or give the path of a local copy as calib.source")
+        path = data_dir / NAMED_SOURCES[source]
+    else:
+        path = Path(source).expanduser()
+    if not path.is_file():
         raise DietConfigError(
-            f"calib.source={str(path)!r} has {len(ids)} tokens, enough for {available} chunks of "
-            f"{body} tokens, but calib.n={n}: use a longer file, a smaller calib.n or calib.max_length"
-        )
-    chosen = sorted(random.Random(seed).sample(range(available), n))
-    prefix = [bos] if bos is not None else []
-    return [prefix + list(ids[c * body : (c + 1) * body]) for c in chosen], len(ids)
+            f"calib.source={source!r}: no such file {str(path)!r}; use 'tasks' (the task samples, pooled), "
+            f"{', '.join(repr(name) for name in NAMED_SOURCES)} or the path of a UTF-8 text (.txt) or JSON lines "
+            f"(.jsonl, a 'text' field per document) file")
+    return path
 
 
-def file_profile(ctx: PruningContext, path: Path) -> ActivationProfile:
-    """The profile of `calib.n` chunks of a local text file; cached, keyed by the file's sha256."""
-    calib, tokenizer = ctx.cfg["calib"], ctx.loaded.tokenizer
-    add_bos = bool(ctx.cfg["model"]["add_bos_token"])
-    digest = sha256_file(path)
+def window_plan(cfg: Mapping[str, Any], reference: tuple[int, int]) -> tuple[int, int]:
+    """(windows, tokens per window) of a generic-text calibration: calib.windows / calib.window_length,
+    each null = the method's reference value."""
+    calib = cfg["calib"]
+    windows, length = calib.get("windows"), calib.get("window_length")
+    return (reference[0] if windows is None else int(windows), reference[1] if length is None else int(length))
+
+
+def source_identity(cfg: Mapping[str, Any], reference: tuple[int, int]) -> dict[str, Any]:
+    """What a generic source adds to a cell's identity: the file by content, its layout and the windows."""
+    path = source_file(cfg)
+    windows, length = window_plan(cfg, reference)
+    return {"file_sha256": sha256_file(path), "layout": layout_of(path), "windows": windows, "window_length": length}
+
+
+def generic_sequences(ctx: PruningContext, path: Path, reference: tuple[int, int]) -> list[list[int]]:
+    """The seeded generic-text windows (diet/generic_text.py); what was drawn goes into the record's notes."""
+    windows, length = window_plan(ctx.cfg, reference)
+    drawn = sample_windows(path, ctx.loaded.tokenizer, windows, length, ctx.cfg["seed"],
+                           bool(ctx.cfg["model"]["add_bos_token"]))
+    ctx.notes["calib_source"] = {
+        "file": str(path), "sha256": sha256_file(path), "layout": drawn.layout, "windows": windows,
+        "window_length": length, "tokens": sum(len(s) for s in drawn.sequences), "seed": ctx.cfg["seed"],
+        "reference_windows_length": list(reference),
+        **({"documents_drawn": drawn.documents_drawn} if drawn.layout == "documents" else {}),
+    }
+    return drawn.sequences
+
+
+def file_profile(ctx: PruningContext, path: Path, reference: tuple[int, int]) -> ActivationProfile:
+    """The profile of the generic-text windows; cached, keyed by the file's sha256 and the windows."""
+    windows, length = window_plan(ctx.cfg, reference)
     key = {
         "model": ctx.loaded.fingerprint,
         "dtype": ctx.loaded.dtype,
         "task": "file-" + re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)[:40],
-        "source_sha256": digest,
-        "n": calib["n"],
+        "source_sha256": sha256_file(path),
+        "layout": layout_of(path),
+        "windows": windows,
+        "window_length": length,
         "seed": ctx.cfg["seed"],
-        "max_length": calib["max_length"],
-        "add_bos_token": add_bos,
+        "add_bos_token": bool(ctx.cfg["model"]["add_bos_token"]),
     }
-    facts: dict = {}
 
     def compute() -> ActivationProfile:
-        sequences, facts["file_tokens"] = file_sequences(
-            path, tokenizer, calib["n"], calib["max_length"], ctx.cfg["seed"], add_bos
-        )
-        pad_id = tokenizer.pad_token_id or 0
-        return profile_activations(ctx.loaded.model, sequences, calib["batch_size"], pad_id, desc="profile file")
+        pad_id = ctx.loaded.tokenizer.pad_token_id or 0
+        sequences = generic_sequences(ctx, path, reference)
+        return profile_activations(ctx.loaded.model, sequences, ctx.cfg["calib"]["batch_size"], pad_id,
+                                   desc="profile generic text")
 
     profile, hit = ProfileCache(cache_dir() / "profiles" / ctx.loaded.name).get_or_compute(key, compute)
+    if hit:  # the notes describe the windows even when the profile came from the cache
+        generic_sequences(ctx, path, reference)
     ctx.notes["profiles_cached"] = int(hit)
     ctx.notes["profiles_computed"] = int(not hit)
-    ctx.notes["calib_source"] = {"file": str(path), "sha256": digest, "tokens_profiled": profile.n_tokens, **facts}
+    ctx.notes["calib_source"]["tokens_profiled"] = profile.n_tokens
     return profile
 
 
-def calibration_profile(ctx: PruningContext) -> ActivationProfile:
+def calibration_profile(ctx: PruningContext, reference: tuple[int, int]) -> ActivationProfile:
     """One profile of all calibration tokens, per `calib.source` (the task-agnostic baselines' input)."""
-    source = calib_source(ctx.cfg)
-    if source == TASKS_SOURCE:
+    path = source_file(ctx.cfg)
+    if path is None:
         profiles = task_profiles(ctx)
         ctx.notes["calib_source"] = TASKS_SOURCE
         return ActivationProfile.pooled([profiles[task] for task in ctx.calib_tasks])
-    return file_profile(ctx, Path(source).expanduser())
+    return file_profile(ctx, path, reference)
+
+
+def calibration_sequences(ctx: PruningContext, reference: tuple[int, int]) -> list[list[int]]:
+    """The calibration token sequences themselves (methods that run their own passes: sequential Wanda-sp)."""
+    path = source_file(ctx.cfg)
+    if path is None:
+        encoder = _TaskEncoder(ctx)
+        ctx.notes["calib_source"] = TASKS_SOURCE
+        return [sequence for task in ctx.calib_tasks for sequence in encoder.sequences(task)]
+    return generic_sequences(ctx, path, reference)

@@ -72,6 +72,8 @@ class Flap(Method):
     name = "flap"
     uses = ("sparsity", "dims", "calib", "mask")  # mask.min_keep_fraction is the floor; mask.scope unused
     calib_source = True
+    # FLAP scripts/llama_7b.sh: --nsamples 1024 windows of model.seqlen = 128 tokens (main.py get_llm)
+    reference_calib = (1024, 128)
 
     @classmethod
     def check(cls, options: dict) -> None:
@@ -85,7 +87,7 @@ class Flap(Method):
         cfg, options = ctx.cfg, ctx.cfg["method"]
         allocation = options.get("allocation", "global")
         with ctx.timer("profile"):
-            profile = calibration_profile(ctx)
+            profile = calibration_profile(ctx, self.reference_calib)
         with ctx.timer("mask"):
             standardised = standardise(fluctuation_scores(ctx.loaded.model, profile))
             final = masks.select_top(

@@ -1,7 +1,10 @@
-"""Magnitude: data-free channel weight norm, top-k per layer.
+"""Magnitude (Mag-sp): data-free weight norm, top-k per layer, as FLAP's `lib/prune.py:prune_magnitude_sp`.
 
-score_j = sqrt(||W_gate[j, :]||^2 + ||W_up[j, :]||^2 + ||W_down[:, j]||^2)   (Frobenius norm of all
-weights that belong to MLP channel j: its gate row, its up row and its down column).
+Reference: W_metric = torch.norm(W_down, dim=0), the L2 norm of MLP channel j's down_proj column
+(and, for heads, the o_proj columns' norms summed per head; heads are not pruned here: dims=mlp only).
+
+Named deviation: the removed count per layer is diet.masks.keep_count's, shared by every method (round
+half up), where the reference removes floor(ratio * width).
 """
 
 from __future__ import annotations
@@ -15,14 +18,10 @@ from diet.models.adapters import adapter_for
 
 @torch.no_grad()
 def magnitude_scores(model: torch.nn.Module) -> list[torch.Tensor]:
-    """Per layer, per MLP channel, the L2 norm of its gate row, up row and down column (float64)."""
+    """Per layer, per MLP channel, the L2 norm of its down_proj column (float64)."""
     adapter = adapter_for(model)
-    scores = []
-    for layer in range(adapter.num_layers()):
-        mlp = adapter.mlp(layer)
-        gate, up, down = (w.weight.detach().to("cpu", torch.float64) for w in (mlp.gate, mlp.up, mlp.down))
-        scores.append((gate.square().sum(1) + up.square().sum(1) + down.square().sum(0)).sqrt())
-    return scores
+    return [adapter.mlp(layer).down.weight.detach().to("cpu", torch.float64).norm(dim=0)
+            for layer in range(adapter.num_layers())]
 
 
 @METHODS.register("magnitude")
@@ -30,6 +29,7 @@ class Magnitude(Method):
     name = "magnitude"
     seeded = False  # data-free and deterministic: no seed changes the result
     uses = ("sparsity", "dims")
+    version = 2  # 2: the reference's down_proj column norm; 1 also counted the gate and up rows
 
     def select(self, ctx: PruningContext) -> MaskSelection:
         with ctx.timer("mask"):

@@ -58,11 +58,13 @@ class ShortGPT(Method):
     name = "shortgpt"
     uses = ("sparsity", "dims", "calib")
     calib_source = True
+    # sramshetty/ShortGPT short_hf.py: 1024-token windows of PG19 (not available offline: C4 instead)
+    reference_calib = (128, 1024)
 
     def select(self, ctx: PruningContext) -> MaskSelection:
         model = ctx.loaded.model
         with ctx.timer("profile"):
-            profile = calibration_profile(ctx)
+            profile = calibration_profile(ctx, self.reference_calib)
         with ctx.timer("mask"):
             influence = profile.block_influence()
             params = layer_parameters(model)

@@ -1,62 +1,116 @@
-"""Wanda-sp: structured Wanda (the "Wanda-sp" baseline of FLAP, An et al. 2024), top-k per layer.
+"""Wanda-sp: structured Wanda, the baseline of FLAP (An et al. 2024), as FLAP's `lib/prune.py:prune_wanda_sp`.
 
-For MLP channel j of a layer with down_proj input activations a (calibration tokens t) and MLP input
-x (the gate/up_proj input, profile site "mlp_in"):
+Reference (CASIA-IVA-Lab/FLAP): layers are pruned one after the other; layer l is calibrated on the
+outputs of layers 0..l-1 *already pruned*, and within a layer the attention and MLP statistics come from
+one forward pass before either is pruned. With X the input of a projection over the calibration
+tokens and WrappedGPT's scaler_row_c = sum_t x_tc^2 / n_samples (lib/layerwrapper.py),
 
-    ||X_down_j|| = sqrt(sum_t a_tj^2)                 (profile.scores("mlp", "l2"))
-    ||X_in_i||   = sqrt(sum_t x_ti^2)                 (profile.scores("mlp_in", "l2"))
+    MLP channel j:  score_j = mean_i |W_down[i, j]| * sqrt(scaler_row_j)          (X = down_proj input)
+    query head h:   score_h = sum_{c in h} mean_i |W_o[i, c]| * sqrt(scaler_row_c)   (X = o_proj input)
 
-    score_j = sum_i |W_down[i, j]| * ||X_down_j||
-            + sum_i (|W_gate[j, i]| + |W_up[j, i]|) * ||X_in_i||
+i.e. W_metric = |W| * sqrt(scaler_row) averaged over output rows, from the down (o) projection only:
+no gate/up term. Each layer keeps its top channels (uniform sparsity); heads per KV group.
 
-i.e. Wanda's |weight| x input-norm summed over every weight that belongs to channel j (its down column,
-its gate and up rows). Uniform sparsity: each layer keeps its own keep_count(width, sparsity) best.
-Calibration tokens: `calib.source` (pooled task samples by default).
+Calibration: `calib.source` — `c4` is the reference protocol (get_loaders("c4", nsamples=128,
+seqlen=model.seqlen=128)); `tasks` feeds DIET's own task samples (same-tokens comparison).
 
-Heads (`dims=heads` / `mlp+heads`), as FLAP's Wanda-sp head scoring: with o_proj input activations z
-(profile site "attn", num_heads * head_dim dims) and ||Z_c|| = sqrt(sum_t z_tc^2),
-
-    score_h = sum_{c in head h} sum_i |W_o[i, c]| * ||Z_c||
-
-and each KV group keeps its keep_count(heads per group, sparsity) best heads (diet/prune_attention.py).
+Named deviations (tests/test_baselines.py checks each):
+- removed count: every method removes the same count per layer, diet.masks.keep_count (round half up:
+  410 of 2048 at 20%); the reference removes floor(0.2 * 2048) = 409 (`sort(W_metric)[int(numel * ratio)]`).
+- heads: only with dims=heads / mlp+heads (the reference always prunes both, at one ratio); grouped-query
+  attention keeps every KV head and the same number of query heads per group (the reference assumes
+  multi-head attention with head_dim 128).
+- a pruned layer is zeroed on the fly (its removed channels' down_proj inputs and heads' o_proj inputs
+  are multiplied by 0 in the calibration passes), which is exactly what slicing them out computes; the
+  shared pruner slices afterwards. The passes replay buffered layer inputs (diet/sequential.py) as the
+  reference's inps/outs buffers do.
+- BOS: generic windows start with the BOS the model is evaluated with (diet/generic_text.py).
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
 from diet import dims as dims_mod
 from diet import masks
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
-from diet.methods.calibrated import calibration_profile
+from diet.methods.calibrated import calibration_sequences
 from diet.models.adapters import adapter_for
 from diet.profile import ActivationProfile
+from diet.sequential import sequential_profiles
+
+
+def _wanda_metric(weight: torch.Tensor, sum_sq: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """FLAP's W_metric.mean(axis=0): mean over output rows of |W| * sqrt(scaler_row), per input column."""
+    scaler_row = sum_sq.to(torch.float64) / max(n_samples, 1)
+    return (weight.detach().to("cpu", torch.float64).abs() * scaler_row.sqrt()).mean(dim=0)
 
 
 @torch.no_grad()
-def wanda_sp_scores(model: torch.nn.Module, profile: ActivationProfile) -> list[torch.Tensor]:
-    """Per layer, per MLP channel, the Wanda-sp score above (float64)."""
-    adapter = adapter_for(model)
-    down_norm, in_norm = profile.scores("mlp", "l2"), profile.scores("mlp_in", "l2")
-    scores = []
-    for layer in range(adapter.num_layers()):
-        mlp = adapter.mlp(layer)
-        gate, up, down = (w.weight.detach().to("cpu", torch.float64).abs() for w in (mlp.gate, mlp.up, mlp.down))
-        x_down, x_in = down_norm[layer].to(torch.float64), in_norm[layer].to(torch.float64)
-        scores.append(down.sum(0) * x_down + (gate + up) @ x_in)
-    return scores
+def layer_channel_scores(model: torch.nn.Module, profile: ActivationProfile, layer: int) -> torch.Tensor:
+    """Wanda-sp score of every MLP channel of one layer (float64)."""
+    down = adapter_for(model).mlp(layer).down.weight
+    return _wanda_metric(down, profile.sum_sq["mlp"][layer], profile.n_samples)
 
 
 @torch.no_grad()
-def wanda_sp_head_scores(model: torch.nn.Module, profile: ActivationProfile) -> list[torch.Tensor]:
-    """Per layer, per query head, the Wanda-sp head score above (float64)."""
+def layer_head_scores(model: torch.nn.Module, profile: ActivationProfile, layer: int) -> torch.Tensor:
+    """Wanda-sp score of every query head of one layer (float64): its o_proj columns' metrics summed."""
     adapter = adapter_for(model)
-    head_dim = adapter.head_dim()
-    scores = []
-    for layer, z_norm in enumerate(profile.scores("attn", "l2")):
-        o = adapter.attention(layer).o.weight.detach().to("cpu", torch.float64).abs()
-        scores.append((o.sum(0) * z_norm.to(torch.float64)).view(-1, head_dim).sum(dim=1))
-    return scores
+    metric = _wanda_metric(adapter.attention(layer).o.weight, profile.sum_sq["attn"][layer], profile.n_samples)
+    return metric.view(-1, adapter.head_dim()).sum(dim=1)
+
+
+@contextmanager
+def zeroed_while_calibrating(model: torch.nn.Module) -> Iterator[dict]:
+    """Pre-hooks that zero the removed channels' down_proj inputs and removed heads' o_proj inputs of
+    the layers pruned so far (`masks["mlp"|"heads"][layer] = keep`); removed when the block exits."""
+    adapter = adapter_for(model)
+    handles = []
+
+    def scale(keep: torch.Tensor):
+        def hook(module, args):
+            return (args[0] * keep.to(args[0].device, args[0].dtype),) + tuple(args[1:])
+        return hook
+
+    def add(kind: str, layer: int, keep: torch.Tensor) -> None:
+        if kind == "mlp":
+            handles.append(adapter.mlp(layer).down.register_forward_pre_hook(scale(keep)))
+        else:  # one flag per head -> one per o_proj input column
+            columns = keep.repeat_interleave(adapter.head_dim())
+            handles.append(adapter.attention(layer).o.register_forward_pre_hook(scale(columns)))
+
+    try:
+        yield {"add": add}
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def sequential_wanda_sp(model: torch.nn.Module, sequences: list[list[int]], sparsity: float, parts: tuple[str, ...],
+                        batch_size: int = 8, pad_id: int = 0) -> tuple[dict[str, list[torch.Tensor]], int]:
+    """Layer by layer as prune_wanda_sp: profile layer l with layers < l pruned, score, prune l.
+    Returns ({"mlp": keep per layer, "heads": keep per layer}, calibration tokens per pass)."""
+    layout = dims_mod.HeadLayout.of(model) if "heads" in parts else None
+    finals: dict[str, list[torch.Tensor]] = {part: [] for part in parts}
+    with zeroed_while_calibrating(model) as pruned:
+        def prune_layer(layer: int, profile: ActivationProfile) -> None:
+            if "heads" in parts:  # both from the same pass, before this layer is pruned (as the reference)
+                one_layer = dims_mod.HeadLayout((layout.groups[layer],), (layout.group_size[layer],))
+                finals["heads"].append(
+                    dims_mod.select_heads([layer_head_scores(model, profile, layer)], sparsity, one_layer)[0])
+            if "mlp" in parts:
+                finals["mlp"].append(
+                    masks.select_top([layer_channel_scores(model, profile, layer)], sparsity, scope="layer")[0])
+            for part in parts:
+                pruned["add"](part, layer, finals[part][layer])
+
+        tokens = sequential_profiles(model, sequences, prune_layer, batch_size, pad_id, desc="wanda-sp")
+    return finals, tokens
 
 
 @METHODS.register("wanda_sp")
@@ -65,19 +119,16 @@ class WandaSP(Method):
     uses = ("sparsity", "dims", "calib")
     calib_source = True
     dims = ("mlp", "heads", "mlp+heads")
+    reference_calib = (128, 128)  # prune_wanda_sp: get_loaders("c4", nsamples=128, seqlen=model.seqlen=128)
+    version = 2  # 2: the reference scoring (down_proj only, sequential); 1 added a gate/up weight term
 
     def select(self, ctx: PruningContext) -> MaskSelection:
         parts = dims_mod.dim_parts(dims_mod.cfg_dims(ctx.cfg))
-        model, sparsity = ctx.loaded.model, ctx.cfg["sparsity"]
+        model = ctx.loaded.model
         with ctx.timer("profile"):
-            profile = calibration_profile(ctx)
-        finals = {}
-        with ctx.timer("mask"):
-            if "mlp" in parts:
-                finals["mlp"] = masks.select_top(wanda_sp_scores(model, profile), sparsity, scope="layer")
-            if "heads" in parts:
-                scores = wanda_sp_head_scores(model, profile)
-                finals["heads"] = dims_mod.select_heads(scores, sparsity, dims_mod.HeadLayout.of(model))
+            sequences = calibration_sequences(ctx, self.reference_calib)
+            finals, tokens = sequential_wanda_sp(model, sequences, ctx.cfg["sparsity"], parts,
+                                                 ctx.cfg["calib"]["batch_size"], ctx.loaded.tokenizer.pad_token_id or 0)
         stats = dims_mod.selection_stats({}, finals)
-        stats["calib_tokens"] = profile.n_tokens
+        stats.update(calib_tokens=tokens, sequential=True)
         return MaskSelection(**dims_mod.selection_fields(finals), stats=stats)

@@ -22,6 +22,7 @@ from diet.errors import DietConfigError
 from diet.io import stable_hash
 from diet.models.adapters import adapter_for, parameter_counts
 from diet.paths import cache_dir
+from diet.preflight import load_failure
 from diet.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,15 @@ def _pretrained(path: str | Path, dtype: torch.dtype, attn: str | None, **kwargs
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=dtype, attn_implementation=attn, token=token, **kwargs
-    )
-    tokenizer = AutoTokenizer.from_pretrained(str(path), token=token)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, attn_implementation=attn, token=token, **kwargs
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(path), token=token)
+    except DietConfigError:
+        raise
+    except (OSError, ValueError) as error:  # missing/gated/offline files, unknown architecture: one message
+        raise DietConfigError(load_failure(str(path), error)) from error
     return model, tokenizer
 
 

@@ -1,0 +1,91 @@
+"""Calibration seeds in the tables: mean, spread, combined se and per-seed paired differences, against a
+textbook computation on hand-made records."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from test_tables import PAPER7, make_record, tables_by_name, write
+
+DOCS = "random100s0"
+
+
+def scores(value: float, se: float) -> dict[str, tuple[float, float]]:
+    return {task: (value, se) for task in PAPER7}
+
+
+def outcomes(ones: int, n: int = 100) -> dict[str, str]:
+    return {task: "1" * ones + "0" * (n - ones) for task in PAPER7}
+
+
+@pytest.fixture
+def seeded(tmp_path):
+    """dense once; DIET at seeds 0..2; FLAP on task samples and on C4 at seeds 0..2 (same documents)."""
+    write(tmp_path, make_record("dense", 0.0, scores(0.60, 0.049), documents=DOCS, outcomes=outcomes(60)))
+    for seed, (d, f, c) in enumerate([(55, 50, 45), (57, 51, 47), (53, 52, 40)]):
+        write(tmp_path, make_record("diet", 0.2, scores(d / 100, 0.05), seed=seed, documents=DOCS, outcomes=outcomes(d)))
+        write(tmp_path, make_record("flap", 0.2, scores(f / 100, 0.05), seed=seed, documents=DOCS,
+                                    calib_source="tasks", outcomes=outcomes(f)))
+        write(tmp_path, make_record("flap", 0.2, scores(c / 100, 0.05), seed=seed, documents=DOCS,
+                                    calib_source="c4", outcomes=outcomes(c)))
+    return tables_by_name(tmp_path)
+
+
+def textbook(values: list[float], doc_ses: list[float]) -> tuple[float, float, float]:
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    se_doc = math.sqrt(sum(e * e for e in doc_ses) / len(doc_ses))
+    return mean, sd, math.sqrt(se_doc ** 2 + sd ** 2 / len(values))
+
+
+def test_seeds_table_mean_spread_and_combined_se(seeded):
+    data = seeded["seeds__m__random100"].data.set_index(["method", "variant"])
+    doc_se = 100 * math.sqrt(7 * 0.05 ** 2) / 7  # the 7-task average's document se of every seed
+    mean, sd, se = textbook([55, 57, 53], [doc_se] * 3)
+    row = data.loc[("diet", "")]
+    assert (row["seeds"], row["average"], row["sd_seeds"], row["average_se"]) == \
+        (3, pytest.approx(mean), pytest.approx(sd), pytest.approx(se))
+    assert row["se_documents"] == pytest.approx(doc_se) and (row["lowest"], row["highest"]) == pytest.approx((53, 57))
+    assert data.loc[("flap", "calib.source=c4"), "average"] == pytest.approx(44.0)  # its own row
+    assert data.loc[("flap", ""), "average"] == pytest.approx(51.0)
+    dense = data.loc[("dense", "")]
+    assert dense["seeds"] == 1 and math.isnan(dense["sd_seeds"]) and dense["average_se"] == pytest.approx(100 * math.sqrt(7 * 0.049 ** 2) / 7)
+
+
+def test_seed_differences_are_paired_per_seed_then_combined(seeded):
+    data = seeded["seed_differences__m__random100"].data.set_index(["vs", "vs_variant"])
+    # per seed: DIET - FLAP(c4) on the same documents; every document of a task moves together here
+    per_seed = [55 - 45, 57 - 47, 53 - 40]
+    paired_se = []
+    for d, c in ((55, 45), (57, 47), (53, 40)):  # per task: differences of 0/1 outcomes, sd with ddof=1
+        diffs = [1] * (d - c) + [0] * (100 - (d - c))
+        m = sum(diffs) / 100
+        task_se = math.sqrt(sum((x - m) ** 2 for x in diffs) / 99 / 100)
+        paired_se.append(100 * math.sqrt(7 * task_se ** 2) / 7)
+    mean, sd, se = textbook(per_seed, paired_se)
+    row = data.loc[("flap", "calib.source=c4")]
+    assert row["seeds"] == 3 and row["diff"] == pytest.approx(mean) and row["diff_se"] == pytest.approx(se)
+    assert row["sd_seeds"] == pytest.approx(sd) and row["paired"] and row["per_seed"] == "+10.0, +10.0, +13.0"
+    assert row["significant"] == (abs(mean) > 2 * se)
+    dense = data.loc[("dense", "")]  # one dense run against each DIET seed
+    assert dense["seeds"] == 3 and dense["per_seed"] == "-5.0, -3.0, -7.0"
+    assert len(data) == 3 and "3 comparisons" in seeded["seed_differences__m__random100"].notes[0]
+
+
+def test_main_table_shows_the_lowest_seed_and_says_so(seeded):
+    table = seeded["main__m__random100"]
+    assert list(table.data["method"]) == ["dense", "diet", "flap"]
+    assert table.data["average"].iloc[1] == pytest.approx(55.0)  # seed 0
+    assert any("seeds__* aggregates every seed" in note for note in table.notes)
+    assert not any("first 100" in note for note in table.notes)  # a random sample: no first-N warning
+
+
+def test_first_n_blocks_are_marked_and_kept_apart(tmp_path):
+    write(tmp_path, make_record("dense", 0.0, scores(0.6, 0.05)))                   # first 100 (old record)
+    write(tmp_path, make_record("dense", 0.0, scores(0.5, 0.05), documents=DOCS))   # random 100
+    tables = tables_by_name(tmp_path)
+    assert {"main__m__limit100", "main__m__random100"} <= set(tables)
+    assert any("the first 100 of each split" in note for note in tables["main__m__limit100"].notes)
+    assert "seeds__m__random100" not in tables  # one seed: nothing to aggregate
