@@ -32,10 +32,11 @@ demo: install ## dense vs DIET (20% MLP sparsity) on the embedded Gemma-3 270M, 
 test: install ## the default test suite (unit tests on tiny models + real-model runs at a small limit)
 	$(PY) -m pytest -q
 
-bench: install ## benchmarks: eval throughput (stock vs fast), profiling overhead, pruned speed -> results/benchmarks
+bench: install ## benchmarks: eval throughput (stock vs fast), profiling overhead, pruned speed, parallel cells -> results/benchmarks
 	$(PY) benchmarks/eval_throughput.py --limit 30 --tasks paper7 --batch-size 8 --threads 1
 	$(PY) benchmarks/profile_overhead.py --model gemma3_270m --tasks hellaswag,arc_easy --n 16
 	$(PY) benchmarks/pruned_speed.py --models gemma3_270m,gemma2_2b_shape --sparsities 0.2,0.5
+	$(PY) benchmarks/parallel_threads.py --model gemma3_270m --tasks arc_easy --limit 100
 
 tables: install ## regenerate every paper table and figure (results/tables, results/figures) from results/records
 	$(PY) -m experiments.tables results_dir=results/records out_dir=results

@@ -22,6 +22,17 @@ from diet.paths import cache_dir
 from diet.tasks import write_offline_task_yamls
 
 
+def document_arguments(record: dict) -> list[str]:
+    """The record's documents for the stock CLI: `--samples` (a random sample: each task's doc ids),
+    `--limit` (the first N, records before eval.docs=random), or nothing (full splits)."""
+    samples = {task: m["doc_ids"] for task, m in record["tasks"].items() if m.get("doc_ids") is not None}
+    if samples:  # tasks without doc_ids were evaluated whole (the sample covered the split)
+        return ["--samples", json.dumps(samples)]
+    if record["eval"]["limit"] is not None and record["eval"].get("docs", "first") == "first":
+        return ["--limit", str(record["eval"]["limit"])]
+    return []
+
+
 def stock_results(record: dict, work: Path) -> dict:
     data_dir = Path(record["eval"]["data"])
     tasks = list(record["tasks"])
@@ -34,8 +45,7 @@ def stock_results(record: dict, work: Path) -> dict:
         "--device", record["model"]["device"], "--tasks", ",".join(tasks), "--include_path", str(yamls),
         "--batch_size", str(record["eval"]["batch_size"]), "--num_fewshot", "0", "--output_path", str(work / "out"),
     ]
-    if record["eval"]["limit"] is not None:
-        command += ["--limit", str(record["eval"]["limit"])]
+    command += document_arguments(record)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     subprocess.run(command, check=True, env=env, cwd=work)
     [results_file] = list((work / "out").rglob("results_*.json"))

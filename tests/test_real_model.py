@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import DATA_DIR, compose_config
-from diet.paths import cache_dir
+from conftest import compose_config
 from diet.pipeline import run_cell
-from diet.tasks import write_offline_task_yamls
 
 pytestmark = pytest.mark.real_model
 
@@ -21,31 +16,18 @@ TASKS = ["arc_easy", "rte", "winogrande", "hellaswag"]
 LIMIT = 8
 
 
-def stock_lm_eval(tmp_path, tasks, limit, batch_size) -> dict:
-    """The same model, documents and settings through the stock `lm_eval` CLI (HFLM from the folder)."""
-    yamls = write_offline_task_yamls(tmp_path / "yamls", tasks, DATA_DIR)
-    model_dir = cache_dir() / "models" / "gemma3_270m"
-    out = tmp_path / "stock"
-    command = [
-        sys.executable, "-m", "lm_eval",
-        "--model", "hf",
-        "--model_args", f"pretrained={model_dir},dtype=float32,add_bos_token=True",
-        "--device", "cpu", "--tasks", ",".join(tasks), "--include_path", str(yamls),
-        "--limit", str(limit), "--batch_size", str(batch_size), "--num_fewshot", "0",
-        "--output_path", str(out),
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    subprocess.run(command, check=True, env=env, cwd=tmp_path, capture_output=True, text=True)
-    [results_file] = list(out.rglob("results_*.json"))
-    return json.loads(results_file.read_text())["results"]
-
-
 def test_dense_equals_stock_lm_eval(tmp_path):
+    """A random sample of documents (the default with a limit) scored by diet and by the stock CLI given
+    the record's doc ids (`--samples`, experiments/stock_check.py): the same numbers exactly."""
+    from experiments.stock_check import document_arguments, stock_results
+
     record, _ = run_cell(compose_config([
         "model=gemma3_270m", "method=dense", f"tasks=[{','.join(TASKS)}]", f"eval.limit={LIMIT}",
         "eval.batch_size=8", f"results_dir={tmp_path / 'records'}", "wandb.mode=disabled",
     ]))
-    stock = stock_lm_eval(tmp_path, TASKS, LIMIT, batch_size=8)
+    arguments = document_arguments(record)
+    assert arguments[0] == "--samples" and json.loads(arguments[1])["rte"] == record["tasks"]["rte"]["doc_ids"]
+    stock = stock_results(record, tmp_path)
     for task in TASKS:
         ours = record["tasks"][task]
         assert ours["n"] == LIMIT

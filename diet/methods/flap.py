@@ -14,7 +14,21 @@
 4. Bias compensation (`method.bias: true`): for each layer the removed channels' mean contribution is
    folded into a down_proj bias,  b = W_down[:, removed] @ mean_t(a_t)[removed],  so the pruned MLP
    outputs exactly what the dense MLP outputs when the removed channels are replaced by their mean.
-Calibration tokens: `calib.source` (pooled task samples by default).
+Calibration tokens: `calib.source` (pooled task samples by default; `c4` for generic text).
+
+Reference: FLAP's `lib/prune.py:prune_flap` with metric WIFV (`fluc_inp * sum(W^2, dim=0)`) and bias
+compensation (`compress`), calibrated on the dense model (all metrics first, pruning at the end), the
+metric standardised per layer (`standarlization`, torch.std). Named deviations:
+- MLP channels only, ranked across layers ("AL-MM" with no heads removed); FLAP's default AL-AM ranks
+  heads and channels together, weighted by their parameter counts.
+- the channel count kept is the other methods' (sparsity = fraction of MLP channels), not FLAP's
+  parameter ratio over attention + MLP; a per-layer floor mask.min_keep_fraction (5%) that FLAP lacks.
+- variance: the population variance over all calibration tokens; FLAP's running estimate
+  (lib/layerwrapper.py:BiasGPT) normalises by samples, not tokens, and drops the first sample's term,
+  a constant factor (cancelled by the standardisation) up to that first sample.
+- bias in float64 (FLAP stores the mean input in float16).
+- calibration text: FLAP uses WikiText-2 train (1024 x 128 tokens, scripts/llama_7b.sh), not available
+  offline; `calib.source=c4` gives 1024 windows of 128 tokens of C4 instead.
 """
 
 from __future__ import annotations
