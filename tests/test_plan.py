@@ -1,0 +1,44 @@
+"""experiments.plan: the cells a sweep would run, the done ones marked, estimates from finished records."""
+
+from __future__ import annotations
+
+from conftest import compose_config
+from diet.pipeline import run_cell
+from experiments.plan import main, sweep_cells
+from diet.plan import plan_cells
+
+TINY = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "eval.limit=4", "calib.n=4", "wandb.mode=disabled"]
+
+
+def test_plan_lists_the_cells_marks_done_ones_and_estimates_from_records(tmp_path, isolated_cache):
+    results = f"results_dir={tmp_path / 'records'}"
+    sweep = [*TINY, results, "method=dense,diet", "sparsity=0.2,0.4"]
+    cells = sweep_cells(sweep)
+    assert [c for c, _ in cells] == [["method=dense", "sparsity=0.2"], ["method=dense", "sparsity=0.4"],
+                                     ["method=diet", "sparsity=0.2"], ["method=diet", "sparsity=0.4"]]
+    plan = plan_cells(cells, tmp_path / "records", "cpu")
+    assert [cell.done for cell in plan.cells] == [None] * 4
+    assert plan.cells[1].same_as == "method=dense sparsity=0.2"  # dense ignores the sparsity: one cell
+    assert len(plan.todo) == 3 and all(cell.documents == 8 for cell in plan.cells)
+    assert plan.total_estimate_s() == (0, 3)  # nothing measured yet: no guess
+
+    dense, dense_path = run_cell(compose_config([*TINY, results, "method=dense"]))
+    diet, _ = run_cell(compose_config([*TINY, results, "method=diet", "sparsity=0.2"]))
+    plan = plan_cells(sweep_cells(sweep), tmp_path / "records", "cpu")
+    assert plan.cells[0].done == dense_path and plan.cells[2].done is not None
+    [todo] = plan.todo
+    assert todo.overrides == ["method=diet", "sparsity=0.4"]
+    timings = diet["timings"]
+    expected = sum(v for k, v in timings.items() if k != "evaluate") + timings["evaluate"] / 8 * 8
+    assert todo.estimate_s == expected and "1 cpu record(s) of tiny_gemma2/diet" in todo.basis
+    assert plan_cells(sweep_cells(sweep), tmp_path / "records", "cuda").todo[0].estimate_s is None  # other device
+
+
+def test_plan_of_paper_main_and_bad_cells(capsys, tmp_path):
+    assert main(["experiment=paper_main", f"results_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    # 2 models x 9 methods x 5 sparsities; dense is one cell per model at any sparsity
+    assert "90 cells, 82 distinct: 0 done, 82 to run" in out
+    assert "no finished cuda record of gemma2_2b/diet: run one cell, then plan again" in out
+    assert main(["method=dense,diet", "sparsity=1.5", f"results_dir={tmp_path}"]) == 2
+    assert "sparsity=1.5" in capsys.readouterr().err
