@@ -38,7 +38,10 @@ bench: install ## benchmarks: eval throughput (stock vs fast), profiling overhea
 	$(PY) benchmarks/pruned_speed.py --models gemma3_270m,gemma2_2b_shape --sparsities 0.2,0.5
 	$(PY) benchmarks/parallel_threads.py --model gemma3_270m --tasks arc_easy --limit 100
 
+gpu-check: install ## the prepared GPU check (random-weight Gemma-2 2B/9B shapes, bf16) -> results/benchmarks/gpu_check.{json,md}
+	$(PY) benchmarks/gpu_check.py --device cuda
+
 tables: install ## regenerate every paper table and figure (results/tables, results/figures) from results/records
 	$(PY) -m experiments.tables results_dir=results/records out_dir=results
 
-.PHONY: help install demo test bench tables
+.PHONY: help install demo test bench gpu-check tables

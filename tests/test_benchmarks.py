@@ -72,3 +72,42 @@ def test_pruned_speed_rejects_bad_arguments(argv, message, capsys):
 def test_pruned_speed_rejects_unknown_model():
     with pytest.raises(SystemExit, match="unknown model 'gemma9'.*gemma2_2b_shape"):
         pruned_speed.main(["--models", "gemma9"])
+
+
+def test_gpu_check_runs_every_stage_on_a_tiny_model(tmp_path):
+    """benchmarks/gpu_check.py as prepared for a GPU, here on the CPU with a tiny Gemma-2: every stage, the
+    pruned widths, and fast vs stock identical on the same requests (float32)."""
+    from benchmarks import gpu_check
+
+    report = gpu_check.main(["--device", "cpu", "--tiny", "--profile-tokens", "1000", "--eval-docs", "3",
+                             "--out", str(tmp_path)])
+    tiny = report["shapes"]["tiny"]
+    assert set(tiny["stages"]) == {"build", "profile", "masks", "prune_0.2", "prune_0.5", "fast_vs_stock"}
+    assert tiny["profile_tokens"] == 1000 and tiny["precision"] == {"dtype": "float32"}
+    width = gpu_check.TINY["intermediate_size"]
+    assert tiny["pruned"]["0.2"]["mlp_widths"] == [width - round(0.2 * width)]
+    assert tiny["pruned"]["0.5"]["mlp_widths"] == [width // 2]
+    evaluation = tiny["fast_vs_stock"]
+    assert evaluation["identical_predictions"] and evaluation["requests"] > 0
+    assert "fast vs stock on" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_gpu_check_compares_bfloat16_masks_with_float32(tmp_path):
+    from benchmarks import gpu_check
+
+    report = gpu_check.main(["--device", "cpu", "--tiny", "--dtype", "bfloat16", "--profile-tokens", "1000",
+                             "--eval-docs", "2", "--tasks", "arc_easy", "--out", str(tmp_path)])
+    precision = report["shapes"]["tiny"]["precision"]
+    assert precision["dtype"] == "bfloat16" and "profile_float32" in report["shapes"]["tiny"]["stages"]
+    assert all(0.0 < j <= 1.0 for j in precision["mask_jaccard_vs_float32"].values())
+
+
+def test_gpu_check_refuses_cuda_without_a_device():
+    import torch
+
+    from benchmarks import gpu_check
+
+    if torch.cuda.is_available():  # on a GPU machine the check itself is the test
+        return
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        gpu_check.main(["--device", "cuda"])

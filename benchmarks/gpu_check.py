@@ -1,0 +1,271 @@
+"""The prepared GPU check: Gemma-2 2B (then 9B) shaped models with random weights, end to end, in minutes.
+
+    python benchmarks/gpu_check.py                         # on a GPU machine: bfloat16, 2B then 9B
+    python benchmarks/gpu_check.py --device cpu --tiny     # the same code on a tiny model (the test suite)
+
+No hub access is needed: the models are built in the exact Gemma-2 layouts (diet.models.tiny.GEMMA2_SHAPES:
+26/42 layers, hidden 2304/3584, MLP 9216/14336, 8/16 query heads, 4/8 KV heads, head_dim 256, soft-capping,
+eager attention, tied 256k embedding) with random weights, and the evaluation uses real task documents
+(../shared/data) through diet's byte-level tokenizer, so what is checked is the machinery, not accuracy.
+Per shape, with wall seconds and peak memory (CUDA: max allocated) for every stage:
+
+1. build the model in `--dtype` (bfloat16 on CUDA);
+2. profile `--profile-tokens` tokens (default 70,000, about 700 calibration samples' worth) in batches;
+3. masks at 0.2 and 0.5 (DIET's per-layer top-k of mean |a|); precision: the same profile in float32 and
+   the Jaccard of its masks with the `--dtype` masks (sums are float64 either way: the check is that
+   the activations' own rounding does not move the masks much);
+4. pruned forward latency (1 x 128 tokens) vs dense, at both sparsities;
+5. fast vs stock lm-eval on the same requests (`--eval-docs` documents per task): throughput ratio,
+   identical greedy/argmax predictions, max |loglikelihood| difference.
+
+The 9B shape runs only while the time budget (`--budget-s`, default 420 s) lasts; what was skipped is
+reported. Writes results/benchmarks/gpu_check.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: python benchmarks/<name>.py
+from benchmarks.common import RESULTS_DIR, command_line, local_data_dir, machine, machine_line, write_report  # noqa: E402
+
+TINY = dict(vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=32, query_pre_attn_scalar=32, sliding_window=64,
+            max_position_embeddings=512)
+SPARSITIES = (0.2, 0.5)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
+    parser.add_argument("--tiny", action="store_true", help="a tiny Gemma-2 instead of the 2B/9B shapes")
+    parser.add_argument("--shapes", default="2b,9b")
+    parser.add_argument("--profile-tokens", type=int, default=70_000)
+    parser.add_argument("--eval-docs", type=int, default=20, help="documents per task for fast vs stock")
+    parser.add_argument("--tasks", default="arc_easy,hellaswag")
+    parser.add_argument("--budget-s", type=float, default=420.0)
+    parser.add_argument("--out", default=str(RESULTS_DIR))
+    return parser.parse_args(argv)
+
+
+class Stages:
+    """`with stages("profile"):` records seconds and peak memory (CUDA max allocated / CPU peak RSS)."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.rows = device, {}
+
+    def __call__(self, name: str):
+        import contextlib
+
+        import torch
+
+        from benchmarks.common import peak_rss_bytes, reset_peak_rss
+
+        @contextlib.contextmanager
+        def stage():
+            cuda = self.device.startswith("cuda")
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            else:
+                reset_peak_rss()
+            start = time.perf_counter()
+            yield
+            if cuda:
+                torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()
+            self.rows[name] = {"seconds": round(time.perf_counter() - start, 3), "peak_memory_gib": round(peak / 2**30, 3)}
+            print(f"  {name}: {self.rows[name]['seconds']:.1f} s, peak {self.rows[name]['peak_memory_gib']:.2f} GiB",
+                  flush=True)
+        return stage()
+
+
+def build(shape: dict[str, Any], device: str, dtype: Any) -> Any:
+    """Random-weight Gemma2ForCausalLM built directly on the device in `dtype` (no 9B init on the CPU)."""
+    import torch
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    config = Gemma2Config(**shape, pad_token_id=0, eos_token_id=1, bos_token_id=2, attn_implementation="eager")
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Gemma2ForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    with torch.no_grad():  # Gemma's (1 + w) norms start at w = 0: give them spread, as diet.models.tiny does
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.normal_(0.0, 0.1)
+    return model.eval()
+
+
+def calibration_sequences(total_tokens: int, vocab: int, length: int = 100) -> list[list[int]]:
+    import random
+
+    rng = random.Random(0)
+    return [[2] + [rng.randrange(4, vocab) for _ in range(length - 1)] for _ in range(max(1, total_tokens // length))]
+
+
+def masks_at(profile: Any, sparsities=SPARSITIES) -> dict[float, list]:
+    from diet import masks
+
+    return {s: masks.task_mask(profile.scores("mlp", "mean_abs"), s, scope="layer") for s in sparsities}
+
+
+def jaccard(a: list, b: list) -> float:
+    kept_a = sum(int(x.sum()) for x in a)
+    both = sum(int((x & y).sum()) for x, y in zip(a, b))
+    either = sum(int((x | y).sum()) for x, y in zip(a, b))
+    return both / either if either else 1.0 if kept_a == 0 else 0.0
+
+
+def latency(model: Any, device: str, repeats: int = 5) -> float:
+    import torch
+
+    ids = torch.randint(4, 200, (1, 128), generator=torch.Generator().manual_seed(1)).to(device)
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(input_ids=ids, logits_to_keep=1)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])  # the first is warm-up
+
+
+def fast_vs_stock(model: Any, device: str, tasks: list[str], docs: int) -> dict[str, Any]:
+    """The same requests through both backends: seconds, identical predictions, max loglikelihood diff."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from diet.evaluate import EvalSettings, make_lm
+    from diet.models.tiny import byte_level_tokenizer
+    from diet.tasks import build_tasks
+
+    out: dict[str, Any] = {}
+    for backend in ("stock", "fast"):
+        lm = make_lm(model, byte_level_tokenizer(), EvalSettings(limit=docs, docs="first", backend=backend), device)
+        start = time.perf_counter()
+        results = simple_evaluate(model=lm, tasks=list(build_tasks(tasks, local_data_dir(), with_train=False).values()),
+                                  num_fewshot=0, limit=docs, log_samples=True, task_manager=TaskManager(include_defaults=False))
+        out[backend] = {"seconds": time.perf_counter() - start,
+                        "samples": {t: sorted(results["samples"][t], key=lambda s: s["doc_id"]) for t in tasks}}
+    worst, requests, same = 0.0, 0, True
+    for task in tasks:
+        for a, b in zip(out["stock"]["samples"][task], out["fast"]["samples"][task]):
+            for ra, rb in zip(a["resps"], b["resps"]):
+                worst = max(worst, abs(float(ra[0][0]) - float(rb[0][0])))
+                same &= bool(ra[0][1]) == bool(rb[0][1])
+                requests += 1
+            same &= all(a.get(m) == b.get(m) for m in ("acc", "acc_norm"))
+    return {"requests": requests, "stock_seconds": round(out["stock"]["seconds"], 3),
+            "fast_seconds": round(out["fast"]["seconds"], 3),
+            "speedup": round(out["stock"]["seconds"] / out["fast"]["seconds"], 3),
+            "identical_predictions": same, "max_abs_loglikelihood_diff": worst}
+
+
+def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtype: Any) -> dict[str, Any]:
+    import torch
+
+    from diet.models.adapters import adapter_for, parameter_counts
+    from diet.profile import profile_activations
+    from diet.prune import prune_mlp_channels
+
+    stages = Stages(args.device)
+    print(f"[{name}]", flush=True)
+    with stages("build"):
+        model = build(shape, args.device, dtype)
+    sequences = calibration_sequences(args.profile_tokens, shape["vocab_size"])
+    with stages("profile"):
+        profile = profile_activations(model, sequences, batch_size=8, desc=f"profile {name}")
+    with stages("masks"):
+        chosen = masks_at(profile)
+    precision: dict[str, Any] = {"dtype": str(dtype).replace("torch.", "")}
+    if dtype != torch.float32:  # the same tokens in float32: do the masks move?
+        with stages("profile_float32"):
+            reference = masks_at(profile_activations(model.float(), sequences, batch_size=8, desc="profile fp32"))
+            model.to(dtype)
+        precision["mask_jaccard_vs_float32"] = {str(s): round(jaccard(chosen[s], reference[s]), 6) for s in SPARSITIES}
+    dense_latency = latency(model, args.device)
+    pruned = {}
+    for sparsity in SPARSITIES:
+        with stages(f"prune_{sparsity}"):
+            copy_ = prune_mlp_channels(copy.deepcopy(model), chosen[sparsity])
+        pruned[str(sparsity)] = {"latency_s": latency(copy_, args.device),
+                                 "mlp_widths": sorted(set(adapter_for(copy_).mlp_widths())),
+                                 "parameters": parameter_counts(copy_)["total"]}
+        pruned[str(sparsity)]["speedup"] = round(dense_latency / pruned[str(sparsity)]["latency_s"], 3)
+        del copy_
+    with stages("fast_vs_stock"):
+        evaluation = fast_vs_stock(model, args.device, args.tasks.split(","), args.eval_docs)
+    result = {"shape": {k: shape[k] for k in ("num_hidden_layers", "hidden_size", "intermediate_size",
+                                               "num_attention_heads", "num_key_value_heads", "head_dim")},
+              "parameters": parameter_counts(model)["total"], "profile_tokens": profile.n_tokens,
+              "stages": stages.rows, "precision": precision, "dense_latency_s": dense_latency,
+              "pruned": pruned, "fast_vs_stock": evaluation}
+    del model
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return result
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# GPU check (random-weight Gemma-2 shapes)", "", f"Command: `{report['command']}`", "",
+             machine_line(report["machine"]) + (f" GPU: {report['gpu']}." if report.get("gpu") else ""), ""]
+    for name, r in report["shapes"].items():
+        ev, pr = r["fast_vs_stock"], r["pruned"]
+        lines += [f"## {name}: {r['parameters'] / 1e9:.2f}B parameters, {r['precision']['dtype']}", "",
+                  "| stage | seconds | peak memory (GiB) |", "|---|---:|---:|",
+                  *[f"| {s} | {v['seconds']:.1f} | {v['peak_memory_gib']:.2f} |" for s, v in r["stages"].items()], "",
+                  f"- profiled {r['profile_tokens']} tokens; masks vs float32: "
+                  f"{r['precision'].get('mask_jaccard_vs_float32', 'same dtype')}",
+                  f"- forward 1 x 128: dense {r['dense_latency_s'] * 1000:.1f} ms; "
+                  + "; ".join(f"{s}: {v['latency_s'] * 1000:.1f} ms ({v['speedup']:.2f}x)" for s, v in pr.items()),
+                  f"- fast vs stock on {ev['requests']} requests: {ev['speedup']:.2f}x, identical predictions: "
+                  f"{ev['identical_predictions']}, max |loglikelihood diff| {ev['max_abs_loglikelihood_diff']:.2e}", ""]
+    if report["skipped"]:
+        lines.append(f"Skipped (time budget {report['budget_s']:.0f} s): {', '.join(report['skipped'])}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import torch
+
+    from diet.models.tiny import GEMMA2_SHAPES
+
+    args = parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but no CUDA device is visible: use --device cpu --tiny to test the script")
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
+    shapes = {"tiny": TINY} if args.tiny else {f"gemma2_{s}_shape": GEMMA2_SHAPES[s] for s in args.shapes.split(",")}
+    start, results, skipped = time.perf_counter(), {}, []
+    for name, shape in shapes.items():
+        # each shape must fit in what is left: the 2B shape's own time predicts the larger one's roughly
+        # in proportion to parameters (9B/2B = 3.5x), so start it only when that much time remains
+        elapsed = time.perf_counter() - start
+        if results and elapsed * 3.5 > args.budget_s - elapsed:
+            skipped.append(name)
+            continue
+        results[name] = check_shape(name, shape, args, dtype)
+    report = {"command": command_line("gpu_check.py", argv), "machine": machine(), "device": args.device,
+              "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
+              "budget_s": args.budget_s, "shapes": results, "skipped": skipped,
+              "seconds": round(time.perf_counter() - start, 1)}
+    write_report("gpu_check", report, markdown(report), args.out)
+    return report
+
+
+if __name__ == "__main__":
+    main()
