@@ -131,6 +131,13 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
             source_file(cfg)
     method.check(dict(cfg["method"]))
+    save_model = cfg.get("save_model")
+    if not (save_model is None or isinstance(save_model, (bool, str))):
+        raise DietConfigError(f"save_model={save_model!r} is not allowed: use null, true (saved_models/<record "
+                              f"name>) or a folder path")
+    if save_model not in (None, False) and method.per_task_profiles:
+        raise DietConfigError(f"method {method.name!r} evaluates one pruned model per task: save_model needs a "
+                              f"method that makes one model")
     profiled = calib_tasks(cfg, tasks) if "calib" in method.uses else []
     if method.per_task_profiles and profiled != tasks:
         raise DietConfigError(

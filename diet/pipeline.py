@@ -15,9 +15,12 @@ import numpy as np
 import torch
 
 from diet.config import config_hash, document_selection, effective_config, validate
+from diet.export import check_save_path, export_model, model_card, save_path
+from diet.io import atomic_write_text
 from diet.preflight import preflight
 from diet.threads import apply_threads
-from diet.records import SCHEMA_VERSION, code_version, find_existing, library_versions, machine, write_record
+from diet.records import (SCHEMA_VERSION, code_tag, code_version, find_existing, library_versions, machine,
+                          record_stem, write_record)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,29 @@ def dims_accounting(
     return by_dim
 
 
+def card_facts(cfg: dict[str, Any], cfg_hash: str, loaded: Any, model: torch.nn.Module,
+               params_before: dict[str, int], widths_before: list[int], method: Any,
+               calib_tasks: list[str]) -> dict[str, Any]:
+    """What a saved model's card (diet.export.model_card) says about the run that made it."""
+    import sys
+
+    from diet.models.adapters import adapter_for, parameter_counts
+
+    calib = cfg["calib"]
+    calibration = "none" if not method.prunes or "calib" not in method.uses else (
+        f"{calib['n']} train samples per task of {', '.join(calib_tasks)}, seed {cfg['seed']}"
+        if not method.calib_source or calib.get("source", "tasks") == "tasks"
+        else f"generic text {calib['source']}, seed {cfg['seed']} (windows as recorded)")
+    return {"model": loaded.name, "model_type": model.config.model_type, "source": loaded.info.get("source"),
+            "method": method.name, "sparsity": cfg["sparsity"] if method.prunes else 0.0, "dims": cfg["dims"],
+            "actual": 1.0 - sum(adapter_for(model).mlp_widths()) / sum(widths_before),
+            "calibration": calibration, "params_before": params_before["total"],
+            "params_after": parameter_counts(model)["total"],
+            "bos_prepended": bos_prepended(loaded.tokenizer, cfg["model"]["add_bos_token"]),
+            "command": "python -m experiments.run " + " ".join(sys.argv[1:]), "code": code_tag(),
+            "config_hash": cfg_hash}
+
+
 def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any] | None, Path]:
     """Run one configured cell; returns (record, path), or (None, path) when it was already done.
 
@@ -136,6 +162,8 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
     if existing is not None and not cfg.get("force", False):
         log.info("cell already done, skipping (force=true reruns it): %s", existing)
         return None, existing
+    save_dir = save_path(cfg, record_stem(method_cls.name, cfg["model"]["name"], cfg_hash))
+    check_save_path(save_dir)
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     seed_everything(cfg["seed"])
@@ -175,6 +203,13 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
         job_model = model if selection.per_task is None else copy.deepcopy(model)
         with timer("prune"):
             removed_per_job.append(apply_selection(job_model, job_selection))
+        if save_dir is not None:  # after pruning, before evaluation (validation refuses per-task methods)
+            with timer("save_model"):
+                card = card_facts(cfg, cfg_hash, loaded, job_model, params_before, widths_before, method,
+                                  ctx.calib_tasks)
+                saved = export_model(job_model, loaded.tokenizer, save_dir, model_card(card),
+                                     {"method": method.name, "config_hash": cfg_hash})
+            log.info("saved the pruned model (%s): %s", saved["format"], save_dir)
         widths_per_job.append(adapter_for(job_model).mlp_widths())
         units_per_job.append(dim_units(job_model))
         params_per_job.append(parameter_counts(job_model))
@@ -182,6 +217,8 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
             metrics.update(evaluate(job_model, loaded.tokenizer, job_tasks, data_dir, settings, loaded.device))
         del job_model
     metrics = {task: metrics[task] for task in tasks}
+    if save_dir is not None:  # the card now has the run's scores
+        atomic_write_text(save_dir / "README.md", model_card(card, metrics))
     # One model per task (oracle): report the mean size over the task models.
     mlp_channels_after = float(np.mean([sum(widths) for widths in widths_per_job]))
     params_after = {key: int(round(np.mean([p[key] for p in params_per_job]))) for key in params_per_job[0]}
@@ -236,6 +273,7 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
             "data": "online" if data_dir is None else str(data_dir),
         },
         "notes": ctx.notes,
+        "saved_model": saved if save_dir is not None else None,
         "seed": cfg["seed"],
         "timings": timer.seconds,
         "config": cfg,

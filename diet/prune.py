@@ -174,7 +174,8 @@ def _kept_indices(kept: Sequence[Any], widths: list[int], what: str = "kept_mlp_
     return result
 
 
-def _move_into_place(staging: Path, directory: Path) -> None:
+def move_into_place(staging: Path, directory: Path) -> None:
+    """Rename a finished staging folder onto `directory` (replacing an old one only after it is complete)."""
     if not directory.exists():
         os.replace(staging, directory)
         return
@@ -238,7 +239,7 @@ def save_pruned(
             }
         )
         atomic_write_json(staging / SPEC_FILE, full_spec)
-        _move_into_place(staging, directory)
+        move_into_place(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory

@@ -315,9 +315,20 @@ def seeds_table(block: Block) -> Table | None:
         rows.append(row)
     if not rows:
         return None
-    notes = ["cells: mean over seeds ± combined se, in points; " + SEEDS_NOTE, *block_notes(block)[:1]]
+    notes = ["cells: mean over seeds ± combined se, in points; " + SEEDS_NOTE,
+             *([block.first_n_note] if block.first_n_note else [])]
     return Table(f"seeds__{block.label}", _frame(rows, drop_empty=("variant",)), notes,
                  formats={"sparsity": "{:.2f}"}, group=common_group(block.runs))
+
+
+def is_seeded(method: str) -> bool:
+    """Whether the calibration seed can change the method's result (diet.methods: `seeded`)."""
+    from diet.methods import METHODS
+
+    try:
+        return bool(METHODS.get(method).seeded)
+    except Exception:  # a method this code no longer has: assume it was seeded (pair only equal seeds)
+        return True
 
 
 @TABLES.register("seed_differences")
@@ -335,7 +346,10 @@ def seed_differences_table(block: Block) -> Table | None:
             if other == "diet" or (other != "dense" and other_sparsity != sparsity):
                 continue
             by_seed = {run["seed"]: run for run in runs}
-            pairs = [(run, by_seed.get(run["seed"], runs[0] if len(runs) == 1 else None)) for run in diet_runs]
+            # an unseeded method (dense, magnitude) is one run, compared with every DIET seed; a seeded
+            # one only at the seeds both ran
+            single = runs[0] if len(runs) == 1 and not is_seeded(other) else None
+            pairs = [(run, by_seed.get(run["seed"], single)) for run in diet_runs]
             pairs = [(a, b) for a, b in pairs if b is not None]
             compared = [compare(a, b, block.tasks) for a, b in pairs]
             if not compared or any(math.isnan(d) for d, *_ in compared):
@@ -353,7 +367,7 @@ def seed_differences_table(block: Block) -> Table | None:
     notes = [f"diff = DIET minus `vs`, 7-task average in points, over {len(rows)} comparisons in this table; "
              "per seed the paired difference on the same documents (dense: one run, against every DIET seed), "
              "then combined over seeds as in seeds__*; significant = |diff| > "
-             f"{Z:g} se, uncorrected for the number of comparisons", *block_notes(block)[:1]]
+             f"{Z:g} se, uncorrected for the number of comparisons", *([block.first_n_note] if block.first_n_note else [])]
     return Table(f"seed_differences__{block.label}", _frame(rows, drop_empty=("vs_variant",)), notes,
                  formats={"sparsity": "{:.2f}", "diff": "{:+.1f}"}, group=common_group(block.runs))
 

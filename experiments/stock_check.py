@@ -1,7 +1,10 @@
-"""Check a dense record against the stock `lm_eval` CLI on the same model, documents and settings.
+"""Check a record against the stock `lm_eval` CLI on the same model, documents and settings.
 
     python -m experiments.stock_check results/records/gemma3_270m__dense__<hash>__<code>.json
+    python -m experiments.stock_check <record of a run with save_model=DIR>   # the saved pruned model
 
+A dense record is checked on the converted checkpoint; a pruned record on the model it saved, when that
+is a plain transformers checkpoint (diet/export.py).
 Runs `lm_eval --model hf` (HFLM loading the converted checkpoint folder) with the offline task YAMLs
 that diet uses, then writes results/checks/stock_identity__<record stem>.json with both numbers per
 task and metric and whether they are identical. Exit code 1 when any number differs.
@@ -33,11 +36,22 @@ def document_arguments(record: dict) -> list[str]:
     return []
 
 
+def checkpoint_of(record: dict) -> Path:
+    """The folder stock lm-eval loads: the record's saved model, else (dense) the converted checkpoint."""
+    saved = record.get("saved_model")
+    if saved and saved.get("format") == "transformers":
+        return Path(saved["path"])
+    if record["method"] != "dense":
+        raise SystemExit("stock lm-eval loads a plain checkpoint: rerun the pruned cell with save_model=DIR "
+                         "(uniform shapes) or check a dense record")
+    return cache_dir() / "models" / record["model"]["name"]
+
+
 def stock_results(record: dict, work: Path) -> dict:
     data_dir = Path(record["eval"]["data"])
     tasks = list(record["tasks"])
     yamls = write_offline_task_yamls(work / "yamls", tasks, data_dir)
-    model_dir = cache_dir() / "models" / record["model"]["name"]
+    model_dir = checkpoint_of(record)
     command = [
         sys.executable, "-m", "lm_eval", "--model", "hf",
         "--model_args", f"pretrained={model_dir},dtype={record['model']['dtype']},"
@@ -58,8 +72,7 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("results/checks"))
     args = parser.parse_args()
     record = json.loads(args.record.read_text())
-    if record["method"] != "dense":
-        raise SystemExit("stock lm-eval can only reproduce dense records (it loads the unpruned checkpoint)")
+    checkpoint_of(record)  # fails here, before lm-eval starts, for a pruned record without a saved model
     with tempfile.TemporaryDirectory() as work:
         stock = stock_results(record, Path(work))
     rows, identical = [], True

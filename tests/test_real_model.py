@@ -51,3 +51,20 @@ def test_diet_prunes_real_model_and_reports_it(tmp_path):
     assert params["after"]["embedding"] == params["before"]["embedding"]
     assert set(record["mask"]["jaccard"]) == {"arc_easy|rte"} and 0 < record["mask"]["jaccard"]["arc_easy|rte"] < 1
     assert all(not math.isnan(m["score"]) for m in record["tasks"].values())
+
+
+def test_saved_diet_model_equals_stock_lm_eval_on_it(tmp_path):
+    """A DIET 20% Gemma-3 270M saved by the run (save_model) is a plain checkpoint: the stock lm_eval CLI
+    (HFLM from the folder, no diet code) scores the record's documents exactly as the run did."""
+    from experiments.stock_check import stock_results
+
+    record, _ = run_cell(compose_config([
+        "model=gemma3_270m", "method=diet", "sparsity=0.2", "tasks=[arc_easy,rte]", "calib.n=8", "eval.limit=8",
+        f"results_dir={tmp_path / 'records'}", f"save_model={tmp_path / 'diet20'}", "wandb.mode=disabled",
+    ]))
+    assert record["saved_model"]["format"] == "transformers"
+    stock = stock_results(record, tmp_path)
+    for task, ours in record["tasks"].items():
+        for metric in ("acc", "acc_norm"):
+            if metric in ours:
+                assert ours[metric] == stock[task][f"{metric},none"], (task, metric)

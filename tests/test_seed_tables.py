@@ -89,3 +89,15 @@ def test_first_n_blocks_are_marked_and_kept_apart(tmp_path):
     assert {"main__m__limit100", "main__m__random100"} <= set(tables)
     assert any("the first 100 of each split" in note for note in tables["main__m__limit100"].notes)
     assert "seeds__m__random100" not in tables  # one seed: nothing to aggregate
+
+
+def test_a_seeded_baseline_is_compared_only_at_the_seeds_it_ran(tmp_path):
+    """FLAP at seed 0 only, DIET at seeds 0 and 1: one pair (seed 0), never DIET seed 1 against FLAP seed 0."""
+    write(tmp_path, make_record("dense", 0.0, scores(0.60, 0.05), documents=DOCS, outcomes=outcomes(60)))
+    for seed, d in ((0, 55), (1, 57)):
+        write(tmp_path, make_record("diet", 0.2, scores(d / 100, 0.05), seed=seed, documents=DOCS, outcomes=outcomes(d)))
+    write(tmp_path, make_record("flap", 0.2, scores(0.5, 0.05), seed=0, documents=DOCS, calib_source="c4",
+                                outcomes=outcomes(50)))
+    data = tables_by_name(tmp_path)["seed_differences__m__random100"].data.set_index("vs")
+    assert data.loc["flap", "seeds"] == 1 and data.loc["flap", "per_seed"] == "+5.0"
+    assert data.loc["dense", "seeds"] == 2 and data.loc["dense", "per_seed"] == "-5.0, -3.0"
