@@ -7,6 +7,7 @@ import copy
 import logging
 import random
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -136,18 +137,81 @@ def card_facts(cfg: dict[str, Any], cfg_hash: str, loaded: Any, model: torch.nn.
             "calibration": calibration, "params_before": params_before["total"],
             "params_after": parameter_counts(model)["total"],
             "bos_prepended": bos_prepended(loaded.tokenizer, cfg["model"]["add_bos_token"]),
-            "command": "python -m experiments.run " + " ".join(sys.argv[1:]), "code": code_tag(),
+            "command": f"python -m experiments.{Path(sys.argv[0]).stem} " + " ".join(sys.argv[1:]), "code": code_tag(),
             "config_hash": cfg_hash}
+
+
+@dataclass
+class SelectedCell:
+    """A loaded model and what its method selected, before anything is removed."""
+
+    timer: StageTimer
+    loaded: Any
+    method: Any
+    ctx: Any
+    selection: Any
+    widths_before: list[int]
+    units_before: dict[str, int]
+    params_before: dict[str, int]
+    sparsity_facts: dict[str, Any]
+
+
+def select_cell(cfg: dict[str, Any], facts: dict[str, Any]) -> SelectedCell:
+    """Load the model and let the method select what to remove (profiling on the way)."""
+    from diet.dims import dim_units, resolve_sparsity
+    from diet.methods import PruningContext
+    from diet.models import load_model
+    from diet.models.adapters import adapter_for, parameter_counts
+
+    seed_everything(cfg["seed"])
+    timer = StageTimer()
+    with timer("load_model"):
+        loaded = load_model(cfg["model"])
+    model = loaded.model
+    widths_before, units_before, params_before = adapter_for(model).mlp_widths(), dim_units(model), parameter_counts(model)
+    method = facts["method"]()
+    # sparsity_of=params: the method sees the solved per-dimension sparsity (diet/dims.py)
+    method_cfg, sparsity_facts = resolve_sparsity(model, cfg) if method.prunes else (cfg, {})
+    ctx = PruningContext(loaded=loaded, cfg=method_cfg, tasks=facts["tasks"], data_dir=facts["data_dir"], timer=timer,
+                         calib_tasks=facts["calib_tasks"])
+    selection = method.select(ctx)
+    return SelectedCell(timer, loaded, method, ctx, selection, widths_before, units_before, params_before,
+                        sparsity_facts)
+
+
+def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Prune and save, no evaluation (experiments.prune): validate, select, remove, export to save_model."""
+    from diet.errors import DietConfigError
+
+    facts = validate(cfg)
+    if save_path(cfg, "unused") is None:
+        raise DietConfigError("pruning without evaluation needs save_model=DIR (or true): there is nothing else to keep")
+    if facts["method"].per_task_profiles or not facts["method"].prunes:
+        raise DietConfigError(f"method {facts['method'].name!r} makes no single pruned model to save")
+    preflight(cfg)
+    apply_threads(cfg.get("threads"))
+    cfg_hash = config_hash(effective_config(cfg, facts["tasks"]))
+    save_dir = save_path(cfg, record_stem(facts["method"].name, cfg["model"]["name"], cfg_hash))
+    check_save_path(save_dir)
+    chosen = select_cell(cfg, facts)
+    model = chosen.loaded.model
+    with chosen.timer("prune"):
+        apply_selection(model, chosen.selection)
+    card = card_facts(cfg, cfg_hash, chosen.loaded, model, chosen.params_before, chosen.widths_before,
+                      chosen.method, chosen.ctx.calib_tasks)
+    with chosen.timer("save_model"):
+        saved = export_model(model, chosen.loaded.tokenizer, save_dir, model_card(card),
+                             {"method": chosen.method.name, "config_hash": cfg_hash})
+    return {**saved, "config_hash": cfg_hash, "parameters_after": card["params_after"],
+            "parameters_before": card["params_before"], "timings": chosen.timer.seconds}
 
 
 def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any] | None, Path]:
     """Run one configured cell; returns (record, path), or (None, path) when it was already done.
 
     `parallel_jobs`: how many cells the launcher runs at once on this machine (sets the default threads)."""
+    from diet.dims import dim_units
     from diet.evaluate import EvalSettings, evaluate
-    from diet.methods import PruningContext
-    from diet.models import load_model
-    from diet.dims import dim_units, resolve_sparsity
     from diet.models.adapters import adapter_for, parameter_counts
 
     facts = validate(cfg)  # fails in seconds, before any model is loaded
@@ -166,21 +230,11 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
     check_save_path(save_dir)
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    seed_everything(cfg["seed"])
-    timer = StageTimer()
-    with timer("load_model"):
-        loaded = load_model(cfg["model"])
+    chosen = select_cell(cfg, facts)
+    timer, loaded, method, ctx, selection = chosen.timer, chosen.loaded, chosen.method, chosen.ctx, chosen.selection
+    widths_before, units_before, params_before = chosen.widths_before, chosen.units_before, chosen.params_before
+    sparsity_facts = chosen.sparsity_facts
     model = loaded.model
-    widths_before = adapter_for(model).mlp_widths()
-    units_before = dim_units(model)
-    params_before = parameter_counts(model)
-
-    method = method_cls()
-    # sparsity_of=params: the method sees the solved per-dimension sparsity (diet/dims.py)
-    method_cfg, sparsity_facts = resolve_sparsity(model, cfg) if method.prunes else (cfg, {})
-    ctx = PruningContext(loaded=loaded, cfg=method_cfg, tasks=tasks, data_dir=data_dir, timer=timer,
-                         calib_tasks=facts["calib_tasks"])
-    selection = method.select(ctx)
     settings = EvalSettings(
         limit=cfg["eval"]["limit"],
         batch_size=cfg["eval"]["batch_size"],

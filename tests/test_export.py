@@ -92,3 +92,22 @@ def test_a_run_saves_its_pruned_model_with_a_card(tmp_path, isolated_cache):
         run_cell(compose_config([*cell, "force=true"]))
     with pytest.raises(DietConfigError, match="one pruned model per task"):
         run_cell(compose_config([*cell[:-1], "method=diet_oracle", "save_model=true"]))
+
+
+def test_prune_command_saves_without_evaluating(tmp_path, isolated_cache, monkeypatch):
+    from conftest import compose_config
+    from diet.errors import DietConfigError
+    from diet.pipeline import prune_cell
+
+    import diet.evaluate
+
+    monkeypatch.setattr(diet.evaluate, "evaluate", lambda *a, **k: pytest.fail("prune_cell must not evaluate"))
+    cell = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "calib.n=4", "wandb.mode=disabled", "method=diet",
+            "sparsity=0.25", f"results_dir={tmp_path / 'records'}"]
+    saved = prune_cell(compose_config([*cell, f"save_model={tmp_path / 'm'}"]))
+    assert saved["format"] == STANDARD and saved["parameters_after"] < saved["parameters_before"]
+    assert AutoModelForCausalLM.from_pretrained(str(tmp_path / "m")).config.intermediate_size == 96
+    assert not (tmp_path / "records").exists() or not any((tmp_path / "records").iterdir())  # no record
+    assert "Not evaluated yet" in (tmp_path / "m" / "README.md").read_text()
+    with pytest.raises(DietConfigError, match="needs save_model"):
+        prune_cell(compose_config(cell))
