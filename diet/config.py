@@ -166,9 +166,9 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
     # equals stock lm-eval per request: tests/test_fast_eval.py), so they are not part of a cell's identity;
     # the documents enter only as a random sample (first-N and full-split cells keep their old hash)
     eval_cfg = {k: v for k, v in cfg["eval"].items() if k not in ("batch_size", "backend", "docs", "docs_seed")}
-    documents = document_selection(cfg)
-    if documents_identity(documents) is not None:
-        eval_cfg["docs"] = documents_identity(documents)
+    docs = documents_identity(document_selection(cfg))
+    if docs is not None:
+        eval_cfg["docs"] = docs
     values: dict[str, Any] = {
         "model": model,
         "tasks": tasks,

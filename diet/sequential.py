@@ -77,21 +77,18 @@ def sequential_profiles(model: nn.Module, sequences: Sequence[Sequence[int]],
     probe_handle = layers[0].register_forward_hook(record_output_type)
     buffered: list[torch.Tensor] | None = None  # inputs of layer l-1, captured in pass l-1
     tokens = 0
-    try:
-        for layer in range(len(layers)):
-            capture = _LayerInputs()
-            handle = layers[layer].register_forward_pre_hook(capture.hook, with_kwargs=True) if layer else None
-            try:
-                with _stubbed(layers, max(0, layer - 1), buffered, probe.get("tuple", False)):
-                    profile = profile_activations(model, sequences, batch_size, pad_id, layers=[layer],
-                                                  desc=f"{desc} layer {layer}")
-            finally:
-                if handle is not None:
-                    handle.remove()
-                probe_handle.remove()  # the first pass told whether layers return tuples
-            buffered = capture.batches
-            tokens = profile.n_tokens
-            after_layer(layer, profile)
-    finally:
-        probe_handle.remove()
+    for layer in range(len(layers)):
+        capture = _LayerInputs()
+        handle = layers[layer].register_forward_pre_hook(capture.hook, with_kwargs=True) if layer else None
+        try:
+            with _stubbed(layers, max(0, layer - 1), buffered, probe.get("tuple", False)):
+                profile = profile_activations(model, sequences, batch_size, pad_id, layers=[layer],
+                                              desc=f"{desc} layer {layer}")
+        finally:
+            if handle is not None:
+                handle.remove()
+            probe_handle.remove()  # the first pass told whether layers return tuples (removing twice is a no-op)
+        buffered = capture.batches
+        tokens = profile.n_tokens
+        after_layer(layer, profile)
     return tokens

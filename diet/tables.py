@@ -323,11 +323,12 @@ def seeds_table(block: Block) -> Table | None:
 
 def is_seeded(method: str) -> bool:
     """Whether the calibration seed can change the method's result (diet.methods: `seeded`)."""
+    from diet.errors import DietConfigError
     from diet.methods import METHODS
 
     try:
         return bool(METHODS.get(method).seeded)
-    except Exception:  # a method this code no longer has: assume it was seeded (pair only equal seeds)
+    except DietConfigError:  # a method this code no longer has: assume it was seeded (pair only equal seeds)
         return True
 
 

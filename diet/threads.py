@@ -1,7 +1,8 @@
 """torch's intra-op threads per run: the cores this process may use, shared by the cells run at once.
 
-Two processes each with torch's default thread count on the same cores thrash (measured 5-10x slower
-than running them one after the other: benchmarks/parallel_threads.py), so a launcher that runs
+Two processes each with torch's default thread count on the same cores thrash (two long cells side by
+side ran 5-10x slower than alone; benchmarks/parallel_threads.py on two short cells: 0.88x the throughput
+of running them one after the other, against 1.32x with one thread each), so a launcher that runs
 `parallel_jobs` cells at once gives each cores // parallel_jobs threads, and an explicit `threads`
 that would oversubscribe the cores is refused before any model is loaded.
 """

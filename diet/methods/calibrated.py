@@ -129,15 +129,21 @@ def source_identity(cfg: Mapping[str, Any], reference: tuple[int, int]) -> dict[
     return {"file_sha256": sha256_file(path), "layout": layout_of(path), "windows": windows, "window_length": length}
 
 
+def generic_notes(ctx: PruningContext, path: Path, reference: tuple[int, int]) -> dict[str, Any]:
+    """What the record says about generic-text windows (each window is exactly window_length tokens)."""
+    windows, length = window_plan(ctx.cfg, reference)
+    return {"file": str(path), "sha256": sha256_file(path), "layout": layout_of(path), "windows": windows,
+            "window_length": length, "tokens": windows * length, "seed": ctx.cfg["seed"],
+            "reference_windows_length": list(reference)}
+
+
 def generic_sequences(ctx: PruningContext, path: Path, reference: tuple[int, int]) -> list[list[int]]:
     """The seeded generic-text windows (diet/generic_text.py); what was drawn goes into the record's notes."""
     windows, length = window_plan(ctx.cfg, reference)
     drawn = sample_windows(path, ctx.loaded.tokenizer, windows, length, ctx.cfg["seed"],
                            bool(ctx.cfg["model"]["add_bos_token"]))
     ctx.notes["calib_source"] = {
-        "file": str(path), "sha256": sha256_file(path), "layout": drawn.layout, "windows": windows,
-        "window_length": length, "tokens": sum(len(s) for s in drawn.sequences), "seed": ctx.cfg["seed"],
-        "reference_windows_length": list(reference),
+        **generic_notes(ctx, path, reference), "tokens": sum(len(s) for s in drawn.sequences),
         **({"documents_drawn": drawn.documents_drawn} if drawn.layout == "documents" else {}),
     }
     return drawn.sequences
@@ -165,8 +171,8 @@ def file_profile(ctx: PruningContext, path: Path, reference: tuple[int, int]) ->
                                    desc="profile generic text")
 
     profile, hit = ProfileCache(cache_dir() / "profiles" / ctx.loaded.name).get_or_compute(key, compute)
-    if hit:  # the notes describe the windows even when the profile came from the cache
-        generic_sequences(ctx, path, reference)
+    if hit:  # the notes describe the windows even when the profile came from the cache (no re-draw)
+        ctx.notes["calib_source"] = generic_notes(ctx, path, reference)
     ctx.notes["profiles_cached"] = int(hit)
     ctx.notes["profiles_computed"] = int(not hit)
     ctx.notes["calib_source"]["tokens_profiled"] = profile.n_tokens

@@ -30,7 +30,7 @@ Named deviations (tests/test_baselines.py checks each):
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -65,9 +65,9 @@ def layer_head_scores(model: torch.nn.Module, profile: ActivationProfile, layer:
 
 
 @contextmanager
-def zeroed_while_calibrating(model: torch.nn.Module) -> Iterator[dict]:
-    """Pre-hooks that zero the removed channels' down_proj inputs and removed heads' o_proj inputs of
-    the layers pruned so far (`masks["mlp"|"heads"][layer] = keep`); removed when the block exits."""
+def zeroed_while_calibrating(model: torch.nn.Module) -> Iterator[Callable[[str, int, torch.Tensor], None]]:
+    """Yields `prune(kind, layer, keep)`, which installs a pre-hook zeroing the removed channels' down_proj
+    inputs (kind "mlp") or removed heads' o_proj inputs ("heads") of that layer; all removed on exit."""
     adapter = adapter_for(model)
     handles = []
 
@@ -84,7 +84,7 @@ def zeroed_while_calibrating(model: torch.nn.Module) -> Iterator[dict]:
             handles.append(adapter.attention(layer).o.register_forward_pre_hook(scale(columns)))
 
     try:
-        yield {"add": add}
+        yield add
     finally:
         for handle in handles:
             handle.remove()
@@ -97,7 +97,7 @@ def sequential_wanda_sp(model: torch.nn.Module, sequences: list[list[int]], spar
     Returns ({"mlp": keep per layer, "heads": keep per layer}, calibration tokens per pass)."""
     layout = dims_mod.HeadLayout.of(model) if "heads" in parts else None
     finals: dict[str, list[torch.Tensor]] = {part: [] for part in parts}
-    with zeroed_while_calibrating(model) as pruned:
+    with zeroed_while_calibrating(model) as prune:
         def prune_layer(layer: int, profile: ActivationProfile) -> None:
             if "heads" in parts:  # both from the same pass, before this layer is pruned (as the reference)
                 one_layer = dims_mod.HeadLayout((layout.groups[layer],), (layout.group_size[layer],))
@@ -107,7 +107,7 @@ def sequential_wanda_sp(model: torch.nn.Module, sequences: list[list[int]], spar
                 finals["mlp"].append(
                     masks.select_top([layer_channel_scores(model, profile, layer)], sparsity, scope="layer")[0])
             for part in parts:
-                pruned["add"](part, layer, finals[part][layer])
+                prune(part, layer, finals[part][layer])
 
         tokens = sequential_profiles(model, sequences, prune_layer, batch_size, pad_id, desc="wanda-sp")
     return finals, tokens
