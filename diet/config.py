@@ -135,6 +135,12 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if not (save_model is None or isinstance(save_model, (bool, str))):
         raise DietConfigError(f"save_model={save_model!r} is not allowed: use null, true (saved_models/<record "
                               f"name>) or a folder path")
+    export = cfg.get("export") or {}
+    unknown = sorted(set(export) - {"pad", "wandb_artifact"})
+    if unknown:
+        raise DietConfigError(f"export.{unknown[0]} is not an option: use export.pad or export.wandb_artifact")
+    for key in ("pad", "wandb_artifact"):
+        _flag(f"export.{key}", export.get(key, False))
     if save_model not in (None, False) and method.per_task_profiles:
         raise DietConfigError(f"method {method.name!r} evaluates one pruned model per task: save_model needs a "
                               f"method that makes one model")

@@ -1,16 +1,17 @@
 """Pruned models leave the framework: a plain transformers checkpoint whenever a stock config describes it.
 
-Uniform shapes (every layer keeps the same MLP width and the same query heads; no added biases, no
-dropped layers) are saved with `intermediate_size` / `num_attention_heads` set to the new sizes and
-nothing custom, so `AutoModelForCausalLM.from_pretrained(DIR)` (and every tool that reads Hugging Face
-checkpoints) loads it. The export is verified before it is kept: the folder is reloaded with plain
-transformers and its logits on a probe batch must equal the in-memory model's exactly; otherwise, and
-for non-uniform shapes (FLAP's global allocation and bias, mask.scope=global, ShortGPT's dropped
-layers, Gemma's hidden-dim pruning whose embedding scale a stock config recomputes), the model is saved
-in diet's self-describing format (diet.prune.save_pruned, reloaded by diet.prune.load_pruned). The
-folder also gets a model card (README.md) saying how the model was made and evaluated.
+Uniform shapes (every layer keeps the same MLP width and the same query heads; ShortGPT's dropped
+layers with the config's layer count and types) are saved with `intermediate_size` /
+`num_attention_heads` set to the new sizes and nothing custom, so `AutoModelForCausalLM.from_pretrained(DIR)`
+(and every tool that reads Hugging Face checkpoints) loads it. FLAP's down_proj bias is stock where the
+family has MLP biases (Llama's `mlp_bias`), and non-uniform widths become stock with `export.pad=true`
+(zero-padded to the widest layer, diet/stock_layout.py). The export is verified before it is kept: the
+folder is reloaded with plain transformers and its logits on a probe batch must equal the in-memory
+model's exactly; otherwise (e.g. Gemma's hidden-dim pruning, whose embedding scale a stock config
+recomputes), and for what no stock config describes, the model is saved in diet's self-describing
+format (diet.prune.save_pruned, reloaded by diet.prune.load_pruned). The saved tokenizer prepends BOS
+by default exactly when the run evaluated with it, and the folder gets a model card (README.md).
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -27,31 +28,16 @@ from torch import nn
 from diet.io import atomic_write_text, default_mode
 from diet.models.adapters import adapter_for
 from diet.prune import move_into_place, save_pruned
+from diet.stock_layout import stock_layout
 
 STANDARD, SPEC = "transformers", "diet-spec"
 
 
-def standard_overrides(model: nn.Module) -> tuple[dict[str, int] | None, str]:
-    """The stock config values that describe the pruned shapes, or (None, why not)."""
-    adapter = adapter_for(model)
-    widths, heads = adapter.mlp_widths(), adapter.head_counts()
-    pruning = getattr(model.config, "diet_pruning", None) or {}
-    if len(set(widths)) > 1:
-        return None, f"MLP widths differ between layers ({min(widths)}..{max(widths)})"
-    if len(set(heads)) > 1:
-        return None, f"query heads differ between layers ({min(heads)}..{max(heads)})"
-    if any(adapter.mlp(i).down.bias is not None for i in range(adapter.num_layers())):
-        return None, "down_proj biases were added (FLAP's compensation), which the stock MLP does not have"
-    if pruning.get("dropped_layers"):
-        return None, "whole layers were dropped"
-    return {"intermediate_size": widths[0], "num_attention_heads": heads[0]}, "uniform shapes"
-
-
 @contextlib.contextmanager
-def stock_config(model: nn.Module, overrides: Mapping[str, int]) -> Iterator[None]:
+def stock_config(model: nn.Module, overrides: Mapping[str, Any]) -> Iterator[None]:
     """The model's config as a stock one for the duration of a save_pretrained (restored afterwards)."""
     config = model.config
-    saved = {key: getattr(config, key) for key in overrides}
+    saved = {key: getattr(config, key, None) for key in overrides}
     pruning = getattr(config, "diet_pruning", None)
     if pruning is not None:
         delattr(config, "diet_pruning")
@@ -73,8 +59,12 @@ def probe_batch(model: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reloads_identically(model: nn.Module, directory: Path) -> bool:
-    """Plain `AutoModelForCausalLM.from_pretrained(directory)` gives exactly the in-memory model's logits."""
+def reload_agreement(model: nn.Module, directory: Path, padded_width: int | None = None) -> dict[str, Any]:
+    """Reload `directory` with plain `AutoModelForCausalLM.from_pretrained` and compare its logits on a probe
+    batch with the in-memory model's. Unpadded: they must be equal. Padded: the zero columns change the
+    matmul's summation blocking, so the sums may differ in rounding only; allowed is a bound from the
+    computation, eps(dtype) * max|logit| * sqrt(padded width) * layers, and the same argmax everywhere
+    (a wrongly padded channel moves logits by O(0.1), far above it)."""
     from transformers import AutoModelForCausalLM
 
     parameter = next(model.parameters())
@@ -82,7 +72,15 @@ def reloads_identically(model: nn.Module, directory: Path) -> bool:
         str(directory), dtype=parameter.dtype, attn_implementation=model.config._attn_implementation
     ).to(parameter.device).eval()
     ids = probe_batch(model).to(parameter.device)
-    return bool(torch.equal(reloaded(input_ids=ids).logits, model(input_ids=ids).logits))
+    expected, got = model(input_ids=ids).logits, reloaded(input_ids=ids).logits
+    difference = float((expected - got).abs().max())
+    if padded_width is None:
+        return {"identical": bool(torch.equal(expected, got)), "max_logit_difference": difference}
+    bound = (torch.finfo(expected.dtype).eps * float(expected.abs().max()) * padded_width ** 0.5
+             * adapter_for(model).num_layers())
+    same_argmax = bool(torch.equal(expected.argmax(-1), got.argmax(-1)))
+    return {"identical": difference <= bound and same_argmax, "max_logit_difference": difference,
+            "rounding_bound": bound, "same_argmax": same_argmax}
 
 
 def weights_sha256(directory: Path) -> str:
@@ -96,39 +94,79 @@ def weights_sha256(directory: Path) -> str:
     return digest.hexdigest()
 
 
+def _bos_matches(tokenizer: Any, directory: Path, prepend: bool | None) -> bool:
+    """The saved tokenizer prepends BOS by default exactly when the run evaluated with one."""
+    if tokenizer is None or prepend is None:
+        return True
+    from transformers import AutoTokenizer
+
+    reloaded = AutoTokenizer.from_pretrained(str(directory))
+    starts = reloaded.bos_token_id is not None and reloaded("a").input_ids[:1] == [reloaded.bos_token_id]
+    return starts == prepend
+
+
+def _save_tokenizer(tokenizer: Any, directory: Path, prepend: bool | None) -> None:
+    """Save the tokenizer so that, loaded by itself, it prepends BOS the way the run evaluated
+    (lm-eval's HF backend decides Gemma's BOS by model_type, its vLLM backend and other tools by the
+    tokenizer's own default)."""
+    if tokenizer is None:
+        return
+    tokenizer.save_pretrained(directory)
+    if _bos_matches(tokenizer, directory, prepend):
+        return
+    previous = getattr(tokenizer, "add_bos_token", None)
+    try:
+        tokenizer.add_bos_token = prepend  # Llama/Gemma fast tokenizers rebuild their post-processor
+        tokenizer.save_pretrained(directory)
+    finally:
+        tokenizer.add_bos_token = previous
+    if not _bos_matches(tokenizer, directory, prepend):
+        raise RuntimeError(f"the saved tokenizer does not {'prepend' if prepend else 'omit'} BOS by default as the "
+                           f"run evaluated; pass add_bos_token={prepend} when loading {directory}")
+
+
 def export_model(model: nn.Module, tokenizer: Any, directory: str | Path, card: str,
-                 spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 spec: Mapping[str, Any] | None = None, *, pad: bool = False,
+                 bos_prepended: bool | None = None) -> dict[str, Any]:
     """Save the pruned model, tokenizer and card into `directory` (atomically: a staging folder renamed
-    into place); a non-empty existing folder is refused. Returns what the record stores."""
+    into place); a non-empty existing folder is refused. `pad`: zero-pad non-uniform layers to a stock
+    checkpoint (diet.stock_layout). `bos_prepended`: how the run evaluated, which the saved tokenizer
+    reproduces by default. Returns what the record stores."""
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise FileExistsError(f"save_model={str(directory)!r} exists and is not empty: choose another folder")
-    overrides, reason = standard_overrides(model)
+    layout, reason = stock_layout(model, pad)
     saved_format = SPEC
-    if overrides is not None:
+    if layout is not None:
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
         os.chmod(staging, default_mode(directory=True))
         try:
-            with stock_config(model, overrides):
-                model.save_pretrained(staging, safe_serialization=True)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(staging)
-            if reloads_identically(model, staging):
+            with stock_config(model, layout.overrides):
+                model.save_pretrained(staging, safe_serialization=True, state_dict=layout.state)
+            _save_tokenizer(tokenizer, staging, bos_prepended)
+            agreement = reload_agreement(model, staging, layout.padded and layout.padded["intermediate_size"])
+            if layout.padded is not None:
+                layout.padded.update(agreement)
+            if agreement["identical"]:
                 atomic_write_text(staging / "README.md", card)
                 move_into_place(staging, directory)
                 saved_format = STANDARD
             else:
-                reason = "a stock reload did not reproduce the logits exactly"
+                reason = (f"a stock reload did not reproduce the logits (max difference "
+                          f"{agreement['max_logit_difference']:.3g})")
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     if saved_format == SPEC:
         save_pruned(model, tokenizer, directory, spec)
         atomic_write_text(directory / "README.md", card)
+    padded = layout is not None and saved_format == STANDARD and layout.padded is not None
     return {"path": str(directory), "format": saved_format, "why": reason, "weights_sha256": weights_sha256(directory),
             "load_with": "transformers.AutoModelForCausalLM.from_pretrained" if saved_format == STANDARD
-            else "diet.prune.load_pruned"}
+            else "diet.prune.load_pruned",
+            "padded": layout.padded if padded else None,
+            "notes": layout.notes if layout is not None and saved_format == STANDARD else []}
 
 
 # --------------------------------------------------------------------------- where, and the model card

@@ -20,6 +20,7 @@ from diet.export import check_save_path, export_model, model_card, save_path
 from diet.io import atomic_write_text
 from diet.preflight import preflight
 from diet.threads import apply_threads
+from diet.tracking import log_saved_model
 from diet.records import (SCHEMA_VERSION, code_tag, code_version, find_existing, library_versions, machine,
                           record_stem, write_record)
 
@@ -179,6 +180,17 @@ def select_cell(cfg: dict[str, Any], facts: dict[str, Any]) -> SelectedCell:
                         sparsity_facts)
 
 
+def save_model(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell, model: torch.nn.Module,
+               save_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Export the pruned `model` to `save_dir` (diet.export); returns (card facts, what the record stores)."""
+    card = card_facts(cfg, cfg_hash, chosen.loaded, model, chosen.params_before, chosen.widths_before,
+                      chosen.method, chosen.ctx.calib_tasks)
+    saved = export_model(model, chosen.loaded.tokenizer, save_dir, model_card(card),
+                         {"method": chosen.method.name, "config_hash": cfg_hash},
+                         pad=bool(cfg.get("export", {}).get("pad", False)), bos_prepended=card["bos_prepended"])
+    return card, saved
+
+
 def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
     """Prune and save, no evaluation (experiments.prune): validate, select, remove, export to save_model."""
     from diet.errors import DietConfigError
@@ -197,13 +209,22 @@ def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
     model = chosen.loaded.model
     with chosen.timer("prune"):
         apply_selection(model, chosen.selection)
-    card = card_facts(cfg, cfg_hash, chosen.loaded, model, chosen.params_before, chosen.widths_before,
-                      chosen.method, chosen.ctx.calib_tasks)
     with chosen.timer("save_model"):
-        saved = export_model(model, chosen.loaded.tokenizer, save_dir, model_card(card),
-                             {"method": chosen.method.name, "config_hash": cfg_hash})
+        card, saved = save_model(cfg, cfg_hash, chosen, model, save_dir)
+    log_saved_model(saved, cfg["wandb"], save_dir.name, cfg.get("export", {}))
     return {**saved, "config_hash": cfg_hash, "parameters_after": card["params_after"],
             "parameters_before": card["params_before"], "timings": chosen.timer.seconds}
+
+
+def eval_settings(cfg: dict[str, Any]) -> Any:
+    """The evaluation settings (diet.evaluate.EvalSettings) a cell's config asks for."""
+    from diet.evaluate import EvalSettings
+
+    documents = document_selection(cfg)
+    return EvalSettings(limit=cfg["eval"]["limit"], batch_size=cfg["eval"]["batch_size"],
+                        add_bos_token=cfg["model"]["add_bos_token"], metric=cfg["eval"]["metric"], seed=cfg["seed"],
+                        max_length=cfg["eval"]["max_length"], backend=cfg["eval"]["backend"], docs=documents.docs,
+                        docs_seed=documents.seed)
 
 
 def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any] | None, Path]:
@@ -211,7 +232,7 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
 
     `parallel_jobs`: how many cells the launcher runs at once on this machine (sets the default threads)."""
     from diet.dims import dim_units
-    from diet.evaluate import EvalSettings, evaluate
+    from diet.evaluate import evaluate
     from diet.models.adapters import adapter_for, parameter_counts
 
     facts = validate(cfg)  # fails in seconds, before any model is loaded
@@ -235,17 +256,7 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
     widths_before, units_before, params_before = chosen.widths_before, chosen.units_before, chosen.params_before
     sparsity_facts = chosen.sparsity_facts
     model = loaded.model
-    settings = EvalSettings(
-        limit=cfg["eval"]["limit"],
-        batch_size=cfg["eval"]["batch_size"],
-        add_bos_token=cfg["model"]["add_bos_token"],
-        metric=cfg["eval"]["metric"],
-        seed=cfg["seed"],
-        max_length=cfg["eval"]["max_length"],
-        backend=cfg["eval"]["backend"],
-        docs=documents.docs,
-        docs_seed=documents.seed,
-    )
+    settings = eval_settings(cfg)
     # An oracle selection evaluates each task on its own pruned copy; otherwise one model, all tasks.
     if selection.per_task is None:
         jobs = [(tasks, selection)]
@@ -259,10 +270,7 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
             removed_per_job.append(apply_selection(job_model, job_selection))
         if save_dir is not None:  # after pruning, before evaluation (validation refuses per-task methods)
             with timer("save_model"):
-                card = card_facts(cfg, cfg_hash, loaded, job_model, params_before, widths_before, method,
-                                  ctx.calib_tasks)
-                saved = export_model(job_model, loaded.tokenizer, save_dir, model_card(card),
-                                     {"method": method.name, "config_hash": cfg_hash})
+                card, saved = save_model(cfg, cfg_hash, chosen, job_model, save_dir)
             log.info("saved the pruned model (%s): %s", saved["format"], save_dir)
         widths_per_job.append(adapter_for(job_model).mlp_widths())
         units_per_job.append(dim_units(job_model))

@@ -1,4 +1,5 @@
-"""Weights & Biases logging: config, per-task metrics and a per-task table for every run.
+"""Weights & Biases logging: config, per-task metrics and a per-task table for every run, and the
+saved pruned model as a model artifact when `export.wandb_artifact=true`.
 
 `wandb.mode=offline` (the default) writes runs to disk and never touches the network;
 `wandb sync` uploads them later. `disabled` turns logging off.
@@ -7,6 +8,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 
@@ -43,12 +45,42 @@ def log_run(record: dict[str, Any], wandb_cfg: dict[str, Any]) -> str | None:
         for task, m in record["tasks"].items():
             table.add_data(task, m["metric"], m["score"], m.get("score_stderr"), m.get("acc"), m.get("acc_norm"), m["n"])
         run.log({**summary, "per_task": table})
+        saved = record.get("saved_model")
+        if saved and (record["config"].get("export") or {}).get("wandb_artifact"):
+            run.log_artifact(model_artifact(wandb, saved, Path(saved["path"]).name))
         if record.get("mask"):
             mask = record["mask"]
             run.summary["mask_hash"] = mask.get("mask_hash")
             kept = mask.get("kept_per_layer") or []
             layer_table = wandb.Table(columns=["layer", "kept_channels"], data=[[i, k] for i, k in enumerate(kept)])
             run.log({"mask/kept_per_layer": layer_table})
+        return run.dir
+    finally:
+        run.finish()
+
+
+def model_artifact(wandb: Any, saved: dict[str, Any], name: str) -> Any:
+    """The saved pruned-model folder as a W&B model artifact (files by reference to their content)."""
+    artifact = wandb.Artifact(name=name, type="model", metadata={k: v for k, v in saved.items() if k != "path"})
+    artifact.add_dir(saved["path"])
+    return artifact
+
+
+def log_saved_model(saved: dict[str, Any], wandb_cfg: dict[str, Any], name: str,
+                    export_cfg: dict[str, Any]) -> str | None:
+    """`export.wandb_artifact=true` on a prune-only run: log the saved folder in a W&B run of its own;
+    returns the run directory (None when not asked or W&B is disabled)."""
+    if not export_cfg.get("wandb_artifact") or wandb_cfg["mode"] == "disabled":
+        return None
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    os.makedirs(wandb_cfg["dir"], exist_ok=True)
+    run = wandb.init(project=wandb_cfg["project"], entity=wandb_cfg.get("entity"), group=wandb_cfg.get("group"),
+                     mode=wandb_cfg["mode"], dir=wandb_cfg["dir"], name=f"prune-{name}", job_type="prune",
+                     reinit=True)
+    try:
+        run.log_artifact(model_artifact(wandb, saved, name))
         return run.dir
     finally:
         run.finish()

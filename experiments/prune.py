@@ -26,7 +26,13 @@ def main(cfg: DictConfig) -> None:
     except DietConfigError as error:
         log.error("configuration error: %s", error)
         sys.exit(2)
-    print(f"saved ({saved['format']}; load with {saved['load_with']}): {saved['path']}")
+    print(f"saved ({saved['format']}: {saved['why']}; load with {saved['load_with']}): {saved['path']}")
+    for note in saved.get("notes", []):
+        print(f"  {note}")
+    if saved.get("padded"):
+        padded = saved["padded"]
+        print(f"  stock reload vs pruned model: max |logit difference| {padded['max_logit_difference']:.3g} "
+              f"(float rounding bound {padded['rounding_bound']:.3g}), same argmax: {padded['same_argmax']}")
     print(f"parameters {saved['parameters_before']:,} -> {saved['parameters_after']:,}; "
           f"weights sha256 {saved['weights_sha256']}")
 

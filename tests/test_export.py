@@ -6,22 +6,15 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import left_padded_batch, logits
-from diet.export import SPEC, STANDARD, export_model, standard_overrides
+from diet.export import SPEC, STANDARD, export_model
 from diet.models.adapters import adapter_for
-from diet.models.tiny import byte_level_tokenizer, tiny_gemma2
-from diet.prune import load_pruned, prune_mlp_channels, set_down_bias
+from diet.models.tiny import byte_level_tokenizer, tiny_gemma2, tiny_llama
+from diet.prune import drop_decoder_layers, load_pruned, prune_mlp_channels, set_down_bias
 from diet.prune_attention import prune_attention_heads
-
-
-def tiny_llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         pad_token_id=0, eos_token_id=1, bos_token_id=2, attn_implementation="eager")
-    return LlamaForCausalLM(config).eval()
+from diet.stock_layout import stock_layout
 
 
 def random_keep(widths, keep_fraction, seed=0):
@@ -55,22 +48,85 @@ def test_uniform_pruning_saves_a_stock_checkpoint(build, tmp_path):
         export_model(model, byte_level_tokenizer(), tmp_path / "out", "# card\n")
 
 
-def test_non_uniform_or_biased_models_keep_the_self_describing_format(tmp_path):
-    model = tiny_gemma2()
+def uneven(model):
+    """FLAP's shape: layers of different MLP widths, a down_proj bias in one layer, and (heads) layers of
+    different query-head counts."""
     widths = adapter_for(model).mlp_widths()
     keep = random_keep(widths, 0.75)
-    keep[1] = random_keep([widths[1]], 0.5, seed=1)[0]  # layers of different widths (FLAP's allocation)
+    keep[1] = random_keep([widths[1]], 0.5, seed=1)[0]
     prune_mlp_channels(model, keep)
-    assert standard_overrides(model)[0] is None and "differ" in standard_overrides(model)[1]
+    prune_attention_heads(model, [torch.tensor([True, False, True, False]), torch.tensor([True, True, True, True])])
+    generator = torch.Generator().manual_seed(3)
+    set_down_bias(model, [torch.randn(64, generator=generator) * 0.1, None])
+    return model
+
+
+def test_non_uniform_or_biased_models_keep_the_self_describing_format(tmp_path):
+    model = uneven(tiny_llama())
+    assert stock_layout(model)[0] is None and "differ" in stock_layout(model)[1] and "export.pad" in stock_layout(model)[1]
     saved = export_model(model, byte_level_tokenizer(), tmp_path / "flap", "# card\n")
-    assert saved["format"] == SPEC and (tmp_path / "flap" / "pruning_spec.json").exists()
+    assert saved["format"] == SPEC and (tmp_path / "flap" / "pruning_spec.json").exists() and saved["padded"] is None
     restored, _, _ = load_pruned(tmp_path / "flap")
     batch = left_padded_batch()
     assert torch.equal(logits(restored, batch), logits(model, batch))
-    biased = tiny_gemma2()
-    prune_mlp_channels(biased, random_keep(widths, 0.75))
-    set_down_bias(biased, [torch.full((64,), 0.01), None])
-    assert "biases" in standard_overrides(biased)[1]
+    gemma = uneven(tiny_gemma2())  # Gemma's stock MLP has no bias: padding cannot make it stock
+    layout, why = stock_layout(gemma, pad=True)
+    assert layout is None and "biases" in why and "gemma2" in why
+    assert export_model(gemma, None, tmp_path / "gemma", "# c\n", pad=True)["format"] == SPEC
+
+
+# Gemma with FLAP's bias cannot be stock (no MLP bias in the family): the test above covers it
+@pytest.mark.parametrize("build,bias", [(tiny_gemma2, False), (tiny_llama, False), (tiny_llama, True)],
+                         ids=["gemma2", "llama", "llama-flap-bias"])
+def test_padded_export_is_a_stock_checkpoint_with_identical_logits(build, bias, tmp_path):
+    model = uneven(build())
+    if not bias:
+        set_down_bias(model, [None, None])
+        for layer in adapter_for(model).layers():
+            layer.mlp.down_proj.bias = None
+    batch = left_padded_batch()
+    expected = logits(model, batch)
+    saved = export_model(model, byte_level_tokenizer(), tmp_path / "out", "# card\n", pad=True)
+    assert saved["format"] == STANDARD and saved["padded"]["intermediate_size"] == 96
+    assert saved["padded"]["num_attention_heads"] == 4 and saved["padded"]["kept_heads"] == [2, 4]
+    stock = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), attn_implementation="eager").eval()
+    assert torch.equal(logits(stock, batch), expected)  # plain transformers, the padded zeros change nothing
+    added = sum(p.numel() for p in stock.parameters()) - sum(p.numel() for p in model.parameters())
+    assert added == saved["padded"]["zero_parameters"] > 0  # the record counts exactly the zeros it added
+    assert adapter_for(model).mlp_widths() == [96, 64]  # the in-memory model is not padded
+    assert getattr(stock.config, "mlp_bias", False) is bias
+
+
+def test_dropped_layers_are_a_stock_checkpoint(tmp_path):
+    model = drop_decoder_layers(tiny_gemma2(num_hidden_layers=4), [1, 2])
+    batch = left_padded_batch()
+    saved = export_model(model, byte_level_tokenizer(), tmp_path / "short", "# card\n")
+    assert saved["format"] == STANDARD
+    stock = AutoModelForCausalLM.from_pretrained(str(tmp_path / "short"), attn_implementation="eager").eval()
+    assert stock.config.num_hidden_layers == 2 and torch.equal(logits(stock, batch), logits(model, batch))
+
+
+@pytest.mark.parametrize("prepend", [True, False])
+def test_the_saved_tokenizer_prepends_bos_as_the_run_evaluated(prepend, tmp_path):
+    model = tiny_llama()
+    prune_mlp_channels(model, random_keep(adapter_for(model).mlp_widths(), 0.5))
+    export_model(model, byte_level_tokenizer(), tmp_path / "m", "# c\n", bos_prepended=prepend)
+    ids = AutoTokenizer.from_pretrained(str(tmp_path / "m"))("ab").input_ids
+    text = byte_level_tokenizer()("ab", add_special_tokens=False).input_ids
+    assert ids == [2, *text] if prepend else ids == text
+
+
+def test_saved_model_is_logged_as_a_wandb_artifact_offline(tmp_path):
+    from diet.tracking import log_saved_model
+
+    model = tiny_llama()
+    prune_mlp_channels(model, random_keep(adapter_for(model).mlp_widths(), 0.5))
+    saved = export_model(model, byte_level_tokenizer(), tmp_path / "m", "# c\n")
+    wandb_cfg = {"mode": "offline", "project": "diet-test", "dir": str(tmp_path / "wandb")}
+    assert log_saved_model(saved, wandb_cfg, "m", {"wandb_artifact": False}) is None
+    run_dir = log_saved_model(saved, wandb_cfg, "tiny-llama-pruned", {"wandb_artifact": True})
+    logged = b"".join(p.read_bytes() for p in (tmp_path / "wandb").rglob("*.wandb"))
+    assert run_dir is not None and b"tiny-llama-pruned" in logged and saved["weights_sha256"].encode() in logged
 
 
 def test_a_run_saves_its_pruned_model_with_a_card(tmp_path, isolated_cache):
@@ -111,3 +167,42 @@ def test_prune_command_saves_without_evaluating(tmp_path, isolated_cache, monkey
     assert "Not evaluated yet" in (tmp_path / "m" / "README.md").read_text()
     with pytest.raises(DietConfigError, match="needs save_model"):
         prune_cell(compose_config(cell))
+
+
+def test_flap_global_allocation_padded_from_the_prune_command(tmp_path, isolated_cache):
+    """The issue's padded case end to end: FLAP (global allocation + bias) on the tiny Llama through
+    `experiments.prune`'s function with export.pad=true, then plain from_pretrained."""
+    from conftest import compose_config
+    from diet.pipeline import prune_cell
+
+    cell = ["model=tiny_llama", "tasks=[arc_easy,rte]", "calib.n=4", "wandb.mode=disabled", "method=flap",
+            "sparsity=0.3", f"results_dir={tmp_path / 'records'}", "export.pad=true", f"save_model={tmp_path / 'm'}"]
+    saved = prune_cell(compose_config(cell))
+    assert saved["format"] == STANDARD and saved["padded"] is not None, saved["why"]
+    assert len(set(saved["padded"]["kept_mlp_widths"])) > 1  # FLAP really allocated non-uniformly
+    stock = AutoModelForCausalLM.from_pretrained(str(tmp_path / "m"))
+    assert stock.config.mlp_bias and stock.config.intermediate_size == max(saved["padded"]["kept_mlp_widths"])
+    with pytest.raises(Exception, match="export.pad=.no. is not allowed"):
+        prune_cell(compose_config([*cell[:-2], "export.pad=no", f"save_model={tmp_path / 'm2'}"]))
+
+
+def test_the_padded_reload_bound_catches_one_live_padded_channel(tmp_path):
+    """The padded check allows rounding only: one padded channel that is not zero lands far above it."""
+    from diet.export import reload_agreement, stock_config
+
+    model = uneven(tiny_llama())
+    set_down_bias(model, [None, None])
+    for layer in adapter_for(model).layers():
+        layer.mlp.down_proj.bias = None
+    layout, _ = stock_layout(model, pad=True)
+    ok_dir, bad_dir = tmp_path / "ok", tmp_path / "bad"
+    with stock_config(model, layout.overrides):
+        model.save_pretrained(ok_dir, state_dict=layout.state)
+        layout, _ = stock_layout(model, pad=True)  # save_pretrained consumes the state dict it is given
+        for name in ("gate_proj", "up_proj"):  # layer 1 was padded from 64 to 96 channels: wake channel 95
+            layout.state[f"model.layers.1.mlp.{name}.weight"][-1] = 0.05
+        layout.state["model.layers.1.mlp.down_proj.weight"][:, -1] = 0.05
+        model.save_pretrained(bad_dir, state_dict=layout.state)
+    good, bad = reload_agreement(model, ok_dir, 96), reload_agreement(model, bad_dir, 96)
+    assert good["identical"] and good["max_logit_difference"] <= good["rounding_bound"]
+    assert not bad["identical"] and bad["max_logit_difference"] > 100 * bad["rounding_bound"]

@@ -21,7 +21,7 @@ from diet.config import config_hash, effective_config, validate
 from diet.errors import DietConfigError
 from diet.evaluate import BACKENDS, EvalSettings, make_lm
 from diet.fast_eval import FastHFLM, PackedRow, mask_layout, pack_requests
-from diet.models.tiny import byte_level_tokenizer, tiny_gemma2
+from diet.models.tiny import TINY_ARCHITECTURES, byte_level_tokenizer, tiny_gemma2
 from diet.tasks import build_tasks
 
 TASKS = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
@@ -168,11 +168,12 @@ def test_record_names_the_backend(tmp_path, isolated_cache):
 # -- identity on the tiny model ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny() -> tuple[Any, Any]:
+@pytest.fixture(scope="module", params=["gemma2", "llama"])
+def tiny(request) -> tuple[Any, Any]:
     # float64 weights, but Gemma's RMSNorm computes in float32 (x.float()), so float32 rounding still enters
-    # at every norm (measured up to 1.9e-7 on loglikelihoods up to 330): the float32 bounds apply
-    return tiny_gemma2(seed=0).double(), byte_level_tokenizer()
+    # at every norm (measured up to 1.9e-7 on loglikelihoods up to 330): the float32 bounds apply.
+    # Llama (SmolLM2's family) has one mask for all layers (no sliding window): the "tensor" layout.
+    return TINY_ARCHITECTURES.get(request.param)(seed=0).double(), byte_level_tokenizer()
 
 
 def tiny_instances(task_objects: dict[str, Any], docs: int) -> list[Any]:

@@ -34,6 +34,8 @@ class ModelAdapter:
     """Decoder-only transformer with `model.model.layers[i].{mlp,self_attn}` (HF Llama/Gemma layout)."""
 
     family: str = "base"
+    # the config flag that gives the family's stock MLP biases (gate/up/down), None if it has none
+    stock_mlp_bias: str | None = None
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -103,6 +105,7 @@ class Gemma3TextAdapter(ModelAdapter):
 @ADAPTERS.register("llama")
 class LlamaAdapter(ModelAdapter):
     family = "llama"
+    stock_mlp_bias = "mlp_bias"
 
 
 def adapter_for(model: nn.Module) -> ModelAdapter:

@@ -149,9 +149,10 @@ def load_pretrained(cfg: Mapping[str, Any]) -> tuple[nn.Module, Any]:
 
 @SOURCES.register("tiny_random")
 def load_tiny_random(cfg: Mapping[str, Any]) -> tuple[nn.Module, Any]:
-    from diet.models.tiny import byte_level_tokenizer, tiny_gemma2
+    from diet.models.tiny import TINY_ARCHITECTURES, byte_level_tokenizer
 
-    model = tiny_gemma2(seed=int(cfg.get("init_seed", 0)), **dict(cfg.get("overrides") or {}))
+    build = TINY_ARCHITECTURES.get(cfg.get("architecture", "gemma2"))
+    model = build(seed=int(cfg.get("init_seed", 0)), **dict(cfg.get("overrides") or {}))
     return model.to(cfg["_dtype"]), byte_level_tokenizer()
 
 

@@ -1,4 +1,4 @@
-"""A tiny random Gemma-2 model and a byte-level tokenizer, built in-process (no download)."""
+"""Tiny random Gemma-2 and Llama models and a byte-level tokenizer, built in-process (no download)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import Gemma2Config, Gemma2ForCausalLM, PreTrainedTokenizerFast
+from torch import nn
+from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from diet.registry import Registry
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>"]  # ids 0..3, as in Gemma
 
@@ -39,35 +42,41 @@ GEMMA2_SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
-def tiny_gemma2(seed: int = 0, **overrides: Any) -> Gemma2ForCausalLM:
-    """Random-weight Gemma2ForCausalLM with the exact Gemma-2 layout (GQA, 4 norms/block, soft-capping)."""
-    settings: dict[str, Any] = dict(
-        vocab_size=len(SPECIAL_TOKENS) + 256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        max_position_embeddings=512,
-        sliding_window=64,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-        attn_implementation="eager",
-    )
-    settings.update(overrides)
-    config = Gemma2Config(**settings)
+TINY_ARCHITECTURES: Registry[Any] = Registry("tiny architecture")
+
+
+def _seeded(build: Any, seed: int, norm_centre: float) -> nn.Module:
+    """`build()` under `seed` (the global RNG restored afterwards), norm weights drawn around `norm_centre`."""
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = Gemma2ForCausalLM(config)
-        # Random init leaves norm weights at zero (Gemma's 1+w parametrisation); give them spread so
-        # tests exercise the norms, and scale linears so activations stay informative.
+        model = build()
+        # Random init leaves norm weights at a constant (0 in Gemma's 1+w parametrisation, 1 in Llama);
+        # give them spread so tests exercise the norms.
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if "norm" in name:
-                    param.normal_(0.0, 0.1)
+                    param.normal_(norm_centre, 0.1)
     finally:
         torch.random.set_rng_state(generator_state)
     return model.eval()
+
+
+COMMON: dict[str, Any] = dict(vocab_size=len(SPECIAL_TOKENS) + 256, hidden_size=64, intermediate_size=128,
+                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                              max_position_embeddings=512, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+                              attn_implementation="eager")
+
+
+@TINY_ARCHITECTURES.register("gemma2")
+def tiny_gemma2(seed: int = 0, **overrides: Any) -> Gemma2ForCausalLM:
+    """Random-weight Gemma2ForCausalLM with the exact Gemma-2 layout (GQA, 4 norms/block, soft-capping)."""
+    config = Gemma2Config(**{**COMMON, "sliding_window": 64, **overrides})
+    return _seeded(lambda: Gemma2ForCausalLM(config), seed, norm_centre=0.0)
+
+
+@TINY_ARCHITECTURES.register("llama")
+def tiny_llama(seed: int = 0, **overrides: Any) -> LlamaForCausalLM:
+    """Random-weight LlamaForCausalLM (the SmolLM2 family: GQA, 2 norms/block, untied head by default)."""
+    config = LlamaConfig(**{**COMMON, **overrides})
+    return _seeded(lambda: LlamaForCausalLM(config), seed, norm_centre=1.0)
