@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import sys
 from pathlib import Path
 from typing import Any
+
+from diet.memory import peak_rss_bytes, reset_peak_rss  # noqa: F401  (re-exported for the benchmarks)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "results" / "benchmarks"
@@ -86,26 +87,6 @@ def machine_line(m: dict[str, Any]) -> str:
         f"torch {m['torch']} ({m['torch_threads']} threads), transformers {m['transformers']}, "
         f"lm-eval {m['lm_eval']}; load average at start {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}."
     )
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's peak resident set (Linux: VmHWM); False where the kernel does not allow it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set since the last reset_peak_rss (VmHWM), else since the process started."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def run_worker_process(script: str, name: str, options: list[str], threads: int | None, out_dir: str | Path,

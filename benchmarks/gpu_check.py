@@ -66,21 +66,18 @@ class Stages:
 
         import torch
 
-        from benchmarks.common import peak_rss_bytes, reset_peak_rss
-
         @contextlib.contextmanager
         def stage():
-            cuda = self.device.startswith("cuda")
-            if cuda:
+            from diet.memory import peak_bytes, reset_peak
+
+            if self.device.startswith("cuda"):
                 torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            else:
-                reset_peak_rss()
+            reset_peak(self.device)
             start = time.perf_counter()
             yield
-            if cuda:
+            if self.device.startswith("cuda"):
                 torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()
+            peak = peak_bytes(self.device)
             self.rows[name] = {"seconds": round(time.perf_counter() - start, 3), "peak_memory_gib": round(peak / 2**30, 3)}
             print(f"  {name}: {self.rows[name]['seconds']:.1f} s, peak {self.rows[name]['peak_memory_gib']:.2f} GiB",
                   flush=True)

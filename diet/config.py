@@ -102,6 +102,7 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     _choice("eval.backend", cfg["eval"]["backend"], BACKENDS.names())
     _positive_int("eval.max_length", cfg["eval"].get("max_length"), allow_none=True)
     _flag("model.add_bos_token", cfg["model"]["add_bos_token"])
+    _flag("profile.exclude_bos", (cfg.get("profile") or {}).get("exclude_bos", False))
     _choice("wandb.mode", cfg["wandb"]["mode"], WANDB_MODES)
     if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool):
         raise DietConfigError(f"seed={cfg['seed']!r} is not allowed: use an integer")
@@ -191,7 +192,10 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
     if method.version != 1:
         values["method_version"] = method.version
     if "calib" in method.uses:
-        from diet.methods.calibrated import source_file, source_identity
+        from diet.methods.calibrated import exclude_bos, source_file, source_identity
+
+        if exclude_bos(cfg):  # only when set: existing cells keep their hash
+            values["profile_exclude_bos"] = True
 
         generic = method.calib_source and source_file(cfg) is not None
         if generic:

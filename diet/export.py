@@ -28,6 +28,7 @@ from torch import nn
 from diet.io import atomic_write_text, default_mode
 from diet.models.adapters import adapter_for
 from diet.prune import move_into_place, save_pruned
+from diet.rounding import fp32_bound
 from diet.stock_layout import stock_layout
 
 STANDARD, SPEC = "transformers", "diet-spec"
@@ -62,8 +63,8 @@ def probe_batch(model: nn.Module) -> torch.Tensor:
 def reload_agreement(model: nn.Module, directory: Path, padded_width: int | None = None) -> dict[str, Any]:
     """Reload `directory` with plain `AutoModelForCausalLM.from_pretrained` and compare its logits on a probe
     batch with the in-memory model's. Unpadded: they must be equal. Padded: the zero columns change the
-    matmul's summation blocking, so the sums may differ in rounding only; allowed is a bound from the
-    computation, eps(dtype) * max|logit| * sqrt(padded width) * layers, and the same argmax everywhere
+    matmul's summation blocking, so the sums may differ in rounding only; allowed is diet.rounding's bound,
+    eps(dtype) * max|logit| * sqrt(padded width) * layers, and the same argmax everywhere
     (a wrongly padded channel moves logits by O(0.1), far above it)."""
     from transformers import AutoModelForCausalLM
 
@@ -76,8 +77,8 @@ def reload_agreement(model: nn.Module, directory: Path, padded_width: int | None
     difference = float((expected - got).abs().max())
     if padded_width is None:
         return {"identical": bool(torch.equal(expected, got)), "max_logit_difference": difference}
-    bound = (torch.finfo(expected.dtype).eps * float(expected.abs().max()) * padded_width ** 0.5
-             * adapter_for(model).num_layers())
+    bound = fp32_bound(expected, depth=adapter_for(model).num_layers(), length=padded_width,
+                       eps=torch.finfo(expected.dtype).eps)
     same_argmax = bool(torch.equal(expected.argmax(-1), got.argmax(-1)))
     return {"identical": difference <= bound and same_argmax, "max_logit_difference": difference,
             "rounding_bound": bound, "same_argmax": same_argmax}

@@ -34,21 +34,34 @@ def seed_everything(seed: int) -> None:
 
 
 class StageTimer:
-    """`with timer("evaluate"):` records wall seconds per stage and prints progress."""
+    """`with timer("evaluate"):` records wall seconds and peak memory (GiB: CUDA max allocated on a GPU,
+    peak resident set on CPU) per stage, and prints progress. A stage inside another does not reset the
+    outer one's peak."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
         self.seconds: dict[str, float] = {}
+        self.peak_memory_gib: dict[str, float] = {}
+        self._depth = 0
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
+        from diet.memory import peak_bytes, reset_peak
+
         log.info("[stage] %s ...", stage)
+        if self._depth == 0:
+            reset_peak(self.device)
+        self._depth += 1
         start = time.perf_counter()
         try:
             yield
         finally:
+            self._depth -= 1
             elapsed = time.perf_counter() - start
+            peak = round(peak_bytes(self.device) / 2**30, 3)
             self.seconds[stage] = round(self.seconds.get(stage, 0.0) + elapsed, 3)
-            log.info("[stage] %s done in %.1f s", stage, elapsed)
+            self.peak_memory_gib[stage] = max(peak, self.peak_memory_gib.get(stage, 0.0))
+            log.info("[stage] %s done in %.1f s (peak memory %.2f GiB)", stage, elapsed, peak)
 
 
 def bos_prepended(tokenizer: Any, add_bos_token: bool) -> bool:
@@ -165,7 +178,7 @@ def select_cell(cfg: dict[str, Any], facts: dict[str, Any]) -> SelectedCell:
     from diet.models.adapters import adapter_for, parameter_counts
 
     seed_everything(cfg["seed"])
-    timer = StageTimer()
+    timer = StageTimer(str(cfg["model"].get("device") or "cpu"))
     with timer("load_model"):
         loaded = load_model(cfg["model"])
     model = loaded.model
@@ -213,7 +226,8 @@ def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
         card, saved = save_model(cfg, cfg_hash, chosen, model, save_dir)
     log_saved_model(saved, cfg["wandb"], save_dir.name, cfg.get("export", {}))
     return {**saved, "config_hash": cfg_hash, "parameters_after": card["params_after"],
-            "parameters_before": card["params_before"], "timings": chosen.timer.seconds}
+            "parameters_before": card["params_before"], "timings": chosen.timer.seconds,
+            "peak_memory_gib": chosen.timer.peak_memory_gib}
 
 
 def eval_settings(cfg: dict[str, Any]) -> Any:
@@ -338,6 +352,7 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
         "saved_model": saved if save_dir is not None else None,
         "seed": cfg["seed"],
         "timings": timer.seconds,
+        "peak_memory_gib": timer.peak_memory_gib,
         "config": cfg,
         "effective_config": effective,
         "code": code_version(),

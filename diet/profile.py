@@ -223,10 +223,13 @@ def profile_activations(
     padding_side: str = "right",
     desc: str = "profile",
     layers: Sequence[int] | None = None,
+    exclude_first: bool = False,
 ) -> ActivationProfile:
     """Run the model over token sequences and return the per-dimension running sums.
 
-    `layers`: profile only these decoder layers; the forward pass stops after the last of them."""
+    `layers`: profile only these decoder layers; the forward pass stops after the last of them.
+    `exclude_first`: leave each sequence's position 0 (the BOS, where one is prepended) out of every
+    statistic; it still runs through the model, so later positions see it as usual."""
     if not sequences:
         raise DietConfigError("no calibration sequences to profile")
     device = next(model.parameters()).device
@@ -236,8 +239,9 @@ def profile_activations(
     try:
         for batch in tqdm(list(_batches(sequences, batch_size)), desc=desc, leave=False):
             ids, mask, positions = pad_batch([sequences[i] for i in batch], pad_id, padding_side)
-            accumulator.token_mask = mask.bool()
-            accumulator.all_real = bool(accumulator.token_mask.all())
+            counted = mask.bool() & (positions != 0) if exclude_first else mask.bool()
+            accumulator.token_mask = counted
+            accumulator.all_real = bool(counted.all())
             try:
                 backbone(
                     input_ids=ids.to(device),
@@ -247,7 +251,7 @@ def profile_activations(
                 )
             except _StopForward:
                 pass
-            accumulator.profile.n_tokens += int(mask.sum())
+            accumulator.profile.n_tokens += int(counted.sum())
             accumulator.profile.n_samples += len(batch)
     finally:
         accumulator.detach()

@@ -64,7 +64,8 @@ def _stubbed(layers: Sequence[nn.Module], upto: int, buffered: list[torch.Tensor
 @torch.no_grad()
 def sequential_profiles(model: nn.Module, sequences: Sequence[Sequence[int]],
                         after_layer: Callable[[int, ActivationProfile], None],
-                        batch_size: int = 8, pad_id: int = 0, desc: str = "sequential") -> int:
+                        batch_size: int = 8, pad_id: int = 0, desc: str = "sequential",
+                        exclude_first: bool = False) -> int:
     """For l = 0..L-1: profile layer l (diet.profile, `layers=[l]`) with layers < l as pruned so far, then
     call `after_layer(l, profile)`, which decides layer l's pruning and installs it (e.g. as hooks) before
     layer l+1 is profiled. Returns the calibration tokens per pass."""
@@ -83,7 +84,7 @@ def sequential_profiles(model: nn.Module, sequences: Sequence[Sequence[int]],
         try:
             with _stubbed(layers, max(0, layer - 1), buffered, probe.get("tuple", False)):
                 profile = profile_activations(model, sequences, batch_size, pad_id, layers=[layer],
-                                              desc=f"{desc} layer {layer}")
+                                              desc=f"{desc} layer {layer}", exclude_first=exclude_first)
         finally:
             if handle is not None:
                 handle.remove()

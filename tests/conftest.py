@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -38,47 +37,7 @@ def logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tens
         return model(**batch).logits
 
 
-EPS32 = torch.finfo(torch.float32).eps  # 1.19e-7: the spacing of float32 numbers at 1.0
-
-
-def fp32_bound(reference: torch.Tensor | float, depth: int, length: int) -> float:
-    """The largest difference float32 rounding alone explains between two computations of `reference`
-    that agree in exact arithmetic but sum in another order or shape (sliced vs zeroed weights,
-    packed vs padded batches): max|reference| * eps * sqrt(length) * depth.
-
-    - sqrt(length) * eps: a sum of `length` float32 products, computed in another order, moves by
-      `length` roundings of at most eps/2 of the running magnitude each. Round-to-nearest errors have
-      random signs, so they grow like a random walk, sqrt(length) * eps relative to the terms' magnitude
-      (Higham & Mary 2019, probabilistic error analysis); the worst case length * eps needs every rounding
-      to go the same way and is never approached by real data.
-    - depth: each of `depth` sequential stages (decoder layers) adds its own such error to the residual
-      stream; they add at most linearly (no cancellation assumed), and later stages carry earlier errors
-      along at the scale of the values themselves (RMSNorm keeps magnitudes), hence max|reference|: an
-      output near 0 inherits the errors of the hidden state it is computed from, like any other.
-    No fudge factor: measured differences stay 10x (tiny model logits, ~3 eps of the largest) to 16-35x
-    (Gemma-3 270M logits, 23-50 eps on two machines) below it, while a single wrong channel, head, token
-    or attention mask exceeds it by 90x to 10^4x (the tests named *_catches_* and *wrong*)."""
-    scale = float(torch.as_tensor(reference).abs().max())
-    return scale * EPS32 * math.sqrt(length) * depth
-
-
-def depth_and_length(model: torch.nn.Module) -> tuple[int, int]:
-    """A decoder's rounding stages (its layers) and its longest sum in a layer (MLP, hidden or heads width)."""
-    config = model.config
-    longest = max(config.intermediate_size, config.hidden_size, config.num_attention_heads * config.head_dim)
-    return config.num_hidden_layers, longest
-
-
-def logits_bound(model: torch.nn.Module, reference: torch.Tensor) -> float:
-    """fp32_bound for logits of `model` (pass the unpruned model: pruning keeps the config's widths)."""
-    depth, length = depth_and_length(model)
-    return fp32_bound(reference, depth=depth, length=length)
-
-
-def loglikelihood_bound(logit_scale: float, depth: int, length: int, tokens: int) -> float:
-    """fp32_bound for a request's loglikelihood: log_softmax moves each log-prob by at most twice the
-    largest logit change (|d log p_i| <= |dz_i| + max_j |dz_j|), and a loglikelihood sums `tokens` of them."""
-    return 2 * tokens * fp32_bound(logit_scale, depth, length)
+from diet.rounding import EPS32, depth_and_length, fp32_bound, logits_bound, loglikelihood_bound  # noqa: E402,F401
 
 
 @pytest.fixture

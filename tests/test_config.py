@@ -353,3 +353,19 @@ def test_every_experiment_cell_is_valid(experiment):
 
     distinct = {tuple(o for o in cell if not ignored(cell, o)) for cell in cells}
     assert len(hashes) == len(distinct)
+
+
+def test_exclude_bos_enters_the_identity_only_when_set():
+    def hashes(extra):
+        out = {}
+        for method in ("dense", "diet", "flap", "wanda_sp"):
+            cfg = hydra_compose("model=tiny_gemma2", "tasks=[arc_easy,rte]", f"method={method}", *extra)
+            out[method] = config_hash(effective_config(cfg, ["arc_easy", "rte"]))
+        return out
+
+    default, explicit, excluded = hashes([]), hashes(["profile.exclude_bos=false"]), hashes(["profile.exclude_bos=true"])
+    assert default == explicit  # the default keeps every existing cell's hash
+    assert excluded["dense"] == default["dense"]  # dense profiles nothing
+    assert all(excluded[m] != default[m] for m in ("diet", "flap", "wanda_sp"))
+    with pytest.raises(DietConfigError, match="profile.exclude_bos='no' is not allowed"):
+        validate(hydra_compose("model=tiny_gemma2", "tasks=[arc_easy]", f"data.dir={DATA_DIR}", "profile.exclude_bos=no"))

@@ -55,7 +55,7 @@ LONGEST = 128  # the tiny model's longest sum in a layer (intermediate = heads *
 
 
 @torch.no_grad()
-def brute_force(model, sequences):
+def brute_force(model, sequences, skip_first: bool = False):
     """Per-site per-layer (sum a, sum|a|, sum a^2, sum_t max|a_t|, sum_t max a_t^2) and per-layer sum of
     cos(layer in, layer out), one unpadded sequence at a time, summed in float64. The two sums of per-token
     maxima are the scales of the float32 rounding of the first three (see rounding_bounds)."""
@@ -89,10 +89,10 @@ def brute_force(model, sequences):
                 layer_input = out.hidden_states[i].double()[0]  # [0] = embeddings * sqrt(hidden)
                 layer_output = values["hidden"].double()[0]
                 cos = (layer_input * layer_output).sum(-1) / (layer_input.norm(dim=-1) * layer_output.norm(dim=-1))
-                cosines[i] += float(cos.sum())
+                cosines[i] += float(cos[int(skip_first):].sum())
                 for site, value in values.items():
                     assert value.shape == (1, len(seq), WIDTHS[site])
-                    value = value.double()[0]
+                    value = value.double()[0][int(skip_first):]  # skip_first: position 0 left out
                     sums[site][i][0] = sums[site][i][0] + value.sum(dim=0)
                     sums[site][i][1] = sums[site][i][1] + value.abs().sum(dim=0)
                     sums[site][i][2] = sums[site][i][2] + value.square().sum(dim=0)
@@ -190,6 +190,18 @@ def test_rounding_bounds_catch_one_wrong_token(model, sequences, reference, bug)
     else:
         wrong[longest] = wrong[longest] + [0]
     gaps = profile_gaps(reference, *brute_force(model, wrong))
+    assert all(gap > 100 for gap in gaps.values()), gaps
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_exclude_first_changes_exactly_the_statistics_of_position_0(model, sequences, brute, side):
+    """profile.exclude_bos: every statistic equals the brute force over positions 1.. (position 0 still runs
+    through the model), and is far from the full statistics; with left padding position 0 is the first real
+    token, not column 0."""
+    profile = profile_activations(model, sequences, batch_size=3, pad_id=0, padding_side=side, exclude_first=True)
+    assert profile.n_tokens == sum(LENGTHS) - len(LENGTHS) and profile.n_samples == len(LENGTHS)
+    assert_same_profile(profile, *brute_force(model, sequences, skip_first=True))
+    gaps = profile_gaps(profile, *brute)  # against the statistics with position 0 counted
     assert all(gap > 100 for gap in gaps.values()), gaps
 
 

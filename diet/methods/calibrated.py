@@ -32,6 +32,16 @@ log = logging.getLogger(__name__)
 TASKS_SOURCE = "tasks"
 
 
+def exclude_bos(cfg: Mapping[str, Any]) -> bool:
+    """`profile.exclude_bos`: leave position 0 (the BOS) out of the profile statistics."""
+    return bool((cfg.get("profile") or {}).get("exclude_bos", False))
+
+
+def _bos_key(cfg: Mapping[str, Any]) -> dict[str, bool]:
+    # in the cache key only when set, so that every existing cached profile keeps its key
+    return {"exclude_first": True} if exclude_bos(cfg) else {}
+
+
 def profile_cache_key(ctx: PruningContext, task: str) -> dict:
     calib = ctx.cfg["calib"]
     key = {
@@ -44,6 +54,7 @@ def profile_cache_key(ctx: PruningContext, task: str) -> dict:
         "max_length": calib["max_length"],
         "add_bos_token": ctx.cfg["model"]["add_bos_token"],
         "source": "online" if ctx.data_dir is None else str(data_files(task, ctx.data_dir)["train"].name),
+        **_bos_key(ctx.cfg),
     }
     return key
 
@@ -76,7 +87,8 @@ def task_profiles(ctx: PruningContext) -> dict[str, ActivationProfile]:
         def compute(task: str = task) -> ActivationProfile:
             pad_id = ctx.loaded.tokenizer.pad_token_id or 0
             return profile_activations(
-                ctx.loaded.model, encoder.sequences(task), calib["batch_size"], pad_id, desc=f"profile {task}"
+                ctx.loaded.model, encoder.sequences(task), calib["batch_size"], pad_id, desc=f"profile {task}",
+                exclude_first=exclude_bos(ctx.cfg),
             )
 
         profiles[task], hit = cache.get_or_compute(profile_cache_key(ctx, task), compute)
@@ -162,13 +174,14 @@ def file_profile(ctx: PruningContext, path: Path, reference: tuple[int, int]) ->
         "window_length": length,
         "seed": ctx.cfg["seed"],
         "add_bos_token": bool(ctx.cfg["model"]["add_bos_token"]),
+        **_bos_key(ctx.cfg),
     }
 
     def compute() -> ActivationProfile:
         pad_id = ctx.loaded.tokenizer.pad_token_id or 0
         sequences = generic_sequences(ctx, path, reference)
         return profile_activations(ctx.loaded.model, sequences, ctx.cfg["calib"]["batch_size"], pad_id,
-                                   desc="profile generic text")
+                                   desc="profile generic text", exclude_first=exclude_bos(ctx.cfg))
 
     profile, hit = ProfileCache(cache_dir() / "profiles" / ctx.loaded.name).get_or_compute(key, compute)
     if hit:  # the notes describe the windows even when the profile came from the cache (no re-draw)

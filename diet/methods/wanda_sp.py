@@ -37,7 +37,7 @@ import torch
 from diet import dims as dims_mod
 from diet import masks
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
-from diet.methods.calibrated import calibration_sequences
+from diet.methods.calibrated import calibration_sequences, exclude_bos
 from diet.models.adapters import adapter_for
 from diet.profile import ActivationProfile
 from diet.sequential import sequential_profiles
@@ -92,7 +92,8 @@ def zeroed_while_calibrating(model: torch.nn.Module) -> Iterator[Callable[[str, 
 
 @torch.no_grad()
 def sequential_wanda_sp(model: torch.nn.Module, sequences: list[list[int]], sparsity: float, parts: tuple[str, ...],
-                        batch_size: int = 8, pad_id: int = 0) -> tuple[dict[str, list[torch.Tensor]], int]:
+                        batch_size: int = 8, pad_id: int = 0,
+                        exclude_first: bool = False) -> tuple[dict[str, list[torch.Tensor]], int]:
     """Layer by layer as prune_wanda_sp: profile layer l with layers < l pruned, score, prune l.
     Returns ({"mlp": keep per layer, "heads": keep per layer}, calibration tokens per pass)."""
     layout = dims_mod.HeadLayout.of(model) if "heads" in parts else None
@@ -109,7 +110,8 @@ def sequential_wanda_sp(model: torch.nn.Module, sequences: list[list[int]], spar
             for part in parts:
                 prune(part, layer, finals[part][layer])
 
-        tokens = sequential_profiles(model, sequences, prune_layer, batch_size, pad_id, desc="wanda-sp")
+        tokens = sequential_profiles(model, sequences, prune_layer, batch_size, pad_id, desc="wanda-sp",
+                                     exclude_first=exclude_first)
     return finals, tokens
 
 
@@ -128,7 +130,8 @@ class WandaSP(Method):
         with ctx.timer("profile"):
             sequences = calibration_sequences(ctx, self.reference_calib)
             finals, tokens = sequential_wanda_sp(model, sequences, ctx.cfg["sparsity"], parts,
-                                                 ctx.cfg["calib"]["batch_size"], ctx.loaded.tokenizer.pad_token_id or 0)
+                                                 ctx.cfg["calib"]["batch_size"], ctx.loaded.tokenizer.pad_token_id or 0,
+                                                 exclude_bos(ctx.cfg))
         stats = dims_mod.selection_stats({}, finals)
         stats.update(calib_tokens=tokens, sequential=True)
         return MaskSelection(**dims_mod.selection_fields(finals), stats=stats)
