@@ -3,6 +3,7 @@
     python benchmarks/scale_e2e.py --shape 2b                    # the real 2B layout, float32 (~10.5 GB)
     python benchmarks/scale_e2e.py --shape 9b --dtype bfloat16   # the 9B layout where memory allows
     python benchmarks/scale_e2e.py --shape 2b --layers 2         # 2 layers of the real widths (the test suite)
+    python benchmarks/scale_e2e.py --shape 9b --meta             # shapes only (no weights): where RAM is short
 
 Random weights in the exact Gemma-2 configuration (diet.models.tiny.GEMMA2_SHAPES: hidden 2304/3584, MLP
 9216/14336, 8/16 query heads, 4/8 KV heads, head_dim 256, sliding window 4096, attention and final logit
@@ -15,7 +16,10 @@ fast evaluation on a few random documents per task, and a record. Then the saved
 lm-eval backends on the same documents: both must give the record's scores, and the per-request
 loglikelihoods of fast and stock must agree within the float32 rounding bound (diet.rounding.loglikelihood_bound).
 Per stage: seconds and peak memory from the record; the tensor shapes; what ran and what did not.
-Writes results/benchmarks/scale_e2e_<shape>.{json,md}.
+`--meta` builds the model on PyTorch's meta device (shapes, no weights) and runs only what needs no
+values: DIET-shaped selection from random scores, physical MLP + head pruning, the stock-config layout
+of the export and the parameter counts and weight bytes; profiling, evaluation and saving are reported
+as not run. Writes results/benchmarks/scale_e2e_<shape>[_meta].{json,md}.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=1, help="eval batch (the stock backend's full-vocabulary "
                         "logits are batch x tokens x 256k floats)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--meta", action="store_true", help="shapes only, on the meta device")
     parser.add_argument("--work", default=None, help="folder for records and saved models (default: a temp dir)")
     parser.add_argument("--out", default=str(RESULTS_DIR))
     return parser.parse_args(argv)
@@ -181,6 +186,56 @@ def run_method(args: argparse.Namespace, method: str, work: Path) -> dict[str, A
             "scores": {t: m["score"] for t, m in record["tasks"].items()}, "backends": agreement}
 
 
+def meta_structure(args: argparse.Namespace) -> dict[str, Any]:
+    """The pruning and export logic on a weightless (meta) model of the real layout."""
+    import torch
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from diet import masks
+    from diet.dims import HeadLayout, select_heads
+    from diet.models.adapters import adapter_for, parameter_counts
+    from diet.models.tiny import GEMMA2_SHAPES
+    from diet.prune import prune_mlp_channels
+    from diet.prune_attention import prune_attention_heads
+    from diet.stock_layout import stock_layout
+
+    shape = dict(GEMMA2_SHAPES[args.shape], **({"num_hidden_layers": args.layers} if args.layers else {}))
+    start = time.perf_counter()
+    with torch.device("meta"):
+        model = Gemma2ForCausalLM(Gemma2Config(**shape, attn_implementation="eager"))
+    adapter, generator = adapter_for(model), torch.Generator().manual_seed(0)
+    before = parameter_counts(model)
+    scores = [torch.rand(w, generator=generator, dtype=torch.float64) for w in adapter.mlp_widths()]
+    prune_mlp_channels(model, masks.task_mask(scores, 0.5, scope="layer"))
+    heads = [torch.rand(adapter.num_heads(i), generator=generator, dtype=torch.float64)
+             for i in range(adapter.num_layers())]
+    prune_attention_heads(model, select_heads(heads, 0.5, HeadLayout.of(model)))
+    after = parameter_counts(model)
+    layout, why = stock_layout(model)
+    return {"cells": "DIET-shaped selection (random scores) at 0.5, MLP + query heads", "seconds": round(
+            time.perf_counter() - start, 2), "parameters": {"before": before, "after": after},
+            "weight_gib": {dtype: {"before": round(before["total"] * size / 2**30, 2),
+                                   "after": round(after["total"] * size / 2**30, 2)}
+                           for dtype, size in (("float32", 4), ("bfloat16", 2))},
+            "shapes": shapes_of(model), "stock_config": layout.overrides if layout else None, "stock_why": why}
+
+
+def meta_markdown(report: dict[str, Any]) -> str:
+    r = report["meta"]
+    gib = r["weight_gib"]
+    return "\n".join([
+        f"# Gemma-2 {report['shape']} layout on the meta device (shapes only)", "", f"Command: `{report['command']}`",
+        "", machine_line(report["machine"]), "", f"Layout: {report['layout']}. {r['cells']}, in {r['seconds']} s.", "",
+        f"- parameters {r['parameters']['before']['total']:,} -> {r['parameters']['after']['total']:,} "
+        f"(non-embedding {r['parameters']['before']['non_embedding']:,} -> {r['parameters']['after']['non_embedding']:,})",
+        f"- weights: float32 {gib['float32']['before']} -> {gib['float32']['after']} GiB, bfloat16 "
+        f"{gib['bfloat16']['before']} -> {gib['bfloat16']['after']} GiB",
+        f"- MLP widths {sorted(set(r['shapes']['mlp_widths']))}, query heads {sorted(set(r['shapes']['query_heads']))};"
+        f" layer 0: " + ", ".join(f"{k} {v}" for k, v in r["shapes"]["layer0"].items()),
+        f"- export: stock config {r['stock_config']} ({r['stock_why']})", "",
+        f"Not run: {report['not_run']}", ""])
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# End to end at the Gemma-2 {report['shape']} layout (random weights, CPU)", "",
              f"Command: `{report['command']}`", "", machine_line(report["machine"]), "",
@@ -230,9 +285,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"KV heads, head_dim {shape['head_dim']}, vocab {shape['vocab_size']}",
         "dtype": args.dtype, "calib_n": args.calib_n, "docs": args.docs, "tasks": args.tasks.split(","),
         "data": str(local_data_dir()), "methods": {}, "not_run": None}
+    suffix = f"_{layers}layers" if args.layers else ""
+    if args.meta:
+        report["meta"] = meta_structure(args)
+        report["not_run"] = ("calibration, profiling, evaluation, save/reload: a meta model has no weights "
+                             f"({report['meta']['weight_gib']['bfloat16']['before']} GiB in bfloat16 do not fit "
+                             "beside the study in this machine's 23 GiB)")
+        write_report(f"scale_e2e_{args.shape}{suffix}_meta", report, meta_markdown(report), args.out)
+        return report
     for method in methods:
         report["methods"][method] = run_method(args, method, work_root)
-    suffix = f"_{layers}layers" if args.layers else ""
     write_report(f"scale_e2e_{args.shape}{suffix}", report, markdown(report), args.out)
     return report
 

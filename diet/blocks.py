@@ -87,6 +87,13 @@ class Block:
     documents: str = ""             # diet.results.documents_label: all | first<N> | random<N>s<seed>
 
     @property
+    def averaged(self) -> list[str]:
+        """The task columns an average covers: the accuracy tasks (a perplexity is its own column)."""
+        from diet.tasks import accuracy_tasks
+
+        return accuracy_tasks(self.tasks)
+
+    @property
     def is_random(self) -> bool:
         return self.documents.startswith("random")
 

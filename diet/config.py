@@ -61,11 +61,21 @@ def document_selection(cfg: Mapping[str, Any]) -> DocumentSelection:
 def calib_tasks(cfg: Mapping[str, Any], tasks: list[str]) -> list[str]:
     """The tasks profiled for calibration: `calib.tasks` (default: the evaluated tasks) minus
     `calib.exclude`, in their listed order."""
-    from diet.tasks import resolve_task_names
+    from diet.tasks import accuracy_tasks, is_perplexity, resolve_task_names
 
     calib = cfg["calib"]
     task_sets = cfg.get("task_sets") or {}
-    chosen = tasks if calib.get("tasks") is None else resolve_task_names(calib["tasks"], task_sets)
+    if calib.get("tasks") is None:
+        chosen = accuracy_tasks(tasks)  # a perplexity task is evaluated, never calibrated on
+        if not chosen:
+            raise DietConfigError(f"tasks={tasks} are all perplexity tasks: name the tasks to profile with "
+                                  f"calib.tasks (e.g. calib.tasks=paper7)")
+    else:
+        chosen = resolve_task_names(calib["tasks"], task_sets)
+        leaked = [task for task in chosen if is_perplexity(task)]
+        if leaked:
+            raise DietConfigError(f"calib.tasks={list(chosen)} includes the perplexity task(s) {leaked}: calibrating "
+                                  f"on the text whose perplexity is reported is not allowed")
     exclude = calib.get("exclude") or []
     if isinstance(exclude, str):
         exclude = [exclude]
@@ -129,8 +139,12 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         _positive_int("calib.window_length", cfg["calib"].get("window_length"), allow_none=True)
         if method.calib_source:
             from diet.methods.calibrated import source_file
+            from diet.tasks import is_perplexity
 
-            source_file(cfg)
+            path = source_file(cfg)
+            if path is not None and "wikitext" in path.name.lower() and any(is_perplexity(t) for t in tasks):
+                raise DietConfigError(f"calib.source={cfg['calib']['source']!r} is WikiText and its perplexity is "
+                                      f"evaluated: calibrating on the reported text is not allowed (use c4)")
     method.check(dict(cfg["method"]))
     save_model = cfg.get("save_model")
     if not (save_model is None or isinstance(save_model, (bool, str))):

@@ -69,24 +69,23 @@ def make_lm(model: nn.Module, tokenizer: Any, settings: EvalSettings, device: st
     )
 
 
-def document_outcomes(samples: Sequence[dict[str, Any]], metric: str, n_docs: int | None = None) -> dict[str, Any] | None:
+def document_outcomes(samples: Sequence[dict[str, Any]], metric: str, n_docs: int | None = None) -> dict[str, Any]:
     """Each document's headline metric as one '0'/'1' character in doc_id order, plus a digest of the
     documents (lm-eval's doc hashes): two runs with the same digest scored the same documents, so
     their difference can be tested per document (paired; diet.stats.paired_difference).
 
     When the documents are not 0..n-1 (a random sample of the split), `doc_ids` lists them in the same
-    order, so a sample can also be matched against a run on the full split. None where the metric is
-    not 0/1 per document.
+    order, so a sample can also be matched against a run on the full split. Where the metric is not 0/1
+    per document (a perplexity), only the documents are kept (no outcomes).
     """
     by_id = {sample["doc_id"]: sample for sample in samples}
-    if any(by_id[i].get(metric) not in (0, 1) for i in by_id):
-        return None
     ids = sorted(by_id)
     ordered = [by_id[i] for i in ids]
     entry: dict[str, Any] = {
-        "outcomes": "".join("1" if sample[metric] else "0" for sample in ordered),
         "docs_sha256": hashlib.sha256("".join(sample["doc_hash"] for sample in ordered).encode()).hexdigest(),
     }
+    if all(by_id[i].get(metric) in (0, 1) for i in by_id):
+        entry = {"outcomes": "".join("1" if sample[metric] else "0" for sample in ordered), **entry}
     if ids != list(range(len(ids))):
         entry["doc_ids"] = ids
     if n_docs is not None:
@@ -112,7 +111,7 @@ def summarize(results: dict[str, Any], tasks: Sequence[str], metric: str,
         entry["score_stderr"] = entry.get(f"{entry['metric']}_stderr")
         samples = (results.get("samples") or {}).get(task)
         if samples:
-            entry.update(document_outcomes(samples, entry["metric"], (split_sizes or {}).get(task)) or {})
+            entry.update(document_outcomes(samples, entry["metric"], (split_sizes or {}).get(task)))
         summary[task] = entry
     return summary
 

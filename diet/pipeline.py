@@ -71,8 +71,13 @@ def bos_prepended(tokenizer: Any, add_bos_token: bool) -> bool:
 
 
 def average_score(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    scores = [m["score"] for m in metrics.values()]
-    return {"score": float(np.mean(scores)), "tasks": list(metrics), "n_tasks": len(scores)}
+    """The mean headline score over the accuracy tasks (a perplexity is never averaged with accuracies;
+    None when only perplexity was evaluated)."""
+    from diet.tasks import accuracy_tasks
+
+    tasks = accuracy_tasks(metrics)
+    scores = [metrics[task]["score"] for task in tasks]
+    return {"score": float(np.mean(scores)) if scores else None, "tasks": tasks, "n_tasks": len(scores)}
 
 
 def apply_selection(model: torch.nn.Module, selection: Any) -> dict[str, dict[str, int]]:

@@ -103,6 +103,8 @@ def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear
 def embedding_scale(model: nn.Module) -> float | None:
     """Gemma's input-embedding multiplier (sqrt of the ORIGINAL hidden size), None for models without one."""
     scale = getattr(model.get_input_embeddings(), "embed_scale", None)
+    if isinstance(scale, torch.Tensor) and scale.is_meta:  # a shapes-only (meta) model: the value Gemma computes
+        return float(model.config.hidden_size) ** 0.5
     return None if scale is None else float(scale)
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from diet.blocks import task_rank
 from diet.stats import Z, mean_se
+from diet.tasks import accuracy_tasks, is_perplexity
 
 SE_NOTE = "scores: accuracy in points ± one standard error"
 
@@ -26,7 +27,7 @@ def stderr(metrics: dict[str, Any]) -> float:
 
 def average_se(record: dict[str, Any]) -> float:
     """se of the record's average: sqrt(sum se_t^2) / T over its averaged tasks (independent tasks)."""
-    tasks = record["average"].get("tasks") or ordered_tasks(record)
+    tasks = record["average"].get("tasks") or accuracy_tasks(ordered_tasks(record))
     ses = [stderr(record["tasks"][task]) for task in tasks]
     return mean_se([record["tasks"][task]["score"] for task in tasks], ses)[1]
 
@@ -49,8 +50,10 @@ def per_task_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
         }
         for task in ordered_tasks(record):
             metrics = record["tasks"][task]
-            row[f"{task} ({metrics['metric']})"] = points(metrics["score"], stderr(metrics))
-        row["average"] = points(record["average"]["score"], average_se(record))
+            row[f"{task} ({metrics['metric']})"] = (f"{metrics['score']:.2f}" if is_perplexity(task)  # not points
+                                                    else points(metrics["score"], stderr(metrics)))
+        average = record["average"]["score"]
+        row["average"] = "n/a" if average is None else points(average, average_se(record))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -61,7 +64,7 @@ def row_label(record: dict[str, Any]) -> str:
 
 def as_run(record: dict[str, Any]) -> dict[str, Any]:
     """The shape diet.tables.compare takes: tasks {t: (score, se, n)}, outcomes {t: (outcomes, docs_sha256)}."""
-    tasks = record["average"].get("tasks") or ordered_tasks(record)
+    tasks = record["average"].get("tasks") or accuracy_tasks(ordered_tasks(record))
     return {
         "tasks": {t: (record["tasks"][t]["score"], stderr(record["tasks"][t]), record["tasks"][t]["n"]) for t in tasks},
         "outcomes": {t: (record["tasks"][t]["outcomes"], record["tasks"][t].get("docs_sha256"))
@@ -82,7 +85,7 @@ def within_noise(records: Sequence[dict[str, Any]]) -> list[tuple[str, float, fl
     found = []
     for record in records[1:]:
         run = as_run(record)
-        if sorted(run["tasks"]) != sorted(ref_run["tasks"]):
+        if not run["tasks"] or sorted(run["tasks"]) != sorted(ref_run["tasks"]):
             continue  # different tasks: the averages are not comparable
         diff, se, significant, paired = compare(run, ref_run, sorted(run["tasks"]))
         if significant is False and not math.isnan(se):

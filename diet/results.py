@@ -6,6 +6,8 @@ only the newest record of each hash is kept: tables always show the latest resul
 
 from __future__ import annotations
 
+import math
+
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
@@ -142,7 +144,7 @@ def tidy_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         fields = run_fields(record)
         for task, m in record["tasks"].items():
             rows.append({**fields, "task": task, "metric": m["metric"], "score": float(m["score"]),
-                         "stderr": float(m["score_stderr"]), "n": int(m["n"]),
+                         "stderr": math.nan if m.get("score_stderr") is None else float(m["score_stderr"]), "n": int(m["n"]),
                          "outcomes": m.get("outcomes"), "docs_sha256": m.get("docs_sha256")})
     # object dtype keeps None as None (pandas would turn a None limit into NaN and ints into floats)
     frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object)

@@ -18,6 +18,7 @@ from diet.blocks import DEFAULTS, DIET_METHODS, LABELS, Block, blocks_from_frame
 from diet.registry import Registry
 from diet.results import ABLATION_KEYS
 from diet.stats import CHANCE, Z, difference, mean_se, paired_difference, votes_needed
+from diet.tasks import is_perplexity
 
 CELL_NOTE = "cells: score ± standard error, in points (x100); (n=...) = documents per task"
 
@@ -50,8 +51,9 @@ def score_columns(run: dict[str, Any], block: Block) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for task in block.tasks:
         score, se, n = run["tasks"].get(task, (math.nan, math.nan, None))
-        row.update({task: 100 * score, f"{task}_se": 100 * se, f"{task}_n": n})
-    for column, tasks in (("average", block.tasks), ("avg_above_chance", block.above_chance or [])):
+        scale = 1 if is_perplexity(task) else 100  # accuracies in points, a perplexity as it is
+        row.update({task: scale * score, f"{task}_se": scale * se, f"{task}_n": n})
+    for column, tasks in (("average", block.averaged), ("avg_above_chance", block.above_chance or [])):
         if tasks and all(task in run["tasks"] for task in tasks):
             mean, se = mean_se([run["tasks"][t][0] for t in tasks], [run["tasks"][t][1] for t in tasks])
         else:
@@ -138,7 +140,7 @@ def differences_table(block: Block) -> Table | None:
         at = [run for run in block.main if run["sparsity"] == sparsity]
         scored = {run["config_hash"]: score_columns(run, block) for run in at}
         row_pairs: dict[str, dict[str, Any]] = {run["config_hash"]: {} for run in at}
-        for column, short, tasks in (("average", "avg", block.tasks),
+        for column, short, tasks in (("average", "avg", block.averaged),
                                      ("avg_above_chance", "above_chance", block.above_chance or [])):
             baselines = [run for run in at if run["method"] not in DIET_METHODS
                          and not math.isnan(scored[run["config_hash"]][column])]
@@ -352,7 +354,7 @@ def seed_differences_table(block: Block) -> Table | None:
             single = runs[0] if len(runs) == 1 and not is_seeded(other) else None
             pairs = [(run, by_seed.get(run["seed"], single)) for run in diet_runs]
             pairs = [(a, b) for a, b in pairs if b is not None]
-            compared = [compare(a, b, block.tasks) for a, b in pairs]
+            compared = [compare(a, b, block.averaged) for a, b in pairs]
             if not compared or any(math.isnan(d) for d, *_ in compared):
                 continue
             combined = combine_seeds([d for d, *_ in compared], [se for _, se, *_ in compared])

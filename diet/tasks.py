@@ -22,9 +22,14 @@ class TaskSpec:
     yaml: str          # path of the official task YAML, relative to lm_eval/tasks/
     eval_split: str    # the split lm-eval scores for this task (test when the task has one)
     metrics: tuple[str, ...]
+    # a perplexity task: lower is better, never averaged with accuracies, never calibrated on
+    perplexity: bool = False
 
     def default_metric(self) -> str:
-        """Headline metric (`eval.metric=auto`): acc_norm where the task reports it, else acc."""
+        """Headline metric (`eval.metric=auto`): acc_norm where the task reports it, else acc; a perplexity
+        task's first metric (word perplexity)."""
+        if self.perplexity:
+            return self.metrics[0]
         return "acc_norm" if "acc_norm" in self.metrics else "acc"
 
 
@@ -38,6 +43,9 @@ for _spec in (
     TaskSpec("arc_easy", "arc/arc_easy.yaml", "test", ("acc", "acc_norm")),
     TaskSpec("arc_challenge", "arc/arc_challenge.yaml", "test", ("acc", "acc_norm")),
     TaskSpec("openbookqa", "openbookqa/openbookqa.yaml", "test", ("acc", "acc_norm")),
+    # WikiText-2 test documents, rolling loglikelihood: word/byte perplexity and bits per byte
+    TaskSpec("wikitext", "wikitext/wikitext.yaml", "test", ("word_perplexity", "byte_perplexity", "bits_per_byte"),
+             perplexity=True),
 ):
     TASKS.register(_spec.name)(_spec)
 
@@ -64,11 +72,20 @@ def resolve_task_names(tasks: str | Sequence[str], task_sets: Mapping[str, Seque
     return names
 
 
+def is_perplexity(task: str) -> bool:
+    return TASKS.get(task).perplexity
+
+
+def accuracy_tasks(tasks: Iterable[str]) -> list[str]:
+    """The tasks scored by accuracy (averaged, calibrated on); perplexity tasks left out."""
+    return [task for task in tasks if not is_perplexity(task)]
+
+
 def headline_metric(task: str, metric: str) -> str:
     if metric not in METRIC_CHOICES:
         raise DietConfigError(f"eval.metric={metric!r} is not allowed: use one of {', '.join(METRIC_CHOICES)}")
     spec = TASKS.get(task)
-    if metric == "auto":
+    if metric == "auto" or spec.perplexity:  # eval.metric chooses between accuracies
         return spec.default_metric()
     if metric not in spec.metrics:
         return "acc"  # acc_norm requested for a task that only reports acc

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from diet.io import atomic_write_json
 from diet.paths import cache_dir
-from diet.tasks import write_offline_task_yamls
+from diet.tasks import TASKS, write_offline_task_yamls
 
 
 def document_arguments(record: dict) -> list[str]:
@@ -44,7 +44,22 @@ def checkpoint_of(record: dict) -> Path:
     if record["method"] != "dense":
         raise SystemExit("stock lm-eval loads a plain checkpoint: rerun the pruned cell with save_model=DIR "
                          "(uniform shapes) or check a dense record")
+    local = record["config"]["model"].get("name_or_path")
+    if local and Path(local).is_dir():  # model.source=pretrained from a local folder
+        return Path(local)
     return cache_dir() / "models" / record["model"]["name"]
+
+
+def compared_metrics(task: str, ours: dict) -> list[str]:
+    """The metrics of `task` (diet.tasks: acc/acc_norm, or word/byte perplexity and bits per byte) the
+    record holds."""
+    return [metric for metric in TASKS.get(task).metrics if metric in ours]
+
+
+def max_length_argument(record: dict) -> str:
+    """`eval.max_length` when the run set it (rolling perplexity windows and truncation depend on it)."""
+    value = record["config"]["eval"].get("max_length")
+    return "" if value is None else f",max_length={value}"
 
 
 def stock_results(record: dict, work: Path) -> dict:
@@ -55,7 +70,7 @@ def stock_results(record: dict, work: Path) -> dict:
     command = [
         sys.executable, "-m", "lm_eval", "--model", "hf",
         "--model_args", f"pretrained={model_dir},dtype={record['model']['dtype']},"
-                        f"add_bos_token={record['eval']['add_bos_token']}",
+                        f"add_bos_token={record['eval']['add_bos_token']}" + max_length_argument(record),
         "--device", record["model"]["device"], "--tasks", ",".join(tasks), "--include_path", str(yamls),
         "--batch_size", str(record["eval"]["batch_size"]), "--num_fewshot", "0", "--output_path", str(work / "out"),
     ]
@@ -77,12 +92,11 @@ def main() -> None:
         stock = stock_results(record, Path(work))
     rows, identical = [], True
     for task, ours in record["tasks"].items():
-        for metric in ("acc", "acc_norm"):
-            if metric in ours:
-                theirs = stock[task][f"{metric},none"]
-                rows.append({"task": task, "metric": metric, "diet": ours[metric], "stock": theirs,
-                             "n": ours["n"], "identical": ours[metric] == theirs})
-                identical &= ours[metric] == theirs
+        for metric in compared_metrics(task, ours):
+            theirs = stock[task][f"{metric},none"]
+            rows.append({"task": task, "metric": metric, "diet": ours[metric], "stock": theirs,
+                         "n": ours["n"], "identical": ours[metric] == theirs})
+            identical &= ours[metric] == theirs
     report = {"record": args.record.name, "identical": identical, "rows": rows,
               "command": f"python -m experiments.stock_check {args.record}"}
     path = atomic_write_json(args.out_dir / f"stock_identity__{args.record.stem}.json", report)

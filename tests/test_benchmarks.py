@@ -137,3 +137,16 @@ def test_scale_e2e_runs_the_whole_cell_at_the_real_2b_widths(tmp_path, isolated_
     assert diet["saved_model"]["format"] == "transformers"  # uniform: a plain checkpoint, verified on export
     assert flap["saved_model"]["format"] == "diet-spec" and "bias" in flap["saved_model"]["why"]  # Gemma: no MLP bias
     assert len(set(flap["shapes"]["mlp_widths"])) == 2  # FLAP's global allocation
+
+
+def test_scale_e2e_meta_mode_prunes_the_9b_layout_without_weights(tmp_path):
+    from benchmarks import scale_e2e
+
+    report = scale_e2e.main(["--shape", "9b", "--meta", "--out", str(tmp_path)])
+    meta = report["meta"]
+    removed = meta["parameters"]["before"]["total"] - meta["parameters"]["after"]["total"]
+    # half of every layer's MLP (3 matrices) and half of its query heads (q rows and o columns), 42 layers
+    assert removed == 42 * (3 * 3584 * 7168 + 2 * 8 * 256 * 3584)
+    assert meta["shapes"]["mlp_widths"] == [7168] * 42 and meta["shapes"]["query_heads"] == [8] * 42
+    assert meta["stock_config"] == {"intermediate_size": 7168, "num_attention_heads": 8}
+    assert "evaluation" in report["not_run"] and (tmp_path / "scale_e2e_9b_meta.md").exists()

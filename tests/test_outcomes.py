@@ -27,8 +27,10 @@ def test_outcomes_are_in_doc_id_order_with_a_digest_of_the_documents():
 
 @pytest.mark.parametrize("bad", [samples([1, 0.5, 0]), samples([1, 0], "f1")])
 def test_no_outcomes_where_they_cannot_be_paired(bad):
-    """A non-0/1 metric or a missing metric: no outcomes, so the tables stay unpaired."""
-    assert document_outcomes(bad, "acc") is None
+    """A non-0/1 metric or a missing metric (a perplexity): no outcomes, so the tables stay unpaired; the
+    documents are still identified."""
+    out = document_outcomes(bad, "acc")
+    assert "outcomes" not in out and len(out["docs_sha256"]) == 64
 
 
 def test_a_random_sample_of_documents_keeps_its_doc_ids():
