@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from diet.config import config_hash, document_selection, effective_config, validate
 from diet.records import find_existing, iter_records
+from diet.tasks import is_perplexity
 
 
 @dataclass
@@ -67,8 +68,15 @@ def device_kind(record: dict[str, Any]) -> str:
     return "cuda" if str(record["model"].get("device", "cpu")).startswith("cuda") else "cpu"
 
 
-def cost_basis(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
-    """(model, method, device) -> [(fixed seconds, evaluation seconds per document)] of finished records."""
+def work_kind(tasks: Iterable[str]) -> str:
+    """'perplexity' when a perplexity task is evaluated (a WikiText document is thousands of tokens, not
+    a multiple-choice item: its seconds per document are not comparable), else 'accuracy'."""
+    return "perplexity" if any(is_perplexity(task) for task in tasks) else "accuracy"
+
+
+def cost_basis(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str, str], list[tuple[float, float]]]:
+    """(model, method, device, work kind) -> [(fixed seconds, evaluation seconds per document)] of finished
+    records."""
     basis: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     for record in records:
         timings = record.get("timings") or {}
@@ -77,7 +85,7 @@ def cost_basis(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], 
             continue
         evaluate = float(timings.get("evaluate", 0.0))
         fixed = sum(float(v) for k, v in timings.items() if k != "evaluate")
-        key = (record["model"]["name"], record["method"], device_kind(record))
+        key = (record["model"]["name"], record["method"], device_kind(record), work_kind(record["tasks"]))
         basis.setdefault(key, []).append((fixed, evaluate / documents))
     return basis
 
@@ -98,14 +106,17 @@ def plan_cells(cfgs: Iterable[tuple[list[str], dict[str, Any]]], results_dir: Pa
             plan.cells.append(cell)
             continue
         first[cfg_hash] = " ".join(overrides) or "(defaults)"
-        measured = basis.get((model, method, device))
+        kind = work_kind(facts["tasks"])
+        measured = basis.get((model, method, device, kind))
         if cell.done is None and measured and cell.documents is not None:
             fixed = statistics.median(f for f, _ in measured)
             per_doc = statistics.median(p for _, p in measured)
             cell.estimate_s = fixed + per_doc * cell.documents
-            cell.basis = f"{len(measured)} {device} record(s) of {model}/{method}"
+            cell.basis = f"{len(measured)} {device} record(s) of {model}/{method}" + (
+                " with perplexity" if kind == "perplexity" else "")
         elif cell.done is None:
-            cell.basis = f"no finished {device} record of {model}/{method}: run one cell, then plan again"
+            cell.basis = (f"no finished {device} record of {model}/{method}"
+                          + (" with perplexity" if kind == "perplexity" else "") + ": run one cell, then plan again")
         plan.cells.append(cell)
     return plan
 

@@ -42,3 +42,16 @@ def test_plan_of_paper_main_and_bad_cells(capsys, tmp_path):
     assert "no finished cuda record of gemma2_2b/diet: run one cell, then plan again" in out
     assert main(["method=dense,diet", "sparsity=1.5", f"results_dir={tmp_path}"]) == 2
     assert "sparsity=1.5" in capsys.readouterr().err
+
+
+def test_perplexity_cells_are_not_estimated_from_accuracy_records():
+    from diet.plan import cost_basis, work_kind
+
+    def record(tasks, evaluate):
+        return {"timings": {"profile": 10.0, "evaluate": evaluate}, "model": {"name": "m", "device": "cpu"},
+                "method": "diet", "tasks": {t: {"n": 10} for t in tasks}}
+
+    basis = cost_basis([record(["arc_easy", "rte"], 20.0), record(["wikitext"], 500.0)])
+    assert basis[("m", "diet", "cpu", "accuracy")] == [(10.0, 1.0)]
+    assert basis[("m", "diet", "cpu", "perplexity")] == [(10.0, 50.0)]
+    assert work_kind(["arc_easy", "wikitext"]) == "perplexity" and work_kind(["boolq"]) == "accuracy"
