@@ -16,7 +16,9 @@ Per shape, with wall seconds and peak memory (CUDA: max allocated) for every sta
    the activations' own rounding does not move the masks much);
 4. pruned forward latency (1 x 128 tokens) vs dense, at both sparsities;
 5. fast vs stock lm-eval on the same requests (`--eval-docs` documents per task): throughput ratio,
-   identical greedy/argmax predictions, max |loglikelihood| difference.
+   identical greedy/argmax predictions, max |loglikelihood| difference;
+6. in `--dtype` other than float32, the same requests evaluated again in float32: the evaluation's known
+   precision difference (max |loglikelihood| difference, changed predictions, both accuracies).
 
 The 9B shape runs only while the time budget (`--budget-s`, default 420 s) lasts; what was skipped is
 reported. Writes results/benchmarks/gpu_check.{json,md}.
@@ -142,8 +144,8 @@ def latency(model: Any, device: str, repeats: int = 5) -> float:
     return statistics.median(times[1:])  # the first is warm-up
 
 
-def fast_vs_stock(model: Any, device: str, tasks: list[str], docs: int) -> dict[str, Any]:
-    """The same requests through both backends: seconds, identical predictions, max loglikelihood diff."""
+def run_backend(model: Any, device: str, tasks: list[str], docs: int, backend: str) -> dict[str, Any]:
+    """One lm-eval pass over the first `docs` documents per task: seconds, samples by task, scores."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -151,26 +153,47 @@ def fast_vs_stock(model: Any, device: str, tasks: list[str], docs: int) -> dict[
     from diet.models.tiny import byte_level_tokenizer
     from diet.tasks import build_tasks
 
-    out: dict[str, Any] = {}
-    for backend in ("stock", "fast"):
-        lm = make_lm(model, byte_level_tokenizer(), EvalSettings(limit=docs, docs="first", backend=backend), device)
-        start = time.perf_counter()
-        results = simple_evaluate(model=lm, tasks=list(build_tasks(tasks, local_data_dir(), with_train=False).values()),
-                                  num_fewshot=0, limit=docs, log_samples=True, task_manager=TaskManager(include_defaults=False))
-        out[backend] = {"seconds": time.perf_counter() - start,
-                        "samples": {t: sorted(results["samples"][t], key=lambda s: s["doc_id"]) for t in tasks}}
-    worst, requests, same = 0.0, 0, True
+    lm = make_lm(model, byte_level_tokenizer(), EvalSettings(limit=docs, docs="first", backend=backend), device)
+    start = time.perf_counter()
+    results = simple_evaluate(model=lm, tasks=list(build_tasks(tasks, local_data_dir(), with_train=False).values()),
+                              num_fewshot=0, limit=docs, log_samples=True, task_manager=TaskManager(include_defaults=False))
+    return {"seconds": time.perf_counter() - start,
+            "samples": {t: sorted(results["samples"][t], key=lambda s: s["doc_id"]) for t in tasks},
+            "acc": {t: results["results"][t].get("acc,none") for t in tasks}}
+
+
+def compare_samples(a: dict[str, Any], b: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
+    """Per request: max |loglikelihood difference|, and how many greedy flags / per-document acc(_norm)
+    outcomes differ between two passes over the same requests."""
+    worst, requests, changed_greedy, changed_docs, docs = 0.0, 0, 0, 0, 0
     for task in tasks:
-        for a, b in zip(out["stock"]["samples"][task], out["fast"]["samples"][task]):
-            for ra, rb in zip(a["resps"], b["resps"]):
-                worst = max(worst, abs(float(ra[0][0]) - float(rb[0][0])))
-                same &= bool(ra[0][1]) == bool(rb[0][1])
+        for x, y in zip(a["samples"][task], b["samples"][task]):
+            for rx, ry in zip(x["resps"], y["resps"]):
+                worst = max(worst, abs(float(rx[0][0]) - float(ry[0][0])))
+                changed_greedy += bool(rx[0][1]) != bool(ry[0][1])
                 requests += 1
-            same &= all(a.get(m) == b.get(m) for m in ("acc", "acc_norm"))
-    return {"requests": requests, "stock_seconds": round(out["stock"]["seconds"], 3),
+            changed_docs += any(x.get(m) != y.get(m) for m in ("acc", "acc_norm"))
+            docs += 1
+    return {"requests": requests, "documents": docs, "max_abs_loglikelihood_diff": worst,
+            "changed_greedy": changed_greedy, "changed_document_outcomes": changed_docs}
+
+
+def fast_vs_stock(model: Any, device: str, tasks: list[str], docs: int) -> dict[str, Any]:
+    """The same requests through both backends: seconds, identical predictions, max loglikelihood diff."""
+    out = {backend: run_backend(model, device, tasks, docs, backend) for backend in ("stock", "fast")}
+    compared = compare_samples(out["stock"], out["fast"], tasks)
+    return {"requests": compared["requests"], "stock_seconds": round(out["stock"]["seconds"], 3),
             "fast_seconds": round(out["fast"]["seconds"], 3),
             "speedup": round(out["stock"]["seconds"] / out["fast"]["seconds"], 3),
-            "identical_predictions": same, "max_abs_loglikelihood_diff": worst}
+            "identical_predictions": compared["changed_greedy"] == 0 and compared["changed_document_outcomes"] == 0,
+            "max_abs_loglikelihood_diff": compared["max_abs_loglikelihood_diff"], "fast_samples": out["fast"]}
+
+
+def evaluation_vs_float32(model: Any, device: str, tasks: list[str], docs: int, low: dict[str, Any]) -> dict[str, Any]:
+    """The known difference of evaluating in bfloat16: the same requests in float32 (fast backend), compared
+    with the bfloat16 pass; reported, not hidden (rounding of 8-bit mantissas moves loglikelihoods)."""
+    high = run_backend(model.float(), device, tasks, docs, "fast")
+    return {**compare_samples(low, high, tasks), "acc_low_precision": low["acc"], "acc_float32": high["acc"]}
 
 
 def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtype: Any) -> dict[str, Any]:
@@ -207,6 +230,12 @@ def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtyp
         del copy_
     with stages("fast_vs_stock"):
         evaluation = fast_vs_stock(model, args.device, args.tasks.split(","), args.eval_docs)
+    low_samples = evaluation.pop("fast_samples")
+    if dtype != torch.float32:  # the evaluation's own precision difference, on the same requests
+        with stages("eval_float32"):
+            precision["evaluation_vs_float32"] = evaluation_vs_float32(model, args.device, args.tasks.split(","),
+                                                                       args.eval_docs, low_samples)
+        model.to(dtype)
     result = {"shape": {k: shape[k] for k in ("num_hidden_layers", "hidden_size", "intermediate_size",
                                                "num_attention_heads", "num_key_value_heads", "head_dim")},
               "parameters": parameter_counts(model)["total"], "profile_tokens": profile.n_tokens,
@@ -216,6 +245,14 @@ def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtyp
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
     return result
+
+
+def precision_line(precision: dict[str, Any]) -> str:
+    e = precision["evaluation_vs_float32"]
+    return (f"- known difference, {precision['dtype']} vs float32 evaluation of the same requests: max |loglikelihood "
+            f"diff| {e['max_abs_loglikelihood_diff']:.2e}, {e['changed_greedy']} of {e['requests']} greedy flags and "
+            f"{e['changed_document_outcomes']} of {e['documents']} document outcomes changed; acc {e['acc_low_precision']}"
+            f" vs {e['acc_float32']}")
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -231,7 +268,8 @@ def markdown(report: dict[str, Any]) -> str:
                   f"- forward 1 x 128: dense {r['dense_latency_s'] * 1000:.1f} ms; "
                   + "; ".join(f"{s}: {v['latency_s'] * 1000:.1f} ms ({v['speedup']:.2f}x)" for s, v in pr.items()),
                   f"- fast vs stock on {ev['requests']} requests: {ev['speedup']:.2f}x, identical predictions: "
-                  f"{ev['identical_predictions']}, max |loglikelihood diff| {ev['max_abs_loglikelihood_diff']:.2e}", ""]
+                  f"{ev['identical_predictions']}, max |loglikelihood diff| {ev['max_abs_loglikelihood_diff']:.2e}",
+                  *([precision_line(r["precision"])] if "evaluation_vs_float32" in r["precision"] else []), ""]
     if report["skipped"]:
         lines.append(f"Skipped (time budget {report['budget_s']:.0f} s): {', '.join(report['skipped'])}")
     return "\n".join(lines) + "\n"

@@ -200,6 +200,8 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
     }
     for section in method.uses:
         values[section] = cfg[section]
+    if "profile" in values:  # exclude_bos enters below, only when set: existing cells keep their hash
+        values["profile"] = {k: v for k, v in values["profile"].items() if k != "exclude_bos"}
     # sparsity_of enters the identity only when not the default, so existing cells keep their hash
     if "sparsity" in method.uses and cfg.get("sparsity_of", "dim") != "dim":
         values["sparsity_of"] = cfg["sparsity_of"]

@@ -100,6 +100,10 @@ def test_gpu_check_compares_bfloat16_masks_with_float32(tmp_path):
     precision = report["shapes"]["tiny"]["precision"]
     assert precision["dtype"] == "bfloat16" and "profile_float32" in report["shapes"]["tiny"]["stages"]
     assert all(0.0 < j <= 1.0 for j in precision["mask_jaccard_vs_float32"].values())
+    evaluation = precision["evaluation_vs_float32"]  # bfloat16 rounding moves loglikelihoods: reported
+    assert evaluation["requests"] == 8 and evaluation["documents"] == 2
+    assert evaluation["max_abs_loglikelihood_diff"] > 0 and set(evaluation["acc_float32"]) == {"arc_easy"}
+    assert "known difference, bfloat16 vs float32" in (tmp_path / "gpu_check.md").read_text()
 
 
 def test_gpu_check_refuses_cuda_without_a_device():

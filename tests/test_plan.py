@@ -55,3 +55,19 @@ def test_perplexity_cells_are_not_estimated_from_accuracy_records():
     assert basis[("m", "diet", "cpu", "accuracy")] == [(10.0, 1.0)]
     assert basis[("m", "diet", "cpu", "perplexity")] == [(10.0, 50.0)]
     assert work_kind(["arc_easy", "wikitext"]) == "perplexity" and work_kind(["boolq"]) == "accuracy"
+
+
+def test_committed_study_cells_keep_their_identity():
+    """New options enter a cell's hash only when set: today's config of the primary comparison still finds
+    the committed records (dense; DIET and FLAP on C4 at seeds 0-2), so no finished cell would rerun."""
+    from conftest import REPO_ROOT, compose_config
+    from diet.config import config_hash, effective_config, validate
+    from diet.records import find_existing
+
+    records = REPO_ROOT / "results" / "records"
+    cells = [["method=dense"]] + [[f"seed={s}", "method=diet"] for s in (0, 1, 2)] + \
+        [[f"seed={s}", "method=flap", "calib.source=c4"] for s in (0, 1, 2)]
+    for overrides in cells:
+        cfg = compose_config(["experiment=fair_study_local", *overrides])
+        cfg_hash = config_hash(effective_config(cfg, validate(cfg)["tasks"]))
+        assert find_existing(records, cfg["method"]["name"], "gemma3_270m", cfg_hash) is not None, overrides
