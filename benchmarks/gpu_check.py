@@ -20,6 +20,7 @@ Per shape, with wall seconds and peak memory (CUDA: max allocated) for every sta
 6. in `--dtype` other than float32, the same requests evaluated again in float32: the evaluation's known
    precision difference (max |loglikelihood| difference, changed predictions, both accuracies).
 
+`--precision-only` runs steps 1-3 and 6 alone (for CPUs, where bfloat16 matmuls are slow).
 The 9B shape runs only while the time budget (`--budget-s`, default 420 s) lasts; what was skipped is
 reported. Writes results/benchmarks/gpu_check.{json,md}.
 """
@@ -53,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-docs", type=int, default=20, help="documents per task for fast vs stock")
     parser.add_argument("--tasks", default="arc_easy,hellaswag")
     parser.add_argument("--budget-s", type=float, default=420.0)
+    parser.add_argument("--precision-only", action="store_true",
+                        help="only the bfloat16-vs-float32 items: masks (Jaccard) and evaluation of the same requests")
     parser.add_argument("--out", default=str(RESULTS_DIR))
     return parser.parse_args(argv)
 
@@ -218,6 +221,15 @@ def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtyp
             reference = masks_at(profile_activations(model.float(), sequences, batch_size=8, desc="profile fp32"))
             model.to(dtype)
         precision["mask_jaccard_vs_float32"] = {str(s): round(jaccard(chosen[s], reference[s]), 6) for s in SPARSITIES}
+    if args.precision_only:  # the precision items alone (CPU bfloat16 is ~7x slower than float32)
+        tasks = args.tasks.split(",")
+        with stages("eval_low_precision"):
+            low = run_backend(model, args.device, tasks, args.eval_docs, "fast")
+        with stages("eval_float32"):
+            precision["evaluation_vs_float32"] = evaluation_vs_float32(model, args.device, tasks, args.eval_docs, low)
+        return {"shape": {k: shape[k] for k in ("num_hidden_layers", "hidden_size", "intermediate_size")},
+                "parameters": parameter_counts(model)["total"], "profile_tokens": profile.n_tokens,
+                "stages": stages.rows, "precision": precision}
     dense_latency = latency(model, args.device)
     pruned = {}
     for sparsity in SPARSITIES:
@@ -259,6 +271,14 @@ def markdown(report: dict[str, Any]) -> str:
     lines = ["# GPU check (random-weight Gemma-2 shapes)", "", f"Command: `{report['command']}`", "",
              machine_line(report["machine"]) + (f" GPU: {report['gpu']}." if report.get("gpu") else ""), ""]
     for name, r in report["shapes"].items():
+        if "fast_vs_stock" not in r:  # --precision-only
+            lines += [f"## {name}: {r['parameters'] / 1e9:.2f}B parameters, {r['precision']['dtype']} (precision only)", "",
+                      "| stage | seconds | peak memory (GiB) |", "|---|---:|---:|",
+                      *[f"| {s} | {v['seconds']:.1f} | {v['peak_memory_gib']:.2f} |" for s, v in r["stages"].items()], "",
+                      f"- profiled {r['profile_tokens']} tokens; mask Jaccard vs float32: "
+                      f"{r['precision'].get('mask_jaccard_vs_float32', 'same dtype')}",
+                      *([precision_line(r["precision"])] if "evaluation_vs_float32" in r["precision"] else []), ""]
+            continue
         ev, pr = r["fast_vs_stock"], r["pruned"]
         lines += [f"## {name}: {r['parameters'] / 1e9:.2f}B parameters, {r['precision']['dtype']}", "",
                   "| stage | seconds | peak memory (GiB) |", "|---|---:|---:|",

@@ -154,3 +154,14 @@ def test_scale_e2e_meta_mode_prunes_the_9b_layout_without_weights(tmp_path):
     assert meta["shapes"]["mlp_widths"] == [7168] * 42 and meta["shapes"]["query_heads"] == [8] * 42
     assert meta["stock_config"] == {"intermediate_size": 7168, "num_attention_heads": 8}
     assert "evaluation" in report["not_run"] and (tmp_path / "scale_e2e_9b_meta.md").exists()
+
+
+def test_gpu_check_precision_only_mode(tmp_path):
+    from benchmarks import gpu_check
+
+    report = gpu_check.main(["--device", "cpu", "--tiny", "--dtype", "bfloat16", "--precision-only",
+                             "--profile-tokens", "500", "--eval-docs", "1", "--tasks", "arc_easy", "--out", str(tmp_path)])
+    tiny = report["shapes"]["tiny"]
+    assert set(tiny["stages"]) == {"build", "profile", "masks", "profile_float32", "eval_low_precision", "eval_float32"}
+    assert tiny["precision"]["evaluation_vs_float32"]["requests"] == 4
+    assert "precision only" in (tmp_path / "gpu_check.md").read_text()
