@@ -12,6 +12,7 @@ recomputes), and for what no stock config describes, the model is saved in diet'
 format (diet.prune.save_pruned, reloaded by diet.prune.load_pruned). The saved tokenizer prepends BOS
 by default exactly when the run evaluated with it, and the folder gets a model card (README.md).
 """
+
 from __future__ import annotations
 
 import contextlib
