@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from diet.models.adapters import adapter_for
+from diet.prune import _module_names
 
 
 @dataclass
@@ -30,10 +31,6 @@ class StockLayout:
     state: dict[str, torch.Tensor] | None = None  # None: save the model's own weights
     padded: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def _names(model: nn.Module) -> dict[int, str]:
-    return {id(module): name for name, module in model.named_modules()}
 
 
 def _pad(tensor: torch.Tensor, dim: int, size: int) -> torch.Tensor:
@@ -69,7 +66,8 @@ def stock_layout(model: nn.Module, pad: bool = False) -> tuple[StockLayout | Non
     layout = StockLayout({"intermediate_size": width, "num_attention_heads": head_count})
     if not uneven and not any(biased):
         return layout, "uniform shapes"
-    names, kv, head_dim = _names(model), adapter.num_kv_heads(), adapter.head_dim()
+    names = {key: found[0] for key, found in _module_names(model).items()}
+    kv, head_dim = adapter.num_kv_heads(), adapter.head_dim()
     state = dict(model.state_dict())
     added = 0
     for i in layers:

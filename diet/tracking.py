@@ -12,24 +12,27 @@ from pathlib import Path
 from typing import Any
 
 
-def log_run(record: dict[str, Any], wandb_cfg: dict[str, Any]) -> str | None:
-    """Log one finished run; returns the W&B run directory (None when disabled)."""
-    if wandb_cfg["mode"] == "disabled":
-        return None
+def _start_run(wandb_cfg: dict[str, Any], **settings: Any) -> tuple[Any, Any]:
+    """(the wandb module, a new run) in `wandb_cfg`'s mode, project and folder."""
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
 
     os.makedirs(wandb_cfg["dir"], exist_ok=True)
-    run = wandb.init(
-        project=wandb_cfg["project"],
-        entity=wandb_cfg.get("entity"),
-        group=wandb_cfg.get("group"),
-        mode=wandb_cfg["mode"],
-        dir=wandb_cfg["dir"],
+    settings.setdefault("group", wandb_cfg.get("group"))
+    run = wandb.init(project=wandb_cfg["project"], entity=wandb_cfg.get("entity"), mode=wandb_cfg["mode"],
+                     dir=wandb_cfg["dir"], reinit=True, **settings)
+    return wandb, run
+
+
+def log_run(record: dict[str, Any], wandb_cfg: dict[str, Any]) -> str | None:
+    """Log one finished run; returns the W&B run directory (None when disabled)."""
+    if wandb_cfg["mode"] == "disabled":
+        return None
+    wandb, run = _start_run(
+        wandb_cfg,
         name=f"{record['model']['name']}-{record['method']}-s{record['sparsity']['target']:.2f}",
         config={"config": record["config"], "config_hash": record["config_hash"], "code": record["code"]},
         job_type=record["method"],
-        reinit=True,
     )
     try:
         summary: dict[str, Any] = {f"{task}/{k}": v for task, m in record["tasks"].items() for k, v in m.items()
@@ -72,13 +75,7 @@ def log_saved_model(saved: dict[str, Any], wandb_cfg: dict[str, Any], name: str,
     returns the run directory (None when not asked or W&B is disabled)."""
     if not export_cfg.get("wandb_artifact") or wandb_cfg["mode"] == "disabled":
         return None
-    os.environ.setdefault("WANDB_SILENT", "true")
-    import wandb
-
-    os.makedirs(wandb_cfg["dir"], exist_ok=True)
-    run = wandb.init(project=wandb_cfg["project"], entity=wandb_cfg.get("entity"), group=wandb_cfg.get("group"),
-                     mode=wandb_cfg["mode"], dir=wandb_cfg["dir"], name=f"prune-{name}", job_type="prune",
-                     reinit=True)
+    wandb, run = _start_run(wandb_cfg, name=f"prune-{name}", job_type="prune")
     try:
         run.log_artifact(model_artifact(wandb, saved, name))
         return run.dir
@@ -90,25 +87,12 @@ def log_tables(tables: list[Any], wandb_cfg: dict[str, Any]) -> list[str]:
     """Log each diet.tables.Table as a wandb.Table, one W&B run per table group; returns the run dirs."""
     if wandb_cfg["mode"] == "disabled":
         return []
-    os.environ.setdefault("WANDB_SILENT", "true")
-    import wandb
-
-    os.makedirs(wandb_cfg["dir"], exist_ok=True)
     by_group: dict[str, list[Any]] = {}
     for table in tables:
         by_group.setdefault(table.group, []).append(table)
     run_dirs = []
     for group in sorted(by_group):
-        run = wandb.init(
-            project=wandb_cfg["project"],
-            entity=wandb_cfg.get("entity"),
-            group=group,
-            mode=wandb_cfg["mode"],
-            dir=wandb_cfg["dir"],
-            name=f"tables-{group}",
-            job_type="tables",
-            reinit=True,
-        )
+        wandb, run = _start_run(wandb_cfg, group=group, name=f"tables-{group}", job_type="tables")
         try:
             run.log({table.name: wandb.Table(dataframe=table.data) for table in by_group[group]})
             run_dirs.append(run.dir)
