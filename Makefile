@@ -32,6 +32,9 @@ demo: install ## dense vs DIET (20% MLP sparsity) on the embedded Gemma-3 270M, 
 test: install ## the default test suite (unit tests on tiny models + real-model runs at a small limit)
 	$(PY) -m pytest -q
 
+test-scale: install ## the real-size checks left out of the default suite (FLAP end to end at the 2B widths)
+	$(PY) -m pytest -q -m scale
+
 bench: install ## benchmarks: eval throughput (stock vs fast), profiling overhead, pruned speed, parallel cells -> results/benchmarks
 	$(PY) benchmarks/eval_throughput.py --limit 30 --tasks paper7 --batch-size 8 --threads 1
 	$(PY) benchmarks/profile_overhead.py --model gemma3_270m --tasks hellaswag,arc_easy --n 16
@@ -44,4 +47,4 @@ gpu-check: install ## the prepared GPU check (random-weight Gemma-2 2B/9B shapes
 tables: install ## regenerate every paper table and figure (results/tables, results/figures) from results/records
 	$(PY) -m experiments.tables results_dir=results/records out_dir=results
 
-.PHONY: help install demo test bench gpu-check tables
+.PHONY: help install demo test test-scale bench gpu-check tables

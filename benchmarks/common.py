@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diet.memory import peak_rss_bytes, reset_peak_rss  # noqa: F401  (re-exported for the benchmarks)
+from diet.run.memory import peak_rss_bytes, reset_peak_rss  # noqa: F401  (re-exported for the benchmarks)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "results" / "benchmarks"
@@ -19,7 +19,7 @@ def resolve_tasks(spec: str) -> list[str]:
     """A task set of conf/config.yaml, one task, or a comma-separated list."""
     from omegaconf import OmegaConf
 
-    from diet.tasks import resolve_task_names
+    from diet.eval.tasks import resolve_task_names
 
     task_sets = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf" / "config.yaml").task_sets)
     return resolve_task_names(spec.split(",") if "," in spec else spec, task_sets)

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/eval_throughput.py --limit 30 --tasks paper7 --batch-size 8
 
 Each backend runs in its own subprocess (so each peak RSS, `ru_maxrss`, is its own): load the model,
-then time `lm_eval.simple_evaluate` zero-shot on the tasks exactly as diet.evaluate runs it (plus
+then time `lm_eval.simple_evaluate` zero-shot on the tasks exactly as diet.eval.evaluate runs it (plus
 log_samples, to compare per-document results). Reports documents/s (whole evaluation, and the
 loglikelihood scoring alone), the fast/stock ratio, peak memory, and whether the two backends agree
 (max |loglikelihood difference| per request, identical per-document acc / acc_norm). Writes
@@ -52,9 +52,9 @@ def run_worker(args: argparse.Namespace) -> None:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from diet.evaluate import EvalSettings, make_lm
+    from diet.eval.evaluate import EvalSettings, make_lm
     from diet.models import load_model
-    from diet.tasks import build_tasks
+    from diet.eval.tasks import build_tasks
 
     logging.disable(logging.WARNING)  # stock HFLM warns once per truncated request
     if args.threads:
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.worker:
         run_worker(args)
         return {}
-    from diet.evaluate import BACKENDS
+    from diet.eval.evaluate import BACKENDS
 
     backends = args.backends.split(",")
     for name in backends:

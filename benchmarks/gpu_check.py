@@ -73,7 +73,7 @@ class Stages:
 
         @contextlib.contextmanager
         def stage():
-            from diet.memory import peak_bytes, reset_peak
+            from diet.run.memory import peak_bytes, reset_peak
 
             if self.device.startswith("cuda"):
                 torch.cuda.synchronize()
@@ -118,7 +118,7 @@ def calibration_sequences(total_tokens: int, vocab: int, length: int = 100) -> l
 
 
 def masks_at(profile: Any, sparsities=SPARSITIES) -> dict[float, list]:
-    from diet import masks
+    from diet.select import masks
 
     return {s: masks.task_mask(profile.scores("mlp", "mean_abs"), s, scope="layer") for s in sparsities}
 
@@ -152,9 +152,9 @@ def run_backend(model: Any, device: str, tasks: list[str], docs: int, backend: s
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from diet.evaluate import EvalSettings, make_lm
+    from diet.eval.evaluate import EvalSettings, make_lm
     from diet.models.tiny import byte_level_tokenizer
-    from diet.tasks import build_tasks
+    from diet.eval.tasks import build_tasks
 
     lm = make_lm(model, byte_level_tokenizer(), EvalSettings(limit=docs, docs="first", backend=backend), device)
     start = time.perf_counter()
@@ -203,8 +203,8 @@ def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtyp
     import torch
 
     from diet.models.adapters import adapter_for, parameter_counts
-    from diet.profile import profile_activations
-    from diet.prune import prune_mlp_channels
+    from diet.calib.profiler import profile_activations
+    from diet.prune.mlp import prune_mlp_channels
 
     stages = Stages(args.device)
     print(f"[{name}]", flush=True)

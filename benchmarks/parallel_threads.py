@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, command_line, machine, machine_line, write_report  # noqa: E402
-from diet.threads import usable_cores  # noqa: E402
+from diet.run.threads import usable_cores  # noqa: E402
 
 
 def cell_command(args: argparse.Namespace, cell: int, threads: int, results_dir: Path) -> list[str]:

@@ -4,7 +4,7 @@
 
 Calibration sequences are built exactly as DIET's profiler gets them (seeded train samples, rendered
 by the lm-eval task, encoded as HFLM encodes them). Each repeat times the plain backbone forward
-(diet.profile's batching and padding, no hooks) and `profile_activations` (hooks accumulating float64
+(diet.calib.profiler's batching and padding, no hooks) and `profile_activations` (hooks accumulating float64
 running sums) back to back, alternating which goes first, so that load from other processes hits both
 alike; the reported ratio is the median over repeats (goal: at most 1.10x).
 
@@ -52,9 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def calibration_sequences(loaded: Any, tasks: list[str], n: int, max_length: int, seed: int) -> list[list[int]]:
     """The token sequences DIET's profiler would see for these tasks (with the gold answer)."""
-    from diet.calibration import draw_samples, encode_samples
-    from diet.evaluate import EvalSettings, make_lm
-    from diet.tasks import build_tasks
+    from diet.calib.samples import draw_samples, encode_samples
+    from diet.eval.evaluate import EvalSettings, make_lm
+    from diet.eval.tasks import build_tasks
 
     task_objects = build_tasks(tasks, local_data_dir(), with_train=True)
     lm = make_lm(loaded.model, loaded.tokenizer, EvalSettings(batch_size=8), loaded.device)
@@ -70,7 +70,7 @@ def plain_forward(model: Any, sequences: Sequence[Sequence[int]], batch_size: in
     import torch
 
     from diet.models.adapters import adapter_for
-    from diet.profile import _batches, pad_batch
+    from diet.calib.profiler import _batches, pad_batch
 
     backbone = adapter_for(model).backbone()
     device = next(model.parameters()).device
@@ -106,7 +106,7 @@ def memory_check(model: Any, sequences: list[list[int]], args: argparse.Namespac
     """Peak memory and profile size at 1x and `scale`x the tokens (same batches, repeated)."""
     import torch
 
-    from diet.profile import profile_activations
+    from diet.calib.profiler import profile_activations
 
     rows = []
     for multiple in (1, args.scale):
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     from diet.models import load_model
-    from diet.profile import profile_activations
+    from diet.calib.profiler import profile_activations
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -166,7 +166,7 @@ def run_worker(args: argparse.Namespace) -> None:
     import torch
 
     from diet.models.adapters import adapter_for
-    from diet.prune import prune_mlp_channels
+    from diet.prune.mlp import prune_mlp_channels
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -8,11 +8,11 @@
 Random weights in the exact Gemma-2 configuration (diet.models.tiny.GEMMA2_SHAPES: hidden 2304/3584, MLP
 9216/14336, 8/16 query heads, 4/8 KV heads, head_dim 256, sliding window 4096, attention and final logit
 soft-capping, eager attention, tied 256k embedding), built by the `tiny_random` model source, so each cell
-is `diet.pipeline.run_cell` itself: calibration on a few real train samples per task (diet's byte-level
+is `diet.run.pipeline.run_cell` itself: calibration on a few real train samples per task (diet's byte-level
 tokenizer), profile, DIET (MLP channels + query heads, 0.5) and FLAP (MLP, global allocation + bias, 0.2)
 selection, physical pruning, the export (save_model, `export.pad=true` for FLAP's uneven widths), the
 fast evaluation on a few random documents per task, and a record. Then the saved folder is reloaded
-(plain transformers, or diet.prune.load_pruned) and evaluated again by both the fast and the stock
+(plain transformers, or diet.prune.checkpoint.load_pruned) and evaluated again by both the fast and the stock
 lm-eval backends on the same documents: both must give the record's scores, and the per-request
 loglikelihoods of fast and stock must agree within the float32 rounding bound (diet.rounding.loglikelihood_bound).
 Per stage: seconds and peak memory from the record; the tensor shapes; what ran and what did not.
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: p
 from benchmarks.common import RESULTS_DIR, command_line, local_data_dir, machine, machine_line, write_report  # noqa: E402
 
 # DIET prunes MLP channels and query heads at 0.5: with 2 query heads per KV group, 0.2 of a group
-# rounds to no head at all (diet.dims.select_heads), 0.5 removes one per group. FLAP at the paper's 0.2.
+# rounds to no head at all (diet.dims.heads.select_heads), 0.5 removes one per group. FLAP at the paper's 0.2.
 CELLS = {"diet": ["method=diet", "dims=mlp+heads", "sparsity=0.5"],
          "flap": ["method=flap", "dims=mlp", "sparsity=0.2", "export.pad=true"]}
 
@@ -88,7 +88,7 @@ def reload(saved: dict[str, Any]) -> tuple[Any, Any]:
     if saved["format"] == "transformers":
         return (AutoModelForCausalLM.from_pretrained(saved["path"], dtype="auto").eval(),
                 AutoTokenizer.from_pretrained(saved["path"]))
-    from diet.prune import load_pruned
+    from diet.prune.checkpoint import load_pruned
 
     model, tokenizer, _ = load_pruned(saved["path"])
     return model, tokenizer
@@ -110,10 +110,10 @@ def backends_agree(model: Any, tokenizer: Any, cfg: dict[str, Any], record: dict
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from diet.config import validate
-    from diet.evaluate import make_lm
-    from diet.pipeline import eval_settings
-    from diet.tasks import build_tasks
+    from diet.config.validate import validate
+    from diet.eval.evaluate import make_lm
+    from diet.run.pipeline import eval_settings
+    from diet.eval.tasks import build_tasks
 
     import dataclasses
 
@@ -128,7 +128,7 @@ def backends_agree(model: Any, tokenizer: Any, cfg: dict[str, Any], record: dict
         results = simple_evaluate(model=lm, tasks=list(objects.values()), num_fewshot=0, samples=samples,
                                   log_samples=True, task_manager=TaskManager(include_defaults=False))
         out[backend] = {"seconds": round(time.perf_counter() - start, 2), "results": results}
-    from diet.export import probe_batch
+    from diet.export.save import probe_batch
     from diet.rounding import depth_and_length, loglikelihood_bound
 
     with torch.no_grad():  # the logits' scale, which their rounding errors follow
@@ -156,7 +156,7 @@ def backends_agree(model: Any, tokenizer: Any, cfg: dict[str, Any], record: dict
 
 def run_method(args: argparse.Namespace, method: str, work: Path) -> dict[str, Any]:
     from diet.models.adapters import parameter_counts
-    from diet.pipeline import run_cell
+    from diet.run.pipeline import run_cell
 
     cfg = compose(cell_overrides(args, method, work))
     print(f"[{method}] run_cell", flush=True)
@@ -164,7 +164,7 @@ def run_method(args: argparse.Namespace, method: str, work: Path) -> dict[str, A
     record, path = run_cell(cfg)
     cell_seconds = time.perf_counter() - start
     gc.collect()
-    from diet.memory import peak_bytes, reset_peak
+    from diet.run.memory import peak_bytes, reset_peak
 
     reset_peak("cpu")
     load_start = time.perf_counter()
@@ -191,13 +191,13 @@ def meta_structure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    from diet import masks
-    from diet.dims import HeadLayout, select_heads
+    from diet.select import masks
+    from diet.dims.heads import HeadLayout, select_heads
     from diet.models.adapters import adapter_for, parameter_counts
     from diet.models.tiny import GEMMA2_SHAPES
-    from diet.prune import prune_mlp_channels
-    from diet.prune_attention import prune_attention_heads
-    from diet.stock_layout import stock_layout
+    from diet.prune.mlp import prune_mlp_channels
+    from diet.prune.attention import prune_attention_heads
+    from diet.export.stock_layout import stock_layout
 
     shape = dict(GEMMA2_SHAPES[args.shape], **({"num_hidden_layers": args.layers} if args.layers else {}))
     start = time.perf_counter()

@@ -7,7 +7,7 @@
 Loads no model: it composes every cell exactly as `python -m experiments.run -m ...` would (the
 experiment's hydra.sweeper.params, then the command line, which wins), validates it, and looks its
 config hash up in results_dir (the cells a run would skip). Estimates come from finished records of the
-same model, method and device kind (diet/plan.py); cells without one are counted, not guessed.
+same model, method and device kind (diet/run/plan.py); cells without one are counted, not guessed.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def sweep_cells(overrides: list[str]) -> list[tuple[list[str], dict[str, Any]]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diet.plan import format_plan, plan_cells
+    from diet.run.plan import format_plan, plan_cells
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",

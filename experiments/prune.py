@@ -1,7 +1,7 @@
 """Prune and save, without evaluating: python -m experiments.prune method=diet sparsity=0.2 save_model=models/diet20
 
 Takes the same options as experiments.run (model, method, sparsity, calib.*, ...); writes the pruned model
-(a plain transformers checkpoint where the shapes allow, diet/export.py) and its model card, no record.
+(a plain transformers checkpoint where the shapes allow, diet/export/save.py) and its model card, no record.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ log = logging.getLogger("diet")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from diet.pipeline import prune_cell
+    from diet.run.pipeline import prune_cell
 
     try:
         saved = prune_cell(OmegaConf.to_container(cfg, resolve=True))

@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from diet.errors import DietConfigError
-from diet.records import code_version
+from diet.run.records import code_version
 
 log = logging.getLogger("diet")
 
@@ -25,7 +25,7 @@ def launcher_jobs() -> int:
         return 1
     jobs = launcher.get("n_jobs", 1) if "joblib" in str(launcher.get("_target_", "")) else 1
     if isinstance(jobs, int) and jobs < 0:  # joblib: -1 = every core, -2 = all but one, ...
-        from diet.threads import usable_cores
+        from diet.run.threads import usable_cores
 
         jobs = usable_cores() + 1 + jobs
     return jobs if isinstance(jobs, int) and jobs > 0 else 1
@@ -33,9 +33,9 @@ def launcher_jobs() -> int:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from diet.pipeline import run_cell
-    from diet.report import format_table
-    from diet.tracking import log_run
+    from diet.run.pipeline import run_cell
+    from diet.analysis.report import format_table
+    from diet.run.tracking import log_run
 
     plain = OmegaConf.to_container(cfg, resolve=True)
     try:

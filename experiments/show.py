@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diet.records import iter_records
-from diet.report import format_table
+from diet.run.records import iter_records
+from diet.analysis.report import format_table
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
     python -m experiments.stock_check <record of a run with save_model=DIR>   # the saved pruned model
 
 A dense record is checked on the converted checkpoint; a pruned record on the model it saved, when that
-is a plain transformers checkpoint (diet/export.py).
+is a plain transformers checkpoint (diet/export/save.py).
 Runs `lm_eval --model hf` (HFLM loading the converted checkpoint folder) with the offline task YAMLs
 that diet uses, then writes results/checks/stock_identity__<record stem>.json with both numbers per
 task and metric and whether they are identical. Exit code 1 when any number differs.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from diet.io import atomic_write_json
 from diet.paths import cache_dir
-from diet.tasks import TASKS, write_offline_task_yamls
+from diet.eval.tasks import TASKS, write_offline_task_yamls
 
 
 def document_arguments(record: dict) -> list[str]:
@@ -51,7 +51,7 @@ def checkpoint_of(record: dict) -> Path:
 
 
 def compared_metrics(task: str, ours: dict) -> list[str]:
-    """The metrics of `task` (diet.tasks: acc/acc_norm, or word/byte perplexity and bits per byte) the
+    """The metrics of `task` (diet.eval.tasks: acc/acc_norm, or word/byte perplexity and bits per byte) the
     record holds."""
     return [metric for metric in TASKS.get(task).metrics if metric in ours]
 

@@ -27,11 +27,11 @@ def _remove_stale(folder: Path, suffixes: tuple[str, ...], written: set[Path]) -
 
 def regenerate(results_dir: str | Path, out_dir: str | Path) -> tuple[list, list[Path]]:
     """Write <out_dir>/tables and <out_dir>/figures from the records; returns (tables, paths written)."""
-    from diet.blocks import blocks_from_frame
-    from diet.plots import build_figures, write_figures
-    from diet.results import load_records, tidy_frame
-    from diet.table_render import FORMATS, write_tables
-    from diet.tables import build_tables
+    from diet.analysis.blocks import blocks_from_frame
+    from diet.analysis.plots import build_figures, write_figures
+    from diet.analysis.frame import load_records, tidy_frame
+    from diet.analysis.render import FORMATS, write_tables
+    from diet.analysis.tables import build_tables
 
     records = load_records(results_dir)
     frame = tidy_frame(records)
@@ -47,8 +47,8 @@ def regenerate(results_dir: str | Path, out_dir: str | Path) -> tuple[list, list
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="tables")
 def main(cfg: DictConfig) -> None:
-    from diet.config import WANDB_MODES
-    from diet.tracking import log_tables
+    from diet.config.validate import WANDB_MODES
+    from diet.run.tracking import log_tables
 
     plain = OmegaConf.to_container(cfg, resolve=True)
     if plain["wandb"]["mode"] not in WANDB_MODES:

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from conftest import compose_config, fp32_bound
-from diet.config import config_hash, effective_config, validate
+from diet.config.identity import config_hash, effective_config
+from diet.config.validate import validate
 from diet.errors import DietConfigError
 from diet.methods import METHODS, PruningContext
 from diet.methods import calibrated
@@ -25,9 +26,11 @@ from diet.methods.shortgpt import layers_to_drop
 from diet.models.adapters import parameter_counts
 from diet.models.loaders import LoadedModel
 from diet.models.tiny import byte_level_tokenizer, tiny_gemma2
-from diet.pipeline import apply_selection, run_cell
-from diet.profile import ActivationProfile, profile_activations
-from diet.prune import load_pruned, save_pruned
+from diet.dims.layers import dropped
+from diet.prune.apply import apply_selection
+from diet.run.pipeline import run_cell
+from diet.calib.profiler import ActivationProfile, profile_activations
+from diet.prune.checkpoint import load_pruned, save_pruned
 
 LAYERS, WIDTH, HIDDEN = 3, 128, 64
 LENGTHS = [5, 17, 30, 9, 12]
@@ -169,9 +172,9 @@ def select(name, ctx):
 # --------------------------------------------------------------------------- random, magnitude
 
 def test_random_is_seeded_and_exact_per_layer(model):
-    first = select("random", make_ctx(model, seed=3)).mlp_keep
-    again = select("random", make_ctx(model, seed=3)).mlp_keep
-    other = select("random", make_ctx(model, seed=4)).mlp_keep
+    first = select("random", make_ctx(model, seed=3)).kept("mlp")
+    again = select("random", make_ctx(model, seed=3)).kept("mlp")
+    other = select("random", make_ctx(model, seed=4)).kept("mlp")
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert any(not torch.equal(a, b) for a, b in zip(first, other))
     assert [int(m.sum()) for m in first] == [96] * LAYERS
@@ -192,10 +195,10 @@ def test_magnitude_scores_equal_flap_mag_sp(model):
     for got, want in zip(magnitude_scores(model), expected):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=0)
     selection = select("magnitude", make_ctx(model, sparsity=0.3))
-    assert all(torch.equal(a, b) for a, b in zip(selection.mlp_keep, top_per_layer(expected, 0.3)))
+    assert all(torch.equal(a, b) for a, b in zip(selection.kept("mlp"), top_per_layer(expected, 0.3)))
     assert selection.stats["kept_per_layer"] == [kept_count(WIDTH, 0.3)] * LAYERS
     # the former score (gate and up rows too) selects other channels: this test tells them apart
-    assert any(not torch.equal(a, b) for a, b in zip(selection.mlp_keep, top_per_layer(with_rows, 0.3)))
+    assert any(not torch.equal(a, b) for a, b in zip(selection.kept("mlp"), top_per_layer(with_rows, 0.3)))
 
 
 # --------------------------------------------------------------------------- wanda_sp
@@ -255,9 +258,9 @@ def use_sequences(monkeypatch, sequences):
 def test_wanda_sp_equals_flap_prune_wanda_sp(model, sequences, acts, use_sequences):
     expected, _ = wanda_sp_reference(model, sequences, 0.4)
     selection = select("wanda_sp", make_ctx(model, sparsity=0.4))
-    assert all(torch.equal(a, b) for a, b in zip(selection.mlp_keep, expected))
+    assert all(torch.equal(a, b) for a, b in zip(selection.kept("mlp"), expected))
     assert selection.stats["calib_tokens"] == sum(LENGTHS) and selection.stats["sequential"] is True
-    assert [int(m.sum()) for m in selection.mlp_keep] == [kept_count(WIDTH, 0.4)] * LAYERS
+    assert [int(m.sum()) for m in selection.kept("mlp")] == [kept_count(WIDTH, 0.4)] * LAYERS
     # what the reference is not: the former score with a gate/up term, or scoring all layers on the dense
     # model (no sequential calibration) select other channels on this model
     old = []
@@ -265,16 +268,16 @@ def test_wanda_sp_equals_flap_prune_wanda_sp(model, sequences, acts, use_sequenc
         gate, up, down = weights(model, layer)
         a_norm, x_norm = acts[("A", layer)].square().sum(0).sqrt(), acts[("X", layer)].square().sum(0).sqrt()
         old.append(down.abs().sum(0) * a_norm + (gate.abs() + up.abs()) @ x_norm)
-    assert any(not torch.equal(a, b) for a, b in zip(selection.mlp_keep, top_per_layer(old, 0.4)))
+    assert any(not torch.equal(a, b) for a, b in zip(selection.kept("mlp"), top_per_layer(old, 0.4)))
     dense_scored = [down.abs().mean(0) * acts[("A", l)].square().sum(0).sqrt()
                     for l, (_, _, down) in ((l, weights(model, l)) for l in range(LAYERS))]
-    assert any(not torch.equal(a, b) for a, b in zip(selection.mlp_keep[1:], top_per_layer(dense_scored, 0.4)[1:]))
-    assert torch.equal(selection.mlp_keep[0], top_per_layer(dense_scored, 0.4)[0])  # layer 0 sees no pruning
+    assert any(not torch.equal(a, b) for a, b in zip(selection.kept("mlp")[1:], top_per_layer(dense_scored, 0.4)[1:]))
+    assert torch.equal(selection.kept("mlp")[0], top_per_layer(dense_scored, 0.4)[0])  # layer 0 sees no pruning
 
 
 def test_wanda_sp_replayed_passes_equal_full_passes(sequences):
     """Five layers: passes 3 and 4 skip layers through stubs and replay buffered inputs
-    (diet/sequential.py); the masks are those of full forward passes (the hand-made reference)."""
+    (diet/calib/sequential.py); the masks are those of full forward passes (the hand-made reference)."""
     from diet.methods.wanda_sp import sequential_wanda_sp
 
     deep = tiny_gemma2(seed=3, num_hidden_layers=5)
@@ -288,9 +291,9 @@ def test_wanda_sp_heads_and_channels_from_one_pass_per_layer(use_sequences, sequ
     gqa = tiny_gemma2(seed=0, num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2)
     mlp, heads = wanda_sp_reference(gqa, sequences, 0.5, heads=True)
     selection = select("wanda_sp", make_ctx(gqa, sparsity=0.5, dims="mlp+heads"))
-    assert all(torch.equal(a, b) for a, b in zip(selection.mlp_keep, mlp))
-    assert all(torch.equal(a, b) for a, b in zip(selection.head_keep, heads))
-    assert [int(m.sum()) for m in selection.head_keep] == [2] * LAYERS  # 1 of 2 per KV group
+    assert all(torch.equal(a, b) for a, b in zip(selection.kept("mlp"), mlp))
+    assert all(torch.equal(a, b) for a, b in zip(selection.kept("heads"), heads))
+    assert [int(m.sum()) for m in selection.kept("heads")] == [2] * LAYERS  # 1 of 2 per KV group
 
 
 # --------------------------------------------------------------------------- flap
@@ -336,17 +339,17 @@ def test_flap_scores_allocation_and_bias(model, profile, acts, use_profiles):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
         assert abs(float(got.mean())) < 1e-12 and float(got.std()) == pytest.approx(1.0)
     selection = select("flap", make_ctx(model, sparsity=0.5, mask__min_keep_fraction=0.3))
-    assert all(torch.equal(a, b) for a, b in zip(selection.mlp_keep, keep))
-    kept = [int(m.sum()) for m in selection.mlp_keep]
+    assert all(torch.equal(a, b) for a, b in zip(selection.kept("mlp"), keep))
+    kept = [int(m.sum()) for m in selection.kept("mlp")]
     assert sum(kept) == LAYERS * 64 and min(kept) >= math.ceil(0.3 * WIDTH)
     assert len(set(kept)) > 1  # adaptive: the layers really get different widths
-    for layer, (got, want) in enumerate(zip(selection.mlp_bias, bias)):
+    for layer, (got, want) in enumerate(zip(selection.bias["mlp"], bias)):
         assert got.dtype == want.dtype
         assert bool(((got - want).abs() <= bias_bound(model, acts, layer, keep[layer])).all())
     assert selection.stats["kept_per_layer"] == kept and selection.stats["bias"] is True
     # allocation=layer is FLAP's uniform variant; bias=false drops the compensation
     uniform = select("flap", make_ctx(model, sparsity=0.5, method={"allocation": "layer", "bias": False}))
-    assert [int(m.sum()) for m in uniform.mlp_keep] == [64] * LAYERS and uniform.mlp_bias is None
+    assert [int(m.sum()) for m in uniform.kept("mlp")] == [64] * LAYERS and uniform.bias.get("mlp") is None
 
 
 def test_flap_bounds_catch_a_profile_one_token_off(model, acts, use_profiles):
@@ -363,7 +366,7 @@ def test_flap_bounds_catch_a_profile_one_token_off(model, acts, use_profiles):
                   for layer, (got, want) in enumerate(zip(fluctuation_scores(model, wrong), raw))]
     selection = select("flap", make_ctx(model, sparsity=0.5, mask__min_keep_fraction=0.3))
     bias_gaps = [float(((got - want).abs() / bias_bound(model, acts, layer, keep[layer])).max())
-                 for layer, (got, want) in enumerate(zip(selection.mlp_bias, bias))]
+                 for layer, (got, want) in enumerate(zip(selection.bias["mlp"], bias))]
     assert min(score_gaps) > 100 and min(bias_gaps) > 100, (score_gaps, bias_gaps)
 
 
@@ -379,7 +382,7 @@ def test_flap_bias_equals_mean_replacement(model, profile, acts, use_profiles):
         for layer in range(LAYERS):
             mlp = model.model.layers[layer].mlp
             a = mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)
-            removed = ~selection.mlp_keep[layer]
+            removed = ~selection.kept("mlp")[layer]
             a[..., removed] = means[layer][removed].float()
             expected = mlp.down_proj(a)
             got = pruned.model.layers[layer].mlp(x)
@@ -414,7 +417,7 @@ def test_activation_pooled_equals_diet_with_one_task(model, profile, use_profile
     use_profiles({"arc_easy": profile})
     ctx = make_ctx(model, sparsity=0.4, mask__scope=scope)
     pooled, diet = select("activation_pooled", ctx), select("diet", ctx)
-    assert all(torch.equal(a, b) for a, b in zip(pooled.mlp_keep, diet.mlp_keep))
+    assert all(torch.equal(a, b) for a, b in zip(pooled.kept("mlp"), diet.kept("mlp")))
     assert pooled.stats["mask_hash"] == diet.stats["mask_hash"]
 
 
@@ -424,7 +427,7 @@ def test_activation_pooled_pools_the_tasks(model, profile, acts, use_profiles):
     ctx = make_ctx(model, tasks=("arc_easy", "rte"), sparsity=0.4)
     all_acts = hand_run(model, make_sequences(1234) + make_sequences(77))
     expected = top_per_layer([all_acts[("A", l)].abs().mean(0) for l in range(LAYERS)], 0.4)
-    assert all(torch.equal(a, b) for a, b in zip(select("activation_pooled", ctx).mlp_keep, expected))
+    assert all(torch.equal(a, b) for a, b in zip(select("activation_pooled", ctx).kept("mlp"), expected))
 
 
 def test_diet_oracle_gives_each_task_its_own_mask(model, profile, acts, use_profiles):
@@ -432,13 +435,13 @@ def test_diet_oracle_gives_each_task_its_own_mask(model, profile, acts, use_prof
     use_profiles({"arc_easy": profile, "rte": other})
     ctx = make_ctx(model, tasks=("arc_easy", "rte"), sparsity=0.4)
     selection = select("diet_oracle", ctx)
-    singles = diet_task_masks(ctx).masks
-    assert selection.mlp_keep is None and list(selection.per_task) == ["arc_easy", "rte"]
+    singles = diet_task_masks(ctx).parts["mlp"].masks
+    assert selection.kept("mlp") is None and list(selection.per_task) == ["arc_easy", "rte"]
     task_acts = {"arc_easy": acts, "rte": hand_run(model, make_sequences(77))}
     for task, own in selection.per_task.items():
         expected = top_per_layer([task_acts[task][("A", l)].abs().mean(0) for l in range(LAYERS)], 0.4)
-        assert all(torch.equal(a, b) for a, b in zip(own.mlp_keep, expected))
-        assert all(torch.equal(a, b) for a, b in zip(own.mlp_keep, singles[task]))
+        assert all(torch.equal(a, b) for a, b in zip(own.kept("mlp"), expected))
+        assert all(torch.equal(a, b) for a, b in zip(own.kept("mlp"), singles[task]))
     assert selection.stats["per_task"]["arc_easy"]["mask_hash"] != selection.stats["per_task"]["rte"]["mask_hash"]
     assert 0 < selection.stats["jaccard"]["arc_easy|rte"] < 1
 
@@ -465,11 +468,11 @@ def test_shortgpt_drops_lowest_influence_layers(model, profile, acts, use_profil
     candidates = [sum(layer_params[l] for l in order[:k]) for k in range(LAYERS)]
     best_k = min(range(LAYERS), key=lambda k: (abs(candidates[k] - target), k))
     selection = select("shortgpt", make_ctx(model, sparsity=sparsity))
-    assert selection.drop_layers == sorted(order[:best_k])
+    assert dropped(selection.kept("layers")) == sorted(order[:best_k])
     stats = selection.stats
     assert stats["target_removed_parameters"] == target and stats["actual_removed_parameters"] == candidates[best_k]
     assert all(abs(a - b) <= fp32_bound(1.0, LAYERS, WIDTH) for a, b in zip(stats["block_influence"], influence))
-    assert stats["dropped_layers"] == selection.drop_layers and selection.mlp_keep is None
+    assert stats["dropped_layers"] == dropped(selection.kept("layers")) and selection.kept("mlp") is None
     pruned = copy.deepcopy(model)
     apply_selection(pruned, selection)
     assert parameter_counts(model)["total"] - parameter_counts(pruned)["total"] == candidates[best_k]
@@ -528,7 +531,7 @@ def test_stream_source_profiles_seeded_windows(model, tmp_path, isolated_cache):
 def test_document_source_samples_like_get_c4(model, tmp_path):
     import json
 
-    from diet.generic_text import sample_windows
+    from diet.calib.generic_text import sample_windows
 
     rng = random.Random(7)
     texts = ["".join(rng.choice("abcdefgh ") for _ in range(rng.randrange(5, 60))) for _ in range(30)]
@@ -548,7 +551,7 @@ def test_document_source_samples_like_get_c4(model, tmp_path):
 
 
 def test_named_c4_source_is_the_data_folders_file(model, offline_data):
-    from diet.generic_text import sample_windows
+    from diet.calib.generic_text import sample_windows
 
     cfg = {"calib": {"source": "c4"}, "data": {"dir": str(offline_data)}}
     path = calibrated.source_file(cfg)
@@ -629,11 +632,11 @@ CHANNELS = 2 * 128  # 2 layers of 128 MLP channels
 @pytest.mark.parametrize("method", ["random", "magnitude", "wanda_sp", "flap", "activation_pooled",
                                     "diet_oracle", "shortgpt"])
 def test_cell_per_method(method, shared_cache, tmp_path, monkeypatch):
-    import diet.evaluate
+    import diet.eval.evaluate
 
     calls = []
-    real = diet.evaluate.evaluate
-    monkeypatch.setattr(diet.evaluate, "evaluate", lambda m, tok, tasks, *a, **k: calls.append(list(tasks)) or
+    real = diet.eval.evaluate.evaluate
+    monkeypatch.setattr(diet.eval.evaluate, "evaluate", lambda m, tok, tasks, *a, **k: calls.append(list(tasks)) or
                         real(m, tok, tasks, *a, **k))
     sparsity = 0.6 if method == "shortgpt" else 0.25
     record, _ = run_cell(compose_config([*CELL, f"method={method}", f"sparsity={sparsity}",

@@ -117,18 +117,17 @@ def test_gpu_check_refuses_cuda_without_a_device():
         gpu_check.main(["--device", "cuda"])
 
 
-def test_scale_e2e_runs_the_whole_cell_at_the_real_2b_widths(tmp_path, isolated_cache):
+def _scale_e2e(tmp_path, methods: str) -> dict:
     """The issue's reduced form: 2 layers of the real Gemma-2 2B widths (hidden 2304, MLP 9216, head_dim 256,
-    soft-capping, 256k vocabulary) through run_cell for DIET (MLP + heads) and FLAP, then the saved folder
-    reloaded and evaluated by both backends."""
+    soft-capping, 256k vocabulary) through run_cell, then the saved folder reloaded and evaluated by both
+    backends."""
     from benchmarks import scale_e2e
 
-    report = scale_e2e.main(["--shape", "2b", "--layers", "2", "--tasks", "arc_easy", "--docs", "2",
-                             "--calib-n", "2", "--threads", "1", "--work", str(tmp_path / "work"),
+    report = scale_e2e.main(["--shape", "2b", "--layers", "2", "--methods", methods, "--tasks", "arc_easy",
+                             "--docs", "2", "--calib-n", "2", "--threads", "1", "--work", str(tmp_path / "work"),
                              "--out", str(tmp_path)])
     assert json.loads((tmp_path / "scale_e2e_2b_2layers.json").read_text())["shape"] == "2b"
-    diet, flap = report["methods"]["diet"], report["methods"]["flap"]
-    for result in (diet, flap):
+    for result in report["methods"].values():
         assert {"load_model", "profile", "mask", "prune", "save_model", "evaluate"} <= set(result["timings"])
         assert set(result["peak_memory_gib"]) == set(result["timings"])
         assert all(v > 0 for v in result["peak_memory_gib"].values())
@@ -136,9 +135,19 @@ def test_scale_e2e_runs_the_whole_cell_at_the_real_2b_widths(tmp_path, isolated_
         assert backends["requests"] == 8 and backends["identical_predictions"] and backends["within_bound"]
         assert backends["reload_reproduces_record"] == {"fast": True, "stock": True}
         assert result["saved_parameters"] == result["parameters"]["after"]["total"]
+    return report
+
+
+def test_scale_e2e_runs_the_whole_diet_cell_at_the_real_2b_widths(tmp_path, isolated_cache):
+    diet = _scale_e2e(tmp_path, "diet")["methods"]["diet"]
     assert diet["shapes"]["mlp_widths"] == [4608, 4608] and diet["shapes"]["query_heads"] == [4, 4]
     assert diet["shapes"]["layer0"]["self_attn.q_proj.weight"] == [4 * 256, 2304]
     assert diet["saved_model"]["format"] == "transformers"  # uniform: a plain checkpoint, verified on export
+
+
+@pytest.mark.scale
+def test_scale_e2e_runs_the_whole_flap_cell_at_the_real_2b_widths(tmp_path, isolated_cache):
+    flap = _scale_e2e(tmp_path, "flap")["methods"]["flap"]
     assert flap["saved_model"]["format"] == "diet-spec" and "bias" in flap["saved_model"]["why"]  # Gemma: no MLP bias
     assert len(set(flap["shapes"]["mlp_widths"])) == 2  # FLAP's global allocation
 

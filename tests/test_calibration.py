@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from diet.calibration import CalibrationSample, draw_samples, encode_samples, gold_index
+from diet.calib.samples import CalibrationSample, draw_samples, encode_samples, gold_index
 from diet.errors import DietConfigError
-from diet.tasks import build_tasks
+from diet.eval.tasks import build_tasks
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASK_NAMES = ["arc_easy", "hellaswag", "winogrande", "boolq"]
@@ -213,7 +213,7 @@ def test_samples_never_come_from_eval(draw, raw_train, name):
 
 @pytest.fixture(scope="module")
 def tiny_lm():
-    from diet.evaluate import EvalSettings, make_lm
+    from diet.eval.evaluate import EvalSettings, make_lm
     from diet.models.tiny import byte_level_tokenizer, tiny_gemma2
 
     tokenizer = byte_level_tokenizer()

@@ -18,7 +18,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from diet.config import config_hash, effective_config, validate
+from diet.config.identity import config_hash, effective_config
+
+from diet.config.validate import validate
 from diet.errors import DietConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -316,27 +318,35 @@ def test_profiled_tasks_enter_the_hash_only_when_they_differ():
 # --------------------------------------------------------------------------- experiment files
 
 
-def sweep_cells(experiment: str) -> list[list[str]]:
+def sweep_cells(experiment: str, *extra: str) -> list[list[str]]:
     """The override lists of every cell of conf/experiment/<experiment>.yaml (its sweeper params)."""
     import itertools
 
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        cfg = compose(config_name="config", overrides=[f"experiment={experiment}", *extra],
+                      return_hydra_config=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
     return [list(cell) for cell in itertools.product(*axes)]
 
 
 EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"))
+# every experiment as written, and each one that is not CPU-only (*_local) on this CPU (conf/target/local.yaml)
+TARGETED = [(name, None) for name in EXPERIMENTS] + [(name, "local") for name in EXPERIMENTS
+                                                      if not name.endswith("_local")]
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_cell_is_valid(experiment):
-    cells = sweep_cells(experiment)
+@pytest.mark.parametrize("experiment, target", TARGETED)
+def test_every_experiment_cell_is_valid(experiment, target):
+    extra = [f"target={target}"] if target else []
+    cells = sweep_cells(experiment, *extra)
     assert cells, f"{experiment} sweeps nothing"
     hashes = set()
     for cell in cells:
-        cfg = hydra_compose(f"experiment={experiment}", *cell, f"data.dir={DATA_DIR}")
+        cfg = hydra_compose(f"experiment={experiment}", *extra, *cell, f"data.dir={DATA_DIR}")
+        if target == "local":  # the embedded model on a random 200 documents per task
+            assert cfg["model"]["name"] == "gemma3_270m" and cfg["eval"]["limit"] == 200
+            assert cfg["eval"]["docs"] == "random"
         facts = validate(cfg)
         hashes.add(config_hash(effective_config(cfg, facts["tasks"])))
     # every cell is its own result, except where a method ignores the option swept: dense ignores the
@@ -369,3 +379,31 @@ def test_exclude_bos_enters_the_identity_only_when_set():
     assert all(excluded[m] != default[m] for m in ("diet", "flap", "wanda_sp"))
     with pytest.raises(DietConfigError, match="profile.exclude_bos='no' is not allowed"):
         validate(hydra_compose("model=tiny_gemma2", "tasks=[arc_easy]", f"data.dir={DATA_DIR}", "profile.exclude_bos=no"))
+
+
+# --------------------------------------------------------------------------- typed options (diet.config.bind)
+
+
+def test_every_shipped_method_yaml_binds_to_its_options_class():
+    import yaml
+
+    from diet.methods import METHODS
+
+    for path in sorted((REPO_ROOT / "conf" / "method").glob("*.yaml")):
+        section = yaml.safe_load(path.read_text())
+        method = METHODS.get(section["name"])
+        options = method.options(section)  # raises on an unknown key or a wrong type
+        assert {f for f in section if f != "name"} <= set(vars(options)), path.name
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["method=flap", "+method.alocation=layer"], r"^method\.alocation is not an option: allowed method\.allocation, "
+                                                 r"method\.bias$"),
+    (["method=flap", "method.bias=1"], r"^method\.bias=1 is not allowed: use true or false$"),
+    (["method=diet", "+method.bias=true"], r"^method\.bias is not an option: allowed none$"),
+    (["+export.padd=true"], r"^export\.padd is not an option: allowed export\.pad, export\.wandb_artifact$"),
+    (["export.wandb_artifact=yes"], r"^export\.wandb_artifact='yes' is not allowed: use true or false$"),
+])
+def test_typed_sections_name_the_bad_key_and_what_is_allowed(overrides, message):
+    with pytest.raises(DietConfigError, match=message):
+        validate(hydra_compose("model=tiny_gemma2", f"data.dir={DATA_DIR}", *overrides))

@@ -12,19 +12,23 @@ import pytest
 import torch
 
 from conftest import EPS32, compose_config, left_padded_batch, logits, logits_bound
-from diet import dims as dims_mod
-from diet.config import config_hash, effective_config, validate
+from diet.dims.accounting import removed_parameters, solve_dim_sparsity, unit_parameters
+from diet.dims.choice import dim_parts, scored_dims
+from diet.dims.heads import HeadLayout, equalize_groups, select_heads
+from diet.config.identity import config_hash, effective_config
+from diet.config.validate import validate
 from diet.errors import DietConfigError
 from diet.methods import METHODS, MaskSelection, PruningContext
 from diet.methods import calibrated
 from diet.models.adapters import adapter_for, parameter_counts
 from diet.models.loaders import LoadedModel
 from diet.models.tiny import byte_level_tokenizer, tiny_gemma2
-from diet.pipeline import apply_selection, run_cell
-from diet.profile import profile_activations
-from diet.prune import load_pruned, save_pruned
-from diet.prune_attention import check_head_mask, prune_attention_heads, zero_attention_heads
-from diet.prune_hidden import hidden_norms, prune_hidden
+from diet.prune.apply import apply_selection
+from diet.run.pipeline import run_cell
+from diet.calib.profiler import profile_activations
+from diet.prune.checkpoint import load_pruned, save_pruned
+from diet.prune.attention import check_head_mask, prune_attention_heads, zero_attention_heads
+from diet.prune.hidden import prune_hidden
 
 LAYERS, HEADS, KV, HEAD_DIM, HIDDEN = 3, 4, 2, 32, 64
 # per layer, per query head (groups [0, 1] and [2, 3]): 1 + 1, 2 + 2 (nothing removed), 1 + 1
@@ -128,24 +132,24 @@ def test_head_mask_must_respect_gqa(model, rows, message):
 
 def test_select_heads_keeps_the_same_count_per_group():
     # Gemma-3 270M: 4 query heads, 1 KV head -> 25% keeps 3
-    gemma = dims_mod.HeadLayout(groups=(1, 1), group_size=(4, 4))
+    gemma = HeadLayout(groups=(1, 1), group_size=(4, 4))
     scores = [torch.tensor([0.4, 0.1, 0.9, 0.5]), torch.tensor([1.0, 2.0, 3.0, 4.0])]
-    assert [m.tolist() for m in dims_mod.select_heads(scores, 0.25, gemma)] == [
+    assert [m.tolist() for m in select_heads(scores, 0.25, gemma)] == [
         [True, False, True, True],
         [False, True, True, True],
     ]
     # 4 heads in 2 groups: 0.25 of 2 heads per group rounds half up -> 1 removed per group (50%)
-    tiny = dims_mod.HeadLayout(groups=(2,), group_size=(2,))
-    [mask] = dims_mod.select_heads([torch.tensor([0.9, 0.8, 0.1, 0.2])], 0.25, tiny)
+    tiny = HeadLayout(groups=(2,), group_size=(2,))
+    [mask] = select_heads([torch.tensor([0.9, 0.8, 0.1, 0.2])], 0.25, tiny)
     assert mask.tolist() == [True, False, False, True]  # the best of each group, not the best two overall
 
 
 def test_equalize_groups_after_a_count_free_merge():
-    layout = dims_mod.HeadLayout(groups=(2,), group_size=(3,))
+    layout = HeadLayout(groups=(2,), group_size=(3,))
     merged = bools([[True, True, False], [False, False, True]])
     votes = [torch.tensor([2.0, 1.0, 0.0]), torch.tensor([1.0, 0.0, 2.0])]
     scores = [torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.5, 0.4, 0.1])]
-    out = dims_mod.equalize_groups(merged, [[v, s] for v, s in zip(votes, scores)], layout)
+    out = equalize_groups(merged, [[v, s] for v, s in zip(votes, scores)], layout)
     assert [m.tolist() for m in out] == [[True, True, False], [True, False, True]]  # kept heads stay kept
 
 
@@ -157,14 +161,14 @@ def test_hidden_pruning_shapes_and_embedding_scale(model, batch):
     width = int(keep.sum())
     scale = float(model.model.embed_tokens.embed_scale)
     q_norm_shapes = [tuple(p.shape) for n, p in model.named_parameters() if "q_norm" in n or "k_norm" in n]
-    norms = len(hidden_norms(model))
+    norms = len(adapter_for(model).hidden_norms())
     before = parameter_counts(model)
     prune_hidden(model, keep)
     out = logits(model, batch)
     assert out.shape == (3, 16, 260) and torch.isfinite(out).all()
     assert model.config.hidden_size == width and model.config.head_dim == HEAD_DIM
-    assert norms == 4 * LAYERS + 1 and len(hidden_norms(model)) == norms  # 4 per Gemma block + final norm
-    assert all(tuple(n.weight.shape) == (width,) for n in hidden_norms(model))
+    assert norms == 4 * LAYERS + 1 and len(adapter_for(model).hidden_norms()) == norms  # 4 per Gemma block + final norm
+    assert all(tuple(n.weight.shape) == (width,) for n in adapter_for(model).hidden_norms())
     assert [tuple(p.shape) for n, p in model.named_parameters() if "q_norm" in n or "k_norm" in n] == q_norm_shapes
     assert float(model.model.embed_tokens.embed_scale) == scale == math.sqrt(HIDDEN)  # the original scale
     assert model.lm_head.weight is model.model.embed_tokens.weight and model.lm_head.weight.shape == (260, width)
@@ -173,7 +177,7 @@ def test_hidden_pruning_shapes_and_embedding_scale(model, batch):
         assert all(linear.in_features == width for linear in (attn.q, attn.k, attn.v, mlp.gate, mlp.up))
         assert attn.o.out_features == mlp.down.out_features == width
     removed = before["non_embedding"] - parameter_counts(model)["non_embedding"]
-    assert removed == (HIDDEN - width) * dims_mod.unit_parameters(tiny_gemma2(num_hidden_layers=LAYERS))["hidden"]
+    assert removed == (HIDDEN - width) * unit_parameters(tiny_gemma2(num_hidden_layers=LAYERS), "hidden")["hidden"][0]
 
 
 # --------------------------------------------------------------------------- save / load
@@ -181,14 +185,14 @@ def test_hidden_pruning_shapes_and_embedding_scale(model, batch):
 
 def prune_dims(model, dims):
     fields = {
-        "heads": {"head_keep": bools(HEAD_KEEP)},
+        "heads": {"heads": bools(HEAD_KEEP)},
         "mlp+heads": {
-            "mlp_keep": [torch.arange(w) % 3 != 0 for w in adapter_for(model).mlp_widths()],
-            "head_keep": bools(HEAD_KEEP),
+            "mlp": [torch.arange(w) % 3 != 0 for w in adapter_for(model).mlp_widths()],
+            "heads": bools(HEAD_KEEP),
         },
-        "hidden": {"hidden_keep": hidden_keep()},
+        "hidden": {"hidden": [hidden_keep()]},
     }[dims]
-    apply_selection(model, MaskSelection(**fields))
+    apply_selection(model, MaskSelection(keep=fields))
     return model
 
 
@@ -254,11 +258,11 @@ def fake_profiles(monkeypatch, profiles):
 def test_methods_select_valid_masks_for_each_dims(model, fake_profiles, method, dims):
     selection = METHODS.get(method)().select(make_ctx(model, dims))
     jobs = list(selection.per_task.values()) if selection.per_task else [selection]
-    parts = dims_mod.dim_parts(dims)
+    parts = dim_parts(dims)
     for job in jobs:
-        assert (job.mlp_keep is not None) == ("mlp" in parts)
-        assert (job.head_keep is not None) == ("heads" in parts)
-        assert (job.hidden_keep is not None) == ("hidden" in parts)
+        assert (job.kept("mlp") is not None) == ("mlp" in parts)
+        assert (job.kept("heads") is not None) == ("heads" in parts)
+        assert (job.kept("hidden") is not None) == ("hidden" in parts)
         pruned = copy.deepcopy(model)
         removed = apply_selection(pruned, job)
         assert set(removed) == set(parts)
@@ -279,7 +283,7 @@ def test_diet_heads_single_task_masks_follow_head_scores(model, profiles, fake_p
         expected = [
             torch.stack([pair == pair.max() for pair in layer.view(KV, HEADS // KV)]).reshape(-1) for layer in scores
         ]
-        got = per_task.parts["heads"].per_layer("heads", task)
+        got = per_task.parts["heads"].per_layer(task, model)
         assert all(torch.equal(a, b) for a, b in zip(got, expected))
 
 
@@ -301,15 +305,15 @@ def test_wanda_sp_head_scores_equal_loop_over_heads(model, profiles):
 
 def test_diet_union_merge_of_heads_is_equalised(model, fake_profiles):
     selection = METHODS.get("diet")().select(make_ctx(model, "heads", merge="union"))
-    check_head_mask(model, selection.head_keep)  # raises if groups differ
+    check_head_mask(model, selection.kept("heads"))  # raises if groups differ
 
 
 # --------------------------------------------------------------------------- sparsity_of=params
 
 
-@pytest.mark.parametrize("dims", dims_mod.DIMS)
+@pytest.mark.parametrize("dims", scored_dims())
 def test_params_sparsity_is_solved_and_exact(model, dims):
-    solved = dims_mod.solve_dim_sparsity(model, dims, 0.2)
+    solved = solve_dim_sparsity(model, dims, 0.2)
     before = parameter_counts(model)["non_embedding"]
     ctx = make_ctx(model, dims, sparsity=solved["sparsity"])
     pruned = copy.deepcopy(model)
@@ -320,7 +324,7 @@ def test_params_sparsity_is_solved_and_exact(model, dims):
     step = {"mlp": 1 / 128, "heads": 1 / 2, "mlp+heads": 1 / 128, "hidden": 1 / HIDDEN}[dims]
     for other in (solved["sparsity"] - step, solved["sparsity"] + step):
         if 0 <= other < 1:
-            predicted = dims_mod.removed_parameters(model, dims, other) / before
+            predicted = removed_parameters(model, dims, other) / before
             assert abs(predicted - 0.2) >= abs(solved["predicted_parameters"] - 0.2) - 1e-12
 
 
@@ -431,9 +435,9 @@ def gemma3_heads(gemma3) -> dict:
     ids[:, 0] = 2
     ids[1, :4], ids[1, 4] = 0, 2
     batch = {"input_ids": ids, "attention_mask": mask}
-    layout = dims_mod.HeadLayout.of(gemma3)
+    layout = HeadLayout.of(gemma3)
     scores = [torch.rand(4, generator=generator) for _ in range(adapter_for(gemma3).num_layers())]
-    keep = dims_mod.select_heads(scores, 0.25, layout)
+    keep = select_heads(scores, 0.25, layout)
     masked = logits(zero_attention_heads(copy.deepcopy(gemma3), keep), batch)
     sliced = logits(prune_attention_heads(copy.deepcopy(gemma3), keep), batch)
     # the last layer: the smaller effect of the two layers tried (5.1 vs 30 in the first)

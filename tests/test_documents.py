@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose_config
-from diet.config import config_hash, document_selection, effective_config
-from diet.documents import DocumentSelection
+from diet.config.identity import config_hash, effective_config
+from diet.config.validate import document_selection
+from diet.eval.documents import DocumentSelection
 from diet.errors import DietConfigError
-from diet.pipeline import run_cell
+from diet.run.pipeline import run_cell
 
 TINY = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "calib.n=6", "wandb.mode=disabled"]
 

@@ -9,12 +9,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import left_padded_batch, logits
-from diet.export import SPEC, STANDARD, export_model
+from diet.export.save import SPEC, STANDARD, export_model
 from diet.models.adapters import adapter_for
 from diet.models.tiny import byte_level_tokenizer, tiny_gemma2, tiny_llama
-from diet.prune import drop_decoder_layers, load_pruned, prune_mlp_channels, set_down_bias
-from diet.prune_attention import prune_attention_heads
-from diet.stock_layout import stock_layout
+from diet.prune.layers import drop_decoder_layers
+from diet.prune.checkpoint import load_pruned
+from diet.prune.mlp import prune_mlp_channels, set_down_bias
+from diet.prune.attention import prune_attention_heads
+from diet.export.stock_layout import stock_layout
 
 
 def random_keep(widths, keep_fraction, seed=0):
@@ -117,14 +119,14 @@ def test_the_saved_tokenizer_prepends_bos_as_the_run_evaluated(prepend, tmp_path
 
 
 def test_saved_model_is_logged_as_a_wandb_artifact_offline(tmp_path):
-    from diet.tracking import log_saved_model
+    from diet.run.tracking import log_saved_model
 
     model = tiny_llama()
     prune_mlp_channels(model, random_keep(adapter_for(model).mlp_widths(), 0.5))
     saved = export_model(model, byte_level_tokenizer(), tmp_path / "m", "# c\n")
     wandb_cfg = {"mode": "offline", "project": "diet-test", "dir": str(tmp_path / "wandb")}
-    assert log_saved_model(saved, wandb_cfg, "m", {"wandb_artifact": False}) is None
-    run_dir = log_saved_model(saved, wandb_cfg, "tiny-llama-pruned", {"wandb_artifact": True})
+    assert log_saved_model(saved, wandb_cfg, "m", False) is None
+    run_dir = log_saved_model(saved, wandb_cfg, "tiny-llama-pruned", True)
     logged = b"".join(p.read_bytes() for p in (tmp_path / "wandb").rglob("*.wandb"))
     assert run_dir is not None and b"tiny-llama-pruned" in logged and saved["weights_sha256"].encode() in logged
 
@@ -132,7 +134,7 @@ def test_saved_model_is_logged_as_a_wandb_artifact_offline(tmp_path):
 def test_a_run_saves_its_pruned_model_with_a_card(tmp_path, isolated_cache):
     from conftest import compose_config
     from diet.errors import DietConfigError
-    from diet.pipeline import run_cell
+    from diet.run.pipeline import run_cell
 
     cell = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "eval.limit=4", "calib.n=4", "wandb.mode=disabled",
             "method=diet", "sparsity=0.25", f"results_dir={tmp_path / 'records'}", f"save_model={tmp_path / 'model'}"]
@@ -153,11 +155,11 @@ def test_a_run_saves_its_pruned_model_with_a_card(tmp_path, isolated_cache):
 def test_prune_command_saves_without_evaluating(tmp_path, isolated_cache, monkeypatch):
     from conftest import compose_config
     from diet.errors import DietConfigError
-    from diet.pipeline import prune_cell
+    from diet.run.pipeline import prune_cell
 
-    import diet.evaluate
+    import diet.eval.evaluate
 
-    monkeypatch.setattr(diet.evaluate, "evaluate", lambda *a, **k: pytest.fail("prune_cell must not evaluate"))
+    monkeypatch.setattr(diet.eval.evaluate, "evaluate", lambda *a, **k: pytest.fail("prune_cell must not evaluate"))
     cell = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "calib.n=4", "wandb.mode=disabled", "method=diet",
             "sparsity=0.25", f"results_dir={tmp_path / 'records'}"]
     saved = prune_cell(compose_config([*cell, f"save_model={tmp_path / 'm'}"]))
@@ -173,7 +175,7 @@ def test_flap_global_allocation_padded_from_the_prune_command(tmp_path, isolated
     """The issue's padded case end to end: FLAP (global allocation + bias) on the tiny Llama through
     `experiments.prune`'s function with export.pad=true, then plain from_pretrained."""
     from conftest import compose_config
-    from diet.pipeline import prune_cell
+    from diet.run.pipeline import prune_cell
 
     cell = ["model=tiny_llama", "tasks=[arc_easy,rte]", "calib.n=4", "wandb.mode=disabled", "method=flap",
             "sparsity=0.3", f"results_dir={tmp_path / 'records'}", "export.pad=true", f"save_model={tmp_path / 'm'}"]
@@ -188,7 +190,7 @@ def test_flap_global_allocation_padded_from_the_prune_command(tmp_path, isolated
 
 def test_the_padded_reload_bound_catches_one_live_padded_channel(tmp_path):
     """The padded check allows rounding only: one padded channel that is not zero lands far above it."""
-    from diet.export import reload_agreement, stock_config
+    from diet.export.save import reload_agreement, stock_config
 
     model = uneven(tiny_llama())
     set_down_bias(model, [None, None])

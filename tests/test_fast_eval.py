@@ -1,4 +1,4 @@
-"""Proof that the fast evaluation backend (diet/fast_eval.py) gives stock lm-eval HFLM's results.
+"""Proof that the fast evaluation backend (diet/eval/fast.py) gives stock lm-eval HFLM's results.
 
 Requests are built once from the real tasks (lm-eval's own `build_all_requests`) and scored by both
 backends; per request the (loglikelihood, is_greedy) pairs must agree, per document the metrics
@@ -17,12 +17,13 @@ import pytest
 import torch
 
 from conftest import DATA_DIR, compose_config, depth_and_length, loglikelihood_bound
-from diet.config import config_hash, effective_config, validate
+from diet.config.identity import config_hash, effective_config
+from diet.config.validate import validate
 from diet.errors import DietConfigError
-from diet.evaluate import BACKENDS, EvalSettings, make_lm
-from diet.fast_eval import FastHFLM, PackedRow, mask_layout, pack_requests
+from diet.eval.evaluate import BACKENDS, EvalSettings, make_lm
+from diet.eval.fast import FastHFLM, PackedRow, mask_layout, pack_requests
 from diet.models.tiny import TINY_ARCHITECTURES, byte_level_tokenizer, tiny_gemma2
-from diet.tasks import build_tasks
+from diet.eval.tasks import build_tasks
 
 TASKS = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
 
@@ -158,7 +159,7 @@ def test_backend_registry_and_config():
 
 
 def test_record_names_the_backend(tmp_path, isolated_cache):
-    from diet.pipeline import run_cell
+    from diet.run.pipeline import run_cell
 
     record, _ = run_cell(compose_config(["model=tiny_gemma2", "method=dense", "tasks=[arc_easy]", "eval.limit=2",
                                          "eval.backend=stock", f"results_dir={tmp_path}", "wandb.mode=disabled"]))
@@ -238,7 +239,7 @@ def test_tiny_bounds_catch_a_mask_leak(task_objects, tiny, tiny_logit_scale, mon
 def test_unsupported_model_falls_back_to_stock(task_objects, tiny, monkeypatch):
     model, tokenizer = tiny
     stock, fast = lm_pair(model, tokenizer, batch_size=8)
-    monkeypatch.setattr("diet.fast_eval.mask_layout", lambda config: None)
+    monkeypatch.setattr("diet.eval.fast.mask_layout", lambda config: None)
     instances = [i for doc in instances_by_doc(task_objects["arc_easy"], 2).values() for i in doc]
     assert fast.loglikelihood(instances, disable_tqdm=True) == stock.loglikelihood(instances, disable_tqdm=True)
 

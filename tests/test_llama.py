@@ -8,12 +8,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import compose_config
-from diet.config import validate
-from diet.evaluate import evaluate
+from diet.config.validate import validate
+from diet.eval.evaluate import evaluate
 from diet.methods import METHODS
 from diet.models.adapters import parameter_counts
-from diet.pipeline import eval_settings, run_cell
-from diet.prune import load_pruned
+from diet.run.pipeline import eval_settings, run_cell
+from diet.prune.checkpoint import load_pruned
 
 CELL = ["model=tiny_llama", "tasks=[arc_easy,rte]", "eval.limit=4", "calib.n=4", "calib.max_length=64",
         "wandb.mode=disabled"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diet.errors import DietConfigError
-from diet.masks import (
+from diet.select.masks import (
     MERGES,
     SCOPES,
     indices_to_mask,

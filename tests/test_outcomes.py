@@ -1,4 +1,4 @@
-"""Per-document outcomes (diet.evaluate.document_outcomes) and the paired difference built on them."""
+"""Per-document outcomes (diet.eval.evaluate.document_outcomes) and the paired difference built on them."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from diet.evaluate import document_outcomes
-from diet.stats import paired_difference
+from diet.eval.evaluate import document_outcomes
+from diet.analysis.stats import paired_difference
 
 
 def samples(values, metric="acc", ids=None):

@@ -8,10 +8,10 @@ import math
 import pytest
 
 from conftest import compose_config
-from diet.config import validate
+from diet.config.validate import validate
 from diet.errors import DietConfigError
 from diet.models.tiny import byte_level_tokenizer, tiny_gemma2
-from diet.pipeline import run_cell
+from diet.run.pipeline import run_cell
 
 
 @pytest.fixture(scope="module")

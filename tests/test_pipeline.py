@@ -7,8 +7,8 @@ import json
 import pytest
 
 from conftest import compose_config
-from diet.pipeline import run_cell
-from diet.records import iter_records
+from diet.run.pipeline import run_cell
+from diet.run.records import iter_records
 
 TINY = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "eval.limit=6", "calib.n=6", "wandb.mode=disabled"]
 

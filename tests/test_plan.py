@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from conftest import compose_config
-from diet.pipeline import run_cell
+from diet.run.pipeline import run_cell
 from experiments.plan import main, sweep_cells
-from diet.plan import plan_cells
+from diet.run.plan import plan_cells
 
 TINY = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "eval.limit=4", "calib.n=4", "wandb.mode=disabled"]
 
@@ -45,7 +45,7 @@ def test_plan_of_paper_main_and_bad_cells(capsys, tmp_path):
 
 
 def test_perplexity_cells_are_not_estimated_from_accuracy_records():
-    from diet.plan import cost_basis, work_kind
+    from diet.run.plan import cost_basis, work_kind
 
     def record(tasks, evaluate):
         return {"timings": {"profile": 10.0, "evaluate": evaluate}, "model": {"name": "m", "device": "cpu"},
@@ -61,8 +61,9 @@ def test_committed_study_cells_keep_their_identity():
     """New options enter a cell's hash only when set: today's config of the primary comparison still finds
     the committed records (dense; DIET and FLAP on C4 at seeds 0-2), so no finished cell would rerun."""
     from conftest import REPO_ROOT, compose_config
-    from diet.config import config_hash, effective_config, validate
-    from diet.records import find_existing
+    from diet.config.identity import config_hash, effective_config
+    from diet.config.validate import validate
+    from diet.run.records import find_existing
 
     records = REPO_ROOT / "results" / "records"
     cells = [["method=dense"]] + [[f"seed={s}", "method=diet"] for s in (0, 1, 2)] + \

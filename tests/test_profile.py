@@ -11,7 +11,7 @@ import torch
 
 from conftest import fp32_bound
 from diet.errors import DietConfigError
-from diet.profile import SITES, STATS, ActivationProfile, pad_batch, profile_activations
+from diet.calib.profiler import SITES, STATS, ActivationProfile, pad_batch, profile_activations
 from diet.models.tiny import tiny_gemma2
 
 NUM_LAYERS = 3

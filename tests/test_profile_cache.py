@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from diet.profile import ActivationProfile
-from diet.profile_cache import FORMAT_VERSION, ProfileCache
+from diet.calib.profiler import ActivationProfile
+from diet.calib.profile_cache import FORMAT_VERSION, ProfileCache
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KEY = {"model": "tiny-abc", "dtype": "float32", "task": "boolq", "n": 4, "seed": 0}
@@ -211,8 +211,8 @@ WORKER = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
     import torch
-    from diet.profile import ActivationProfile
-    from diet.profile_cache import ProfileCache
+    from diet.calib.profiler import ActivationProfile
+    from diet.calib.profile_cache import ProfileCache
 
     root, counter, ready_dir, name, out = sys.argv[1:6]
     key = {"model": "tiny", "task": "boolq", "n": 4}

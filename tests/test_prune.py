@@ -15,14 +15,8 @@ from diet.errors import DietConfigError
 from diet.io import sha256_file
 from diet.models.adapters import adapter_for, parameter_counts
 from diet.models.tiny import byte_level_tokenizer, tiny_gemma2
-from diet.prune import (
-    SPEC_FILE,
-    PrunedCheckpointError,
-    load_pruned,
-    prune_mlp_channels,
-    save_pruned,
-    zero_mlp_channels,
-)
+from diet.prune.checkpoint import SPEC_FILE, PrunedCheckpointError, load_pruned, save_pruned
+from diet.prune.mlp import prune_mlp_channels, zero_mlp_channels
 
 KEPT = [96, 41, 7]  # different kept counts per layer (of 128)
 
@@ -187,7 +181,7 @@ def test_round_trip_is_exact(pruned, batch, tmp_path):
 
 def test_unpruned_round_trip_takes_the_stock_loader(model, batch, tmp_path, monkeypatch):
     save_pruned(model, None, tmp_path / "dense")
-    monkeypatch.setattr("diet.prune._load_strict", lambda *a: pytest.fail("custom loader used for dense shapes"))
+    monkeypatch.setattr("diet.prune.checkpoint._load_strict", lambda *a: pytest.fail("custom loader used for dense shapes"))
     loaded, tokenizer, spec = load_pruned(tmp_path / "dense")
     assert tokenizer is None and spec["mlp_widths"] == [128, 128, 128]
     assert torch.equal(logits(loaded, batch), logits(model, batch))

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from conftest import compose_config
-from diet.pipeline import run_cell
+from diet.run.pipeline import run_cell
 
 pytestmark = pytest.mark.real_model
 

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import REPO_ROOT
 from diet.io import atomic_write_json
-from diet.records import SCHEMA_VERSION
-from diet.report import format_table
+from diet.run.records import SCHEMA_VERSION
+from diet.analysis.report import format_table
 
 TASKS = ["boolq", "rte"]
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, compose_config
-from diet import records
+from diet.run import records
 from diet.errors import DietConfigError
-from diet.pipeline import run_cell
-from diet.records import iter_records
+from diet.run.pipeline import run_cell
+from diet.run.records import iter_records
 
 SWEEP = [
     "-m", "model=tiny_gemma2", "method=dense,diet", "sparsity=0.2,0.4", "tasks=[arc_easy]",
@@ -140,7 +140,7 @@ def test_cli_fails_fast_with_one_message(tmp_path, case):
 
 
 def test_preflight_probes_and_creates_folders(tmp_path, monkeypatch):
-    from diet.preflight import preflight
+    from diet.run.preflight import preflight
 
     monkeypatch.setenv("DIET_CACHE", str(tmp_path / "cache"))
     cfg = compose_config(["model=tiny_gemma2", f"results_dir={tmp_path / 'a' / 'records'}", "wandb.mode=offline",
@@ -158,7 +158,7 @@ def test_preflight_probes_and_creates_folders(tmp_path, monkeypatch):
 
 def test_preflight_accepts_a_cached_hub_model(tmp_path, monkeypatch):
     """A hub id whose config.json is in the Hugging Face cache loads offline: no error, no network."""
-    from diet.preflight import check_model, looks_local
+    from diet.run.preflight import check_model, looks_local
 
     snapshot = tmp_path / "hub" / "models--google--gemma-2-2b" / "snapshots" / ("0" * 40)
     snapshot.mkdir(parents=True)

@@ -1,6 +1,6 @@
 """Tables and figures from records: exact cells, ordering, statistics, and byte-for-byte regeneration.
 
-Records are written by hand (make_record: the fields diet.pipeline.run_cell writes that the tables
+Records are written by hand (make_record: the fields diet.run.pipeline.run_cell writes that the tables
 read), so every expected number can be worked out on paper; one test runs the real pipeline on the
 tiny random Gemma-2 to check that real records fit the same schema.
 """
@@ -21,13 +21,13 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT, compose_config
-from diet.blocks import DEFAULTS
+from diet.analysis.blocks import DEFAULTS
 from diet.io import stable_hash
-from diet.records import SCHEMA_VERSION
-from diet.results import load_frame, load_records
-from diet.stats import clearly_above_chance, difference, mean_se, votes_needed
-from diet.table_render import to_markdown
-from diet.tables import build_tables
+from diet.run.records import SCHEMA_VERSION
+from diet.analysis.frame import load_frame, load_records
+from diet.analysis.stats import clearly_above_chance, difference, mean_se, votes_needed
+from diet.analysis.render import to_markdown
+from diet.analysis.tables import build_tables
 from experiments.tables import regenerate
 
 PAPER7 = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
@@ -58,14 +58,14 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
     effective = {k: config[k] for k in ("method", "model", "tasks", "eval", "seed")}
     effective.update({section: config[section] for section in USES.get(method, ())})
     if method == "dense":
-        effective["seed"] = 0  # unseeded (diet.config)
-    if documents and documents.startswith("random"):  # a random sample is its own cell (diet.config)
+        effective["seed"] = 0  # unseeded (diet.config.validate)
+    if documents and documents.startswith("random"):  # a random sample is its own cell (diet.config.validate)
         effective["eval"] = {**config["eval"], "docs": {"random_seed": 0}}
-    if calib_source is not None:  # a baseline's calibration text (diet.config: tasks, or a generic file)
+    if calib_source is not None:  # a baseline's calibration text (diet.config.validate: tasks, or a generic file)
         config["calib"]["source"] = calib_source
         effective["calib"] = {"n": calib_n, "source": "tasks"} if calib_source == "tasks" else \
             {"source": {"file_sha256": "f", "layout": "documents", "windows": 128, "window_length": 128}}
-    if profiled is not None and "calib" in effective:  # as diet.config: only when not the evaluated tasks
+    if profiled is not None and "calib" in effective:  # as diet.config.validate: only when not the evaluated tasks
         effective["calib_tasks"] = profiled
     if dims is not None:  # an equal-parameter-budget dims comparison (experiment=ablation_dims_local)
         effective.update(dims=dims, sparsity_of="params")
@@ -406,7 +406,7 @@ def test_command_writes_tables_and_figures(paper, tmp_path):
 
 
 def test_tables_go_to_wandb_one_run_per_group(paper, monkeypatch, tmp_path):
-    from diet.tracking import log_tables
+    from diet.run.tracking import log_tables
 
     logged: list[tuple[str, list[str]]] = []
 
@@ -432,7 +432,7 @@ def test_tables_go_to_wandb_one_run_per_group(paper, monkeypatch, tmp_path):
 
 def test_real_records_fit_the_tables(tmp_path, isolated_cache):
     """A DIET cell through the real pipeline (tiny random Gemma-2): the tables read what run_cell writes."""
-    from diet.pipeline import run_cell
+    from diet.run.pipeline import run_cell
 
     tiny = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "eval.limit=6", "calib.n=6", "wandb.mode=disabled",
             f"results_dir={tmp_path / 'records'}"]
@@ -475,7 +475,7 @@ def test_committed_tables_are_regenerated_exactly(tmp_path):
 
 
 def test_terminal_table_lists_tasks_in_paper_order():
-    from diet.report import format_table
+    from diet.analysis.report import format_table
 
     record = make_record("dense", 0.0, same(0.5))
     record["tasks"] = dict(sorted(record["tasks"].items()))  # as stored: json sort_keys
@@ -507,8 +507,8 @@ def test_leave_one_out_table_pairs_each_left_out_task_with_the_all_profiled_run(
 
 
 def test_dims_ablation_table_and_figure_at_an_equal_parameter_budget(tmp_path):
-    from diet.blocks import blocks_from_frame
-    from diet.plots import build_figures
+    from diet.analysis.blocks import blocks_from_frame
+    from diet.analysis.plots import build_figures
 
     write(tmp_path, make_record("dense", 0.0, same(0.5)))
     write(tmp_path, make_record("diet", 0.2, same(0.45)))  # default: 20% of the MLP channels

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 
@@ -12,16 +12,14 @@ from diet.registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry("method")
 
-# Config sections every run depends on; a method adds the ones its result depends on.
-BASE_SECTIONS = ("model", "tasks", "eval", "seed", "data_mode")
-
 
 @dataclass
 class PruningContext:
     """Everything a method may use to choose its mask."""
 
     loaded: LoadedModel
-    cfg: dict[str, Any]                # the validated, resolved run config
+    cfg: Mapping[str, Any]             # the validated run config, as a ConfigView (diet.config.identity):
+                                       # every option read is checked to be part of the cell's identity
     tasks: list[str]
     data_dir: Any
     timer: Callable[[str], Any]        # context manager factory: with timer("profile"): ...
@@ -35,23 +33,34 @@ class PruningContext:
 
 @dataclass
 class MaskSelection:
-    """A method's answer: what to remove, plus what it wants recorded. Applied by the shared pruner."""
+    """A method's answer: what to remove, plus what it wants recorded. Applied by the shared pruner
+    (diet.prune.apply), one dimension (diet.dims) after the other in pruning order."""
 
-    mlp_keep: list[torch.Tensor] | None = None            # per layer, True = keep the MLP channel
-    mlp_bias: list[torch.Tensor | None] | None = None     # per layer down_proj bias added after slicing (FLAP)
-    drop_layers: list[int] | None = None                  # whole decoder layers removed (ShortGPT)
-    head_keep: list[torch.Tensor] | None = None           # per layer, per query head, True = keep (GQA rule)
-    hidden_keep: torch.Tensor | None = None               # one mask over the residual-stream dims, True = keep
+    keep: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # dimension -> per-layer masks, True = keep
+    # dimension -> per-layer compensation its pruner adds after the removal (FLAP: the MLP down_proj bias)
+    bias: dict[str, list[torch.Tensor | None]] = field(default_factory=dict)
     per_task: dict[str, "MaskSelection"] | None = None    # evaluate each task with its own selection (oracle)
     stats: dict[str, Any] = field(default_factory=dict)
+
+    def kept(self, dimension: str) -> list[torch.Tensor] | None:
+        """The per-layer masks of one dimension, None where it is not pruned."""
+        return self.keep.get(dimension)
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A method without options of its own (conf/method/<name>.yaml holds only its name)."""
 
 
 class Method:
     name: ClassVar[str] = "base"
-    # config sections (besides BASE_SECTIONS) that change this method's result
+    # the method's own options (conf/method/<name>.yaml), a dataclass: its fields and defaults are the only ones
+    Options: ClassVar[type] = NoOptions
+    # config sections (besides diet.config.identity.BASE_SECTIONS) that change this method's result; a
+    # read outside them is refused after selection (diet.config.identity.check_reads)
     uses: ClassVar[tuple[str, ...]] = ()
     prunes: ClassVar[bool] = True
-    # the `dims` values (diet.dims.DIMS) this method can select; others fail in validation
+    # the `dims` values (diet.dims.choice) this method can select; others fail in validation
     dims: ClassVar[tuple[str, ...]] = ("mlp",)
     # whether calib.source (pooled task samples or a text file) feeds this method; DIET is per task
     calib_source: ClassVar[bool] = False
@@ -68,8 +77,16 @@ class Method:
     seeded: ClassVar[bool] = True
 
     @classmethod
-    def check(cls, options: dict[str, Any]) -> None:
-        """Validate the method's own options (conf/method/<name>.yaml) before any model is loaded."""
+    def options(cls, section: Mapping[str, Any]) -> Any:
+        """conf/method/<name>.yaml bound to `Options`: unknown keys and wrong types fail, naming what is allowed."""
+        from diet.config.bind import bind
+
+        return bind(cls.Options, section, "method", ignore=("name",))
+
+    @classmethod
+    def check(cls, options: Mapping[str, Any]) -> None:
+        """Validate the method's own options before any model is loaded."""
+        cls.options(options)
 
     def select(self, ctx: PruningContext) -> MaskSelection:
         raise NotImplementedError

@@ -4,7 +4,7 @@ Task-agnostic baselines (wanda_sp, flap, activation_pooled, shortgpt) calibrate 
 - `tasks` (default): the per-task samples pooled, so they see exactly the tokens DIET sees;
 - `c4` (the offline data folder's C4 train excerpt) or the path of a text file: generic text, the
   baselines' published protocol, `calib.windows` windows of `calib.window_length` tokens sampled as the
-  reference code samples them (diet/generic_text.py); null = the method's reference count and length
+  reference code samples them (diet/calib/generic_text.py); null = the method's reference count and length
   (`Method.reference_calib`).
 """
 
@@ -15,17 +15,17 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from diet.calibration import draw_samples, encode_samples
+from diet.calib.samples import draw_samples, encode_samples
 from diet.errors import DietConfigError
-from diet.evaluate import EvalSettings, make_lm
-from diet.generic_text import NAMED_SOURCES, layout_of, sample_windows
+from diet.eval.evaluate import EvalSettings, make_lm
+from diet.calib.generic_text import NAMED_SOURCES, layout_of, sample_windows
 from diet.io import sha256_file
 from diet.methods.base import PruningContext
 from diet.paths import cache_dir
 from diet.paths import data_dir as resolve_data_dir
-from diet.profile import ActivationProfile, profile_activations
-from diet.profile_cache import ProfileCache
-from diet.tasks import build_tasks, data_files
+from diet.calib.profiler import ActivationProfile, profile_activations
+from diet.calib.profile_cache import ProfileCache
+from diet.eval.tasks import build_tasks, data_files
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def generic_notes(ctx: PruningContext, path: Path, reference: tuple[int, int]) -
 
 
 def generic_sequences(ctx: PruningContext, path: Path, reference: tuple[int, int]) -> list[list[int]]:
-    """The seeded generic-text windows (diet/generic_text.py); what was drawn goes into the record's notes."""
+    """The seeded generic-text windows (diet/calib/generic_text.py); what was drawn goes into the record's notes."""
     windows, length = window_plan(ctx.cfg, reference)
     drawn = sample_windows(path, ctx.loaded.tokenizer, windows, length, ctx.cfg["seed"],
                            bool(ctx.cfg["model"]["add_bos_token"]))

@@ -10,4 +10,4 @@ class Dense(Method):
     prunes = False
 
     def select(self, ctx: PruningContext) -> MaskSelection:
-        return MaskSelection(mlp_keep=None)
+        return MaskSelection()

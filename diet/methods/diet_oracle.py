@@ -1,16 +1,16 @@
 """DIET oracle: every task is evaluated with its own single-task DIET mask (no merge).
 
 The task-specific upper bound of DIET's merge: T pruned models instead of one. The masks are DIET's
-own per-task masks (diet.diet_task_masks: same statistic, scope and floor, same `dims`), so the gap
+own per-task masks (diet.methods.diet.diet_task_masks: same statistic, scope and floor, same `dims`), so the gap
 between `diet` and `diet_oracle` is what the vote costs.
 """
 
 from __future__ import annotations
 
-from diet import dims as dims_mod
 from diet.io import stable_hash
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
 from diet.methods.diet import DIET_DIMS, diet_task_masks
+from diet.select.by_dimension import selection_stats
 
 SINGLE_KEYS = ("kept_channels", "kept_per_layer", "actual_sparsity", "mask_hash")
 
@@ -26,8 +26,9 @@ class DietOracle(Method):
         per_task = diet_task_masks(ctx)
         parts = per_task.parts
         tasks = list(next(iter(parts.values())).masks)
-        task_finals = {task: {part: pm.per_layer(part, task) for part, pm in parts.items()} for task in tasks}
-        extra = list(parts)[1:]  # parts nested under their own name in the stats (dims.selection_stats)
+        model = ctx.loaded.model
+        task_finals = {task: {part: pm.per_layer(task, model) for part, pm in parts.items()} for task in tasks}
+        extra = list(parts)[1:]  # parts nested under their own name in the stats (select.by_dimension)
 
         def pick(single: dict) -> dict:
             out = {key: single[key] for key in SINGLE_KEYS}
@@ -35,10 +36,10 @@ class DietOracle(Method):
             return out
 
         # Per task the stats DIET gives for its final mask; across tasks the vote histogram and overlaps.
-        singles = {task: dims_mod.selection_stats({}, finals) for task, finals in task_finals.items()}
+        singles = {task: selection_stats({}, finals) for task, finals in task_finals.items()}
         # (selection_stats needs a final mask: any task's will do, its own fields are replaced below)
         all_masks = {part: {task: task_finals[task][part] for task in tasks} for part in parts}
-        stats = dims_mod.selection_stats(all_masks, task_finals[tasks[0]])
+        stats = selection_stats(all_masks, task_finals[tasks[0]])
         for target in [stats, *(stats[part] for part in extra)]:
             for key in SINGLE_KEYS:
                 del target[key]
@@ -48,7 +49,7 @@ class DietOracle(Method):
         stats["tokens_per_task"] = {task: profile.n_tokens for task, profile in per_task.profiles.items()}
         return MaskSelection(
             per_task={
-                task: MaskSelection(**dims_mod.selection_fields(finals), stats=singles[task])
+                task: MaskSelection(keep=finals, stats=singles[task])
                 for task, finals in task_finals.items()
             },
             stats=stats,

@@ -33,16 +33,29 @@ metric standardised per layer (`standarlization`, torch.std). Named deviations:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from diet import masks
+from diet.select import masks
 from diet.errors import DietConfigError
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
 from diet.methods.calibrated import calibration_profile
 from diet.models.adapters import adapter_for
-from diet.profile import ActivationProfile
+from diet.calib.profiler import ActivationProfile
 
 ALLOCATIONS = ("global", "layer")
+
+
+@dataclass(frozen=True)
+class FlapOptions:
+    allocation: str = "global"  # global: adaptive across layers (FLAP) | layer: top-k per layer (uniform)
+    bias: bool = True           # bias compensation: down_proj bias = W_down[:, removed] @ mean(a[removed])
+
+    def __post_init__(self) -> None:
+        if self.allocation not in ALLOCATIONS:
+            raise DietConfigError(f"method.allocation={self.allocation!r} is not allowed: use one of "
+                                  f"{', '.join(ALLOCATIONS)}")
 
 
 def _down_weights(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -88,18 +101,11 @@ class Flap(Method):
     calib_source = True
     # FLAP scripts/llama_7b.sh: --nsamples 1024 windows of model.seqlen = 128 tokens (main.py get_llm)
     reference_calib = (1024, 128)
-
-    @classmethod
-    def check(cls, options: dict) -> None:
-        allocation = options.get("allocation", "global")
-        if allocation not in ALLOCATIONS:
-            raise DietConfigError(f"method.allocation={allocation!r} is not allowed: use one of {', '.join(ALLOCATIONS)}")
-        if not isinstance(options.get("bias", True), bool):
-            raise DietConfigError(f"method.bias={options['bias']!r} is not allowed: use true or false")
+    Options = FlapOptions
 
     def select(self, ctx: PruningContext) -> MaskSelection:
-        cfg, options = ctx.cfg, ctx.cfg["method"]
-        allocation = options.get("allocation", "global")
+        cfg, options = ctx.cfg, self.options(ctx.cfg["method"])
+        allocation = options.allocation
         with ctx.timer("profile"):
             profile = calibration_profile(ctx, self.reference_calib)
         with ctx.timer("mask"):
@@ -107,7 +113,7 @@ class Flap(Method):
             final = masks.select_top(
                 standardised, cfg["sparsity"], scope=allocation, min_keep_fraction=cfg["mask"]["min_keep_fraction"]
             )
-            bias = compensation_bias(ctx.loaded.model, profile, final) if options.get("bias", True) else None
+            bias = compensation_bias(ctx.loaded.model, profile, final) if options.bias else None
         stats = masks.mask_stats({}, final)
         stats.update(
             allocation=allocation,
@@ -115,4 +121,4 @@ class Flap(Method):
             bias_norm_per_layer=None if bias is None else [0.0 if b is None else float(b.norm()) for b in bias],
             calib_tokens=profile.n_tokens,
         )
-        return MaskSelection(mlp_keep=final, mlp_bias=bias, stats=stats)
+        return MaskSelection(keep={"mlp": final}, bias={} if bias is None else {"mlp": bias}, stats=stats)

@@ -3,7 +3,7 @@
 Reference: W_metric = torch.norm(W_down, dim=0), the L2 norm of MLP channel j's down_proj column
 (and, for heads, the o_proj columns' norms summed per head; heads are not pruned here: dims=mlp only).
 
-Named deviation: the removed count per layer is diet.masks.keep_count's, shared by every method (round
+Named deviation: the removed count per layer is diet.select.masks.keep_count's, shared by every method (round
 half up), where the reference removes floor(ratio * width).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from diet import masks
+from diet.select import masks
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
 from diet.models.adapters import adapter_for
 
@@ -34,4 +34,4 @@ class Magnitude(Method):
     def select(self, ctx: PruningContext) -> MaskSelection:
         with ctx.timer("mask"):
             final = masks.select_top(magnitude_scores(ctx.loaded.model), ctx.cfg["sparsity"], scope="layer")
-        return MaskSelection(mlp_keep=final, stats=masks.mask_stats({}, final))
+        return MaskSelection(keep={"mlp": final}, stats=masks.mask_stats({}, final))

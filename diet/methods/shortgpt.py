@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from diet import masks
+from diet.select import masks
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
 from diet.methods.calibrated import calibration_profile
 from diet.models.adapters import adapter_for
@@ -82,4 +82,6 @@ class ShortGPT(Method):
             "actual_sparsity": sum(widths[i] for i in drop) / sum(widths),  # MLP channels removed with their layers
             "calib_tokens": profile.n_tokens,
         }
-        return MaskSelection(drop_layers=drop, stats=stats)
+        keep = torch.ones(total_layers, dtype=torch.bool)
+        keep[drop] = False
+        return MaskSelection(keep={"layers": [keep]}, stats=stats)

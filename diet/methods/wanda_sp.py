@@ -15,16 +15,16 @@ Calibration: `calib.source` — `c4` is the reference protocol (get_loaders("c4"
 seqlen=model.seqlen=128)); `tasks` feeds DIET's own task samples (same-tokens comparison).
 
 Named deviations (tests/test_baselines.py checks each):
-- removed count: every method removes the same count per layer, diet.masks.keep_count (round half up:
+- removed count: every method removes the same count per layer, diet.select.masks.keep_count (round half up:
   410 of 2048 at 20%); the reference removes floor(0.2 * 2048) = 409 (`sort(W_metric)[int(numel * ratio)]`).
 - heads: only with dims=heads / mlp+heads (the reference always prunes both, at one ratio); grouped-query
   attention keeps every KV head and the same number of query heads per group (the reference assumes
   multi-head attention with head_dim 128).
 - a pruned layer is zeroed on the fly (its removed channels' down_proj inputs and heads' o_proj inputs
   are multiplied by 0 in the calibration passes), which is exactly what slicing them out computes; the
-  shared pruner slices afterwards. The passes replay buffered layer inputs (diet/sequential.py) as the
+  shared pruner slices afterwards. The passes replay buffered layer inputs (diet/calib/sequential.py) as the
   reference's inps/outs buffers do.
-- BOS: generic windows start with the BOS the model is evaluated with (diet/generic_text.py).
+- BOS: generic windows start with the BOS the model is evaluated with (diet/calib/generic_text.py).
 """
 
 from __future__ import annotations
@@ -34,13 +34,15 @@ from typing import Callable, Iterator
 
 import torch
 
-from diet import dims as dims_mod
-from diet import masks
+from diet.dims.choice import cfg_dims, dim_parts
+from diet.dims.heads import HeadLayout, select_heads
+from diet.select.by_dimension import selection_stats
+from diet.select import masks
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
 from diet.methods.calibrated import calibration_sequences, exclude_bos
 from diet.models.adapters import adapter_for
-from diet.profile import ActivationProfile
-from diet.sequential import sequential_profiles
+from diet.calib.profiler import ActivationProfile
+from diet.calib.sequential import sequential_profiles
 
 
 def _wanda_metric(weight: torch.Tensor, sum_sq: torch.Tensor, n_samples: int) -> torch.Tensor:
@@ -96,14 +98,14 @@ def sequential_wanda_sp(model: torch.nn.Module, sequences: list[list[int]], spar
                         exclude_first: bool = False) -> tuple[dict[str, list[torch.Tensor]], int]:
     """Layer by layer as prune_wanda_sp: profile layer l with layers < l pruned, score, prune l.
     Returns ({"mlp": keep per layer, "heads": keep per layer}, calibration tokens per pass)."""
-    layout = dims_mod.HeadLayout.of(model) if "heads" in parts else None
+    layout = HeadLayout.of(model) if "heads" in parts else None
     finals: dict[str, list[torch.Tensor]] = {part: [] for part in parts}
     with zeroed_while_calibrating(model) as prune:
         def prune_layer(layer: int, profile: ActivationProfile) -> None:
             if "heads" in parts:  # both from the same pass, before this layer is pruned (as the reference)
-                one_layer = dims_mod.HeadLayout((layout.groups[layer],), (layout.group_size[layer],))
+                one_layer = HeadLayout((layout.groups[layer],), (layout.group_size[layer],))
                 finals["heads"].append(
-                    dims_mod.select_heads([layer_head_scores(model, profile, layer)], sparsity, one_layer)[0])
+                    select_heads([layer_head_scores(model, profile, layer)], sparsity, one_layer)[0])
             if "mlp" in parts:
                 finals["mlp"].append(
                     masks.select_top([layer_channel_scores(model, profile, layer)], sparsity, scope="layer")[0])
@@ -125,13 +127,13 @@ class WandaSP(Method):
     version = 2  # 2: the reference scoring (down_proj only, sequential); 1 added a gate/up weight term
 
     def select(self, ctx: PruningContext) -> MaskSelection:
-        parts = dims_mod.dim_parts(dims_mod.cfg_dims(ctx.cfg))
+        parts = dim_parts(cfg_dims(ctx.cfg))
         model = ctx.loaded.model
         with ctx.timer("profile"):
             sequences = calibration_sequences(ctx, self.reference_calib)
             finals, tokens = sequential_wanda_sp(model, sequences, ctx.cfg["sparsity"], parts,
                                                  ctx.cfg["calib"]["batch_size"], ctx.loaded.tokenizer.pad_token_id or 0,
                                                  exclude_bos(ctx.cfg))
-        stats = dims_mod.selection_stats({}, finals)
+        stats = selection_stats({}, finals)
         stats.update(calib_tokens=tokens, sequential=True)
-        return MaskSelection(**dims_mod.selection_fields(finals), stats=stats)
+        return MaskSelection(keep=finals, stats=stats)

@@ -1,11 +1,19 @@
-"""One adapter per architecture family: where the decoder layers, MLP and attention projections live.
+"""One adapter per architecture family: everything the framework knows about a model's layout.
 
-Pruning and profiling code talks only to an adapter, never to `if "llama" in name` branches.
+The contract: where the decoder layers live (`layers`, `backbone`), the MLP's kind and projections (`mlp_kind`,
+`mlp`), the attention layout (`attention`, `num_kv_heads`, `head_dim`, `head_counts`), the norms that act on
+the residual stream (`hidden_norms`), the input embedding's scale (`embedding_scale`), the unit counts of every
+prunable dimension (`mlp_widths`, `head_counts`, `hidden_width`, `num_layers`) and the config flag of the
+family's stock MLP biases (`stock_mlp_bias`). Pruning, profiling and export talk only to an adapter, never to
+`if "llama" in name` branches; tests/test_adapters.py runs one contract suite against every registered adapter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
 
 from torch import nn
 
@@ -33,9 +41,13 @@ class AttentionProjections:
 class ModelAdapter:
     """Decoder-only transformer with `model.model.layers[i].{mlp,self_attn}` (HF Llama/Gemma layout)."""
 
-    family: str = "base"
+    family: ClassVar[str] = "base"
     # the config flag that gives the family's stock MLP biases (gate/up/down), None if it has none
-    stock_mlp_bias: str | None = None
+    stock_mlp_bias: ClassVar[str | None] = None
+    # every pruner assumes a gated MLP (down(act(gate(x)) * up(x))): its channels are gate/up rows, down columns
+    mlp_kind: ClassVar[str] = "gated"
+    # a decoder layer's own norms over the residual stream (its attention's q_norm/k_norm act on head_dim)
+    layer_norms: ClassVar[tuple[str, ...]] = ("input_layernorm", "post_attention_layernorm")
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -82,6 +94,20 @@ class ModelAdapter:
         head_dim = getattr(self.config, "head_dim", None)
         return int(head_dim or self.config.hidden_size // self.config.num_attention_heads)
 
+    def hidden_norms(self) -> list[nn.Module]:
+        """Every norm over the residual stream: each layer's `layer_norms`, then the final norm."""
+        norms = [getattr(layer, name) for layer in self.layers() for name in self.layer_norms]
+        final = getattr(self.backbone(), "norm", None)
+        return norms + ([final] if final is not None else [])
+
+    def embedding_scale(self) -> float | None:
+        """The input-embedding multiplier (Gemma: sqrt of the hidden size the model was BUILT with, which
+        hidden pruning must keep), None for families without one."""
+        scale = getattr(self.model.get_input_embeddings(), "embed_scale", None)
+        if isinstance(scale, torch.Tensor) and scale.is_meta:  # a shapes-only (meta) model: the value Gemma computes
+            return float(self.config.hidden_size) ** 0.5
+        return None if scale is None else float(scale)
+
     def embedding_parameters(self) -> int:
         """Parameters of the input embedding plus an untied LM head."""
         embed = self.model.get_input_embeddings().weight
@@ -95,11 +121,14 @@ class ModelAdapter:
 @ADAPTERS.register("gemma2")
 class Gemma2Adapter(ModelAdapter):
     family = "gemma2"
+    layer_norms = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                   "post_feedforward_layernorm")
 
 
 @ADAPTERS.register("gemma3_text")
 class Gemma3TextAdapter(ModelAdapter):
     family = "gemma3_text"
+    layer_norms = Gemma2Adapter.layer_norms
 
 
 @ADAPTERS.register("llama")

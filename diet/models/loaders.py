@@ -22,7 +22,7 @@ from diet.errors import DietConfigError
 from diet.io import stable_hash
 from diet.models.adapters import adapter_for, parameter_counts
 from diet.paths import cache_dir
-from diet.preflight import load_failure
+from diet.run.preflight import load_failure
 from diet.registry import Registry
 
 log = logging.getLogger(__name__)

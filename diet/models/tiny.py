@@ -1,4 +1,4 @@
-"""Tiny random Gemma-2 and Llama models and a byte-level tokenizer, built in-process (no download)."""
+"""Tiny random Gemma-2, Gemma-3 (text) and Llama models and a byte-level tokenizer, built in-process (no download)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from torch import nn
-from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig,
+                          LlamaForCausalLM, PreTrainedTokenizerFast)
 
 from diet.registry import Registry
 
@@ -73,6 +74,14 @@ def tiny_gemma2(seed: int = 0, **overrides: Any) -> Gemma2ForCausalLM:
     """Random-weight Gemma2ForCausalLM with the exact Gemma-2 layout (GQA, 4 norms/block, soft-capping)."""
     config = Gemma2Config(**{**COMMON, "sliding_window": 64, **overrides})
     return _seeded(lambda: Gemma2ForCausalLM(config), seed, norm_centre=0.0)
+
+
+@TINY_ARCHITECTURES.register("gemma3")
+def tiny_gemma3(seed: int = 0, **overrides: Any) -> Gemma3ForCausalLM:
+    """Random-weight Gemma3ForCausalLM (text only: the Gemma-3 270M architecture, q/k norms, sliding and full
+    attention layers)."""
+    config = Gemma3TextConfig(**{**COMMON, "sliding_window": 64, **overrides})
+    return _seeded(lambda: Gemma3ForCausalLM(config), seed, norm_centre=0.0)
 
 
 @TINY_ARCHITECTURES.register("llama")

@@ -1,0 +1,1 @@
+"""Stored records -> tidy frame -> tables, figures and statistics."""

@@ -1,0 +1,162 @@
+"""Runs (one per deduplicated record) grouped into blocks of one model at one eval limit.
+
+Only runs of the same model and eval.limit are comparable, so every table and figure is built per
+block. A block also fixes the two things its tables share: the ordered task columns and the tasks
+on which the dense model is clearly above chance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from diet.analysis.frame import ABLATION_KEYS, ALL_PROFILED, RUN_COLUMNS
+from diet.analysis.stats import clearly_above_chance
+
+# Row order of every table: dense first, DIET and its oracle, then the baselines, then anything new.
+METHOD_ORDER = ("dense", "diet", "diet_oracle", "activation_pooled", "wanda_sp", "flap", "magnitude", "random",
+                "shortgpt")
+DIET_METHODS = frozenset({"dense", "diet", "diet_oracle"})  # not "baselines" in the differences table
+TASK_ORDER = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
+# The defaults of conf/config.yaml (tests/test_tables.py checks they agree): a run at these settings
+# is a main-table run; any other value makes it an ablation variant.
+DEFAULTS: dict[str, Any] = {"threshold": 0.5, "calib_n": 100, "stat": "mean_abs", "scope": "layer", "merge": "vote",
+                            "profiled": ALL_PROFILED, "dims": "mlp", "sparsity_of": "dim", "calib_source": "tasks"}
+LABELS = {"threshold": "vote.threshold", "calib_n": "calib.n", "stat": "profile.stat", "scope": "mask.scope",
+          "merge": "merge", "profiled": "profiled", "dims": "dims", "sparsity_of": "sparsity_of",
+          "calib_source": "calib.source"}
+
+
+def method_rank(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+
+
+def task_rank(task: str) -> tuple[int, str]:
+    return (TASK_ORDER.index(task), "") if task in TASK_ORDER else (len(TASK_ORDER), task)
+
+
+def format_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def variant(run: dict[str, Any]) -> str:
+    """'' at the default settings, else the differing options ('vote.threshold=1, calib.n=6')."""
+    return ", ".join(f"{LABELS[key]}={format_value(run[key])}" for key in ABLATION_KEYS
+                     if run[key] is not None and run[key] != DEFAULTS[key])
+
+
+def _plain(value: Any) -> Any:
+    """NaN/NA -> None; numpy scalars -> Python (keys of dicts and sort keys must compare cleanly)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def runs_from_frame(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """One dict per record: its run fields plus tasks {task: (score, stderr, n)} and, for tasks whose
+    record has per-document outcomes, outcomes {task: (outcomes, docs_sha256)}; ordered by config_hash."""
+    runs: dict[str, dict[str, Any]] = {}
+    for row in frame.to_dict("records"):
+        run = runs.setdefault(row["config_hash"],
+                              {col: _plain(row[col]) for col in RUN_COLUMNS} | {"tasks": {}, "outcomes": {}})
+        run["tasks"][row["task"]] = (float(row["score"]), float(row["stderr"]), int(row["n"]))
+        if _plain(row["outcomes"]) is not None:
+            run["outcomes"][row["task"]] = (row["outcomes"], row["docs_sha256"])
+    for run in runs.values():
+        run["variant"] = variant(run)
+    return [runs[key] for key in sorted(runs)]
+
+
+def row_key(run: dict[str, Any]) -> tuple:
+    """Dense on top, then sparsity ascending, methods in METHOD_ORDER, default settings before variants."""
+    return (run["method"] != "dense", run["sparsity"], method_rank(run["method"]), run["variant"] != "",
+            run["variant"], run["config_hash"])
+
+
+@dataclass
+class Block:
+    model: str
+    limit: int | None
+    runs: list[dict[str, Any]]      # every run of this model and these documents, in row_key order
+    main: list[dict[str, Any]]      # the main-table selection (see main_runs), in row_key order
+    tasks: list[str]                # task columns: paper order, then others alphabetically
+    above_chance: list[str] | None  # tasks where dense is clearly above chance; None without a dense run
+    documents: str = ""             # diet.analysis.frame.documents_label: all | first<N> | random<N>s<seed>
+
+    @property
+    def averaged(self) -> list[str]:
+        """The task columns an average covers: the accuracy tasks (a perplexity is its own column)."""
+        from diet.eval.tasks import accuracy_tasks
+
+        return accuracy_tasks(self.tasks)
+
+    @property
+    def is_random(self) -> bool:
+        return self.documents.startswith("random")
+
+    @property
+    def label(self) -> str:
+        """File-name label: <model>__limit<N> (first N, as before random samples), __limitall, __random<N>."""
+        if self.is_random:
+            return f"{self.model}__{self.documents.removesuffix('s0')}"
+        return f"{self.model}__limit{'all' if self.limit is None else self.limit}"
+
+    @property
+    def docs_title(self) -> str:
+        """How figures name the documents."""
+        return f"{self.limit} random docs" if self.is_random else f"limit {self.limit}"
+
+    @property
+    def first_n_note(self) -> str | None:
+        """Tables of first-N blocks say so: those documents are not a random sample of the split."""
+        if self.documents.startswith("first"):
+            return (f"documents: the first {self.limit} of each split (records made before eval.docs=random), "
+                    f"not a random sample: HellaSwag's first 3243 validation documents are all ActivityNet")
+        return None
+
+
+def main_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (method, sparsity) the run at the default settings; where there is none, every variant.
+    Of several calibration seeds, the lowest (the seeds table aggregates them all).
+
+    So ablation sweeps in the same folder do not crowd the main table, and a quick run at, say,
+    calib.n=6 still shows up (labelled with its variant).
+    """
+    cells: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        cells.setdefault((run["method"], run["sparsity"]), []).append(run)
+    chosen = []
+    for cell in cells.values():
+        defaults = [run for run in cell if run["variant"] == ""]
+        picked = defaults or cell
+        lowest = {}
+        for run in sorted(picked, key=lambda r: (r["seed"], r["config_hash"])):
+            lowest.setdefault(run["variant"], run)
+        chosen.extend(lowest.values())
+    return sorted(chosen, key=row_key)
+
+
+def above_chance_tasks(main: list[dict[str, Any]]) -> list[str] | None:
+    dense = [run for run in main if run["method"] == "dense"]
+    if not dense:
+        return None
+    tasks = dense[0]["tasks"]  # several dense runs (e.g. seeds): the first by config_hash decides
+    return sorted((t for t, (score, se, _) in tasks.items() if clearly_above_chance(t, score, se)), key=task_rank)
+
+
+def blocks_from_frame(frame: pd.DataFrame) -> list[Block]:
+    """One block per (model, documents): only runs on the same documents are compared."""
+    by_block: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs_from_frame(frame):
+        by_block.setdefault((run["model"], run["limit"], run["documents"]), []).append(run)
+    blocks = []
+    # None (all documents) sorts after every number
+    for (model, limit, documents) in sorted(by_block, key=lambda k: (k[0], k[1] is None, k[1] or 0, k[2])):
+        runs = sorted(by_block[(model, limit, documents)], key=row_key)
+        main = main_runs(runs)
+        tasks = sorted({t for run in runs for t in run["tasks"]}, key=task_rank)
+        blocks.append(Block(model, limit, runs, main, tasks, above_chance_tasks(main), documents))
+    return blocks

@@ -1,0 +1,157 @@
+"""All records of a results folder as one tidy DataFrame: one row per (record, task).
+
+Reruns of a cell share its config_hash (the hash leaves out output paths, W&B and code version), so
+only the newest record of each hash is kept: tables always show the latest result of a cell.
+"""
+
+from __future__ import annotations
+
+import math
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from diet.run.records import iter_records
+
+# Options the ablation tables vary: column name -> (config section, key or None for a top-level value).
+ABLATION_KEYS: dict[str, tuple[str, str | None]] = {
+    "threshold": ("vote", "threshold"),
+    "calib_n": ("calib", "n"),
+    "stat": ("profile", "stat"),
+    "scope": ("mask", "scope"),
+    "merge": ("merge", None),
+    "profiled": ("calib_tasks", None),  # the tasks profiled, as a label (profiled_label)
+    "dims": ("dims", None),
+    "sparsity_of": ("sparsity_of", None),  # in the identity only when not "dim" (diet.config.validate)
+    "calib_source": ("calib", "source"),   # baselines: "tasks" | "c4" | a file's name (calib_source_label)
+}
+ALL_PROFILED = "all"  # the profiled tasks are the evaluated ones (the default)
+RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", "documents", "seed", "params_removed",
+               *ABLATION_KEYS, "n_tasks", "config_hash", "finished_at", "group"]
+TASK_COLUMNS = ["task", "metric", "score", "stderr", "n", "outcomes", "docs_sha256"]  # the last two: None if absent
+COLUMNS = RUN_COLUMNS + TASK_COLUMNS
+
+
+def _newest_key(record: dict[str, Any]) -> tuple[datetime, str]:
+    # finished_at is ISO 8601 with an offset; the file name breaks ties (a `__rerunN` file sorts last)
+    return datetime.fromisoformat(record["finished_at"]), Path(record.get("_path", "")).name
+
+
+def newest_per_cell(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest record of each config_hash, ordered by config_hash (deterministic)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        kept = newest.get(record["config_hash"])
+        if kept is None or _newest_key(record) > _newest_key(kept):
+            newest[record["config_hash"]] = record
+    return [newest[key] for key in sorted(newest)]
+
+
+def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
+    """Deduplicated records of a folder; a missing folder has none."""
+    if not Path(results_dir).is_dir():
+        return []
+    return newest_per_cell(iter_records(Path(results_dir)))
+
+
+def profiled_label(profiled: list[str], evaluated: list[str],
+                   task_sets: dict[str, list[str]] | None = None) -> str:
+    """'all' | 'all but boolq' (leave-one-task-out) | the name of a task set with exactly these tasks
+    ('pair3') | 'boolq+rte' (any other set: cross-task transfer, or evaluation on a subset)."""
+    if profiled == evaluated:
+        return ALL_PROFILED
+    left_out = [task for task in evaluated if task not in profiled]
+    if len(left_out) == 1 and len(profiled) == len(evaluated) - 1:
+        return f"all but {left_out[0]}"
+    named = sorted(name for name, members in (task_sets or {}).items() if list(members) == list(profiled))
+    return named[0] if named else "+".join(profiled)
+
+
+def documents_label(record: dict[str, Any]) -> str:
+    """Which documents a record scored: 'all', 'first<N>' (records before eval.docs existed took the
+    first N) or 'random<N>s<seed>' (diet.eval.documents)."""
+    evaluated = record["eval"]
+    if evaluated.get("documents"):
+        return str(evaluated["documents"])
+    return "all" if evaluated.get("limit") is None else f"first{evaluated['limit']}"
+
+
+def calib_source_label(record: dict[str, Any], identity: Any) -> str:
+    """'tasks', a named source ('c4'), or the calibration file's name."""
+    if identity == "tasks" or not isinstance(identity, dict):
+        return str(identity)
+    from diet.calib.generic_text import NAMED_SOURCES
+
+    configured = str(record["config"]["calib"].get("source"))
+    return configured if configured in NAMED_SOURCES else Path(configured).name
+
+
+def ablation_value(record: dict[str, Any], column: str) -> Any:
+    """The option's value, or None where the method ignores it (not in its effective config)."""
+    section, key = ABLATION_KEYS[column]
+    source = record.get("effective_config") or record["config"]
+    if column == "calib_source":
+        value = (source.get("calib") or {}).get("source")
+        return None if value is None else calib_source_label(record, value)
+    if column == "sparsity_of":
+        return source.get("sparsity_of", "dim") if "sparsity" in source else None
+    if column == "profiled":  # in the identity only when not the evaluated tasks (diet.config.validate)
+        if "calib" not in source:
+            return None
+        evaluated = list(source["tasks"])  # resolved, in run order (record["tasks"] is stored sorted)
+        return profiled_label(source.get("calib_tasks", evaluated), evaluated, record["config"].get("task_sets"))
+    if section not in source:
+        return None
+    value = source[section]
+    return value if key is None else value.get(key)
+
+
+def voting_tasks(record: dict[str, Any]) -> int:
+    """T in k = ceil(threshold * T): the tasks whose masks were merged (the profiled tasks)."""
+    mask = record.get("mask") or {}
+    return int(mask.get("num_tasks") or len(record["tasks"]))
+
+
+def run_fields(record: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "model": record["model"]["name"],
+        "method": record["method"],
+        "sparsity": float(record["sparsity"]["target"]),
+        "sparsity_actual": float(record["sparsity"]["actual"]),
+        # fraction of the non-embedding parameters removed: comparable across dims and methods
+        "params_removed": float(record["parameters"]["removed_fraction_non_embedding"]),
+        "limit": record["eval"]["limit"],
+        "documents": documents_label(record),
+        # the seed the result depends on (unseeded methods: 0 at every configured seed, diet.config.validate)
+        "seed": int((record.get("effective_config") or record["config"]).get("seed", record.get("seed", 0))),
+    }
+    fields.update({column: ablation_value(record, column) for column in ABLATION_KEYS})
+    fields.update(
+        n_tasks=voting_tasks(record),
+        config_hash=record["config_hash"],
+        finished_at=record["finished_at"],
+        group=(record["config"].get("wandb") or {}).get("group"),
+    )
+    return fields
+
+
+def tidy_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for record in records:
+        fields = run_fields(record)
+        for task, m in record["tasks"].items():
+            rows.append({**fields, "task": task, "metric": m["metric"], "score": float(m["score"]),
+                         "stderr": math.nan if m.get("score_stderr") is None else float(m["score_stderr"]), "n": int(m["n"]),
+                         "outcomes": m.get("outcomes"), "docs_sha256": m.get("docs_sha256")})
+    # object dtype keeps None as None (pandas would turn a None limit into NaN and ints into floats)
+    frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
+    for column in ("sparsity", "sparsity_actual", "params_removed", "score", "stderr"):
+        frame[column] = frame[column].astype(float)
+    return frame.sort_values(["config_hash", "task"], kind="stable").reset_index(drop=True)
+
+
+def load_frame(results_dir: str | Path) -> pd.DataFrame:
+    return tidy_frame(load_records(results_dir))

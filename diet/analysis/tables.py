@@ -1,0 +1,382 @@
+"""Paper tables from the tidy results frame: a registry of named builders, one table per block.
+
+Every builder takes a Block (one model at one eval limit) and returns a Table or None (nothing to
+show). Scores are in points (x100). A column X with a sibling X_se is "X ± se" when rendered, a
+sibling X_n is noted in X's header; csv keeps them as separate numeric columns (diet.analysis.render).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pandas as pd
+
+from diet.analysis.blocks import DEFAULTS, DIET_METHODS, LABELS, Block, blocks_from_frame, method_rank, row_key, task_rank
+from diet.registry import Registry
+from diet.analysis.frame import ABLATION_KEYS
+from diet.analysis.stats import CHANCE, Z, difference, mean_se, paired_difference, votes_needed
+from diet.eval.tasks import is_perplexity
+
+CELL_NOTE = "cells: score ± standard error, in points (x100); (n=...) = documents per task"
+
+
+@dataclass
+class Table:
+    name: str
+    data: pd.DataFrame                                    # numeric, what csv and W&B get
+    notes: list[str] = field(default_factory=list)        # printed under md, as % comments in tex
+    formats: dict[str, str] = field(default_factory=dict)  # column -> format of its value (default {:.1f})
+    hidden: tuple[str, ...] = ("config_hash",)            # csv only (traceability), not in md/tex
+    group: str = "tables"                                 # W&B group (common_group)
+
+
+Builder = Callable[[Block], "Table | None"]
+TABLES: Registry[Builder] = Registry("table")
+
+
+def common_group(runs: list[dict[str, Any]]) -> str:
+    """The W&B group most of the runs were logged under (ties: alphabetical); "tables" when none had one.
+
+    An ablation table also holds the default-settings run, often made by the main sweep (same cell).
+    """
+    counts = Counter(run["group"] for run in runs if run["group"])
+    return min(counts, key=lambda g: (-counts[g], g)) if counts else "tables"
+
+
+def score_columns(run: dict[str, Any], block: Block) -> dict[str, Any]:
+    """Per-task score/se/n and the two averages (NaN where the run lacks one of the tasks averaged)."""
+    row: dict[str, Any] = {}
+    for task in block.tasks:
+        score, se, n = run["tasks"].get(task, (math.nan, math.nan, None))
+        scale = 1 if is_perplexity(task) else 100  # accuracies in points, a perplexity as it is
+        row.update({task: scale * score, f"{task}_se": scale * se, f"{task}_n": n})
+    for column, tasks in (("average", block.averaged), ("avg_above_chance", block.above_chance or [])):
+        if tasks and all(task in run["tasks"] for task in tasks):
+            mean, se = mean_se([run["tasks"][t][0] for t in tasks], [run["tasks"][t][1] for t in tasks])
+        else:
+            mean, se = math.nan, math.nan
+        row.update({column: 100 * mean, f"{column}_se": 100 * se})
+    return row
+
+
+def compare(run: dict[str, Any], ref: dict[str, Any], tasks: list[str]) -> tuple[float, float, bool | None, bool]:
+    """run minus ref, averaged over `tasks`, in points: (diff, se, significant, paired).
+
+    Paired (the se of the per-document differences) where both runs hold outcomes of every task over
+    the same documents; else unpaired from the two averages' se. NaN/None where a run lacks a task.
+    """
+    if not tasks or any(task not in run["tasks"] or task not in ref["tasks"] for task in tasks):
+        return math.nan, math.nan, None, False
+    pairs = [(run["outcomes"].get(task), ref["outcomes"].get(task)) for task in tasks]
+    if all(a is not None and b is not None and a[1] == b[1] for a, b in pairs):
+        per_task = [paired_difference(a[0], b[0]) for a, b in pairs]
+        diff, se = (100 * v for v in mean_se([d for d, _ in per_task], [e for _, e in per_task]))
+        return diff, se, bool(abs(diff) > Z * se), True
+    own, other = (mean_se([r["tasks"][t][0] for t in tasks], [r["tasks"][t][1] for t in tasks]) for r in (run, ref))
+    diff, se, significant = difference(100 * own[0], 100 * own[1], 100 * other[0], 100 * other[1])
+    return diff, se, significant, False
+
+
+SIGNIFICANCE_NOTE = (f"significant = |diff| > {Z:g} se; paired: se from the per-document differences (both records "
+                     "hold outcomes of the same documents), else se = sqrt(se_a^2 + se_b^2) (unpaired, so conservative)")
+
+
+def above_chance_note(block: Block) -> str:
+    rule = f"dense score - chance > {Z:g} se; chance: " + ", ".join(f"{t} {CHANCE[t]:g}" for t in block.tasks
+                                                                    if t in CHANCE)
+    if block.above_chance is None:
+        return f"avg_above_chance: no dense run of this model at this limit ({rule})"
+    if not block.above_chance:
+        return f"avg_above_chance: no task is clearly above chance for dense ({rule})"
+    return f"avg_above_chance averages {', '.join(block.above_chance)} ({rule})"
+
+
+def block_notes(block: Block) -> list[str]:
+    """Notes every table of a block carries: first-N documents, the seed shown of several."""
+    notes = [block.first_n_note] if block.first_n_note else []
+    seeds = {run["seed"] for run in block.runs}
+    if len(seeds) > 1:
+        notes.append("calibration seeds: one row per cell at its lowest seed; seeds__* aggregates every seed")
+    return notes
+
+
+def _frame(rows: list[dict[str, Any]], drop_empty: tuple[str, ...] = ()) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, dtype=object)
+    for column in drop_empty:  # e.g. "variant": shown only when some row has one
+        if column in frame and not frame[column].astype(bool).any():
+            frame = frame.drop(columns=column)
+    for column in frame:  # floats as floats (csv float_format), the rest (ints with None, str) as objects
+        if all(isinstance(v, float) for v in frame[column]):
+            frame[column] = frame[column].astype(float)
+    return frame
+
+
+@TABLES.register("main")
+def main_table(block: Block) -> Table | None:
+    """Rows method x sparsity (dense on top), columns the tasks, average and avg_above_chance."""
+    if not block.main:
+        return None
+    rows = [{"method": run["method"], "variant": run["variant"], "sparsity": run["sparsity"],
+             "actual": run["sparsity_actual"], **score_columns(run, block), "config_hash": run["config_hash"]}
+            for run in block.main]
+    frame = _frame(rows, drop_empty=("variant",))
+    notes = [CELL_NOTE, above_chance_note(block)]
+    if "variant" in frame:
+        notes.append("variant: options that differ from conf/config.yaml (a method's runs at a sparsity with "
+                     "no default-settings run)")
+    notes += block_notes(block)
+    return Table(f"main__{block.label}", frame, notes,
+                 formats={"sparsity": "{:.2f}", "actual": "{:.3f}"}, group=common_group(block.main))
+
+
+@TABLES.register("differences")
+def differences_table(block: Block) -> Table | None:
+    """Each pruned run's average minus the best non-DIET baseline's at the same sparsity, with its se."""
+    rows = []
+    for sparsity in sorted({run["sparsity"] for run in block.main if run["method"] != "dense"}):
+        at = [run for run in block.main if run["sparsity"] == sparsity]
+        scored = {run["config_hash"]: score_columns(run, block) for run in at}
+        row_pairs: dict[str, dict[str, Any]] = {run["config_hash"]: {} for run in at}
+        for column, short, tasks in (("average", "avg", block.averaged),
+                                     ("avg_above_chance", "above_chance", block.above_chance or [])):
+            baselines = [run for run in at if run["method"] not in DIET_METHODS
+                         and not math.isnan(scored[run["config_hash"]][column])]
+            if not baselines:
+                continue
+            # best baseline: highest score; ties go to the earlier method in METHOD_ORDER
+            best = min(baselines, key=lambda r: (-scored[r["config_hash"]][column], row_key(r)))
+            for run in at:
+                if run is best:
+                    continue
+                diff, se, significant, paired = compare(run, best, tasks)
+                row_pairs[run["config_hash"]].update({
+                    f"vs_{short}": best["method"], f"{short}_diff": diff, f"{short}_diff_se": se,
+                    f"{short}_significant": significant, f"{short}_paired": paired})
+        for run in at:
+            if row_pairs[run["config_hash"]]:
+                rows.append({"method": run["method"], "variant": run["variant"], "sparsity": sparsity,
+                             "average": scored[run["config_hash"]]["average"],
+                             "average_se": scored[run["config_hash"]]["average_se"],
+                             **row_pairs[run["config_hash"]], "config_hash": run["config_hash"]})
+    if not rows:
+        return None
+    columns = ["method", "variant", "sparsity", "average", "average_se"]
+    for short in ("avg", "above_chance"):
+        columns += [f"vs_{short}", f"{short}_diff", f"{short}_diff_se", f"{short}_significant", f"{short}_paired"]
+    frame = _frame([{c: row.get(c) for c in columns + ["config_hash"]} for row in rows], drop_empty=("variant",))
+    frame = frame.dropna(axis=1, how="all")  # no above-chance baseline at all: drop those columns
+    notes = ["difference to the best non-DIET baseline at the same sparsity (vs_*), in points; " + SIGNIFICANCE_NOTE,
+             above_chance_note(block), *block_notes(block)]
+    formats = {"sparsity": "{:.2f}", "avg_diff": "{:+.1f}", "above_chance_diff": "{:+.1f}"}
+    return Table(f"differences__{block.label}", frame, notes, formats, group=common_group(block.main))
+
+
+def ablation_table(key: str) -> Builder:
+    """Runs that differ only in option `key`, side by side (groups where `key` takes >= 2 values)."""
+    others = [k for k in ABLATION_KEYS if k != key]
+
+    def build(block: Block) -> Table | None:
+        groups: dict[tuple, list[dict[str, Any]]] = {}
+        for run in block.runs:
+            if run[key] is not None:
+                fixed = (run["method"], run["sparsity"], run["seed"], *(run[k] for k in others),
+                         tuple(sorted(run["tasks"])))
+                groups.setdefault(fixed, []).append(run)
+        chosen = [run for group in groups.values() if len({r[key] for r in group}) > 1 for run in group]
+        if not chosen:
+            return None
+        chosen.sort(key=lambda r: (method_rank(r["method"]), r["sparsity"], *(format_sort(r[k]) for k in others),
+                                   r["seed"], format_sort(r[key]), r["config_hash"]))
+        varying = [k for k in others if len({r[k] for r in chosen}) > 1]
+        several_seeds = len({r["seed"] for r in chosen}) > 1
+        rows = []
+        for run in chosen:
+            row: dict[str, Any] = {"method": run["method"], "sparsity": run["sparsity"]}
+            if several_seeds:
+                row["seed"] = run["seed"]
+            row.update({LABELS[k]: run[k] for k in varying})
+            row[LABELS[key]] = run[key]
+            if key == "threshold":
+                row["k"] = votes_needed(run["threshold"], run["n_tasks"])
+            row.update({"actual": run["sparsity_actual"], "params_removed": run["params_removed"],
+                        **score_columns(run, block), "config_hash": run["config_hash"]})
+            rows.append(row)
+        fixed_notes = ", ".join(f"{LABELS[k]}={chosen[0][k]}" for k in others if k not in varying
+                                and chosen[0][k] is not None)
+        notes = [CELL_NOTE, above_chance_note(block)] + ([f"fixed: {fixed_notes}"] if fixed_notes else [])
+        if key == "threshold":
+            tasks = sorted({r["n_tasks"] for r in chosen})
+            notes.append(f"k = ceil(threshold x T) votes of T = {'/'.join(map(str, tasks))} tasks keep a channel")
+        notes.append("actual: fraction of the pruned dimension removed; params_removed: fraction of the "
+                     "non-embedding parameters removed")
+        notes += block_notes(block)
+        formats = {"sparsity": "{:.2f}", "actual": "{:.3f}", "params_removed": "{:.3f}", "vote.threshold": "{:.4g}"}
+        return Table(f"ablation_{key}__{block.label}", _frame(rows), notes, formats, group=common_group(chosen))
+
+    return build
+
+
+LEFT_OUT = "all but "  # diet.analysis.frame.profiled_label of a leave-one-task-out run
+
+
+@TABLES.register("loo")
+def leave_one_out_table(block: Block) -> Table | None:
+    """Per left-out task: its score when its profile was left out of the vote vs when all were profiled."""
+    others = [k for k in ABLATION_KEYS if k != "profiled"]
+
+    def settings(run: dict[str, Any]) -> tuple:
+        return (run["method"], run["sparsity"], run["seed"], *(run[k] for k in others), tuple(sorted(run["tasks"])))
+
+    reference = {settings(run): run for run in block.runs if run["profiled"] == DEFAULTS["profiled"]}
+    dense = next((run for run in block.main if run["method"] == "dense"), None)
+    rows = []
+    for run in block.runs:
+        if not str(run["profiled"] or "").startswith(LEFT_OUT) or settings(run) not in reference:
+            continue
+        task = run["profiled"][len(LEFT_OUT):]
+        if task not in run["tasks"]:
+            continue
+        full = reference[settings(run)]
+        (held, held_se, n), (with_all, all_se, _) = run["tasks"][task], full["tasks"][task]
+        diff, se, significant, paired = compare(run, full, [task])
+        row = {"left_out": task, "method": run["method"], "sparsity": run["sparsity"], "n": n}
+        if dense is not None and task in dense["tasks"]:
+            row.update(dense=100 * dense["tasks"][task][0], dense_se=100 * dense["tasks"][task][1])
+        row.update(all_profiled=100 * with_all, all_profiled_se=100 * all_se, left_out_score=100 * held,
+                   left_out_score_se=100 * held_se, diff=diff, diff_se=se, significant=significant,
+                   paired=paired, config_hash=run["config_hash"])
+        rows.append(row)
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (method_rank(r["method"]), r["sparsity"], task_rank(r["left_out"])))
+    notes = ["each row: the left-out task's score with its profile left out of the vote (left_out_score) and with "
+             "all tasks profiled (all_profiled), same settings otherwise; diff = left_out_score - all_profiled, "
+             "in points; " + SIGNIFICANCE_NOTE]
+    chosen = [run for run in block.runs if str(run["profiled"] or "").startswith(LEFT_OUT)]
+    return Table(f"loo__{block.label}", _frame(rows), notes,
+                 formats={"sparsity": "{:.2f}", "diff": "{:+.1f}"}, group=common_group(chosen))
+
+
+def format_sort(value: Any) -> tuple[int, Any]:
+    """Sort key for option values of one kind (None first; numbers numerically, strings alphabetically)."""
+    return (0, 0) if value is None else (1, value)
+
+
+for _key in ABLATION_KEYS:
+    TABLES.register(f"ablation_{_key}")(ablation_table(_key))
+
+
+# --------------------------------------------------------------------------- calibration seeds
+
+SEEDS_NOTE = ("over calibration seeds (the same documents for every seed): average = mean over seeds; sd_seeds = "
+              "the spread across seeds (ddof=1); se_documents = sqrt(mean of the seeds' squared document se); "
+              "average_se combines both, sqrt(se_documents^2 + sd_seeds^2 / seeds)")
+
+
+def seed_groups(block: Block) -> dict[tuple, list[dict[str, Any]]]:
+    """Runs that differ only in their calibration seed: (method, sparsity, variant) -> runs by seed."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run in block.runs:
+        groups.setdefault((run["method"], run["sparsity"], run["variant"]), []).append(run)
+    return {key: sorted(runs, key=lambda r: r["seed"]) for key, runs in groups.items()}
+
+
+def combine_seeds(values: list[float], doc_ses: list[float]) -> dict[str, float]:
+    """Mean over seeds, sd across seeds, the document se and the combined se (see SEEDS_NOTE)."""
+    count = len(values)
+    mean = sum(values) / count
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (count - 1)) if count > 1 else math.nan
+    se_documents = math.sqrt(sum(se * se for se in doc_ses) / count)
+    seed_term = 0.0 if count == 1 else sd * sd / count
+    return {"mean": mean, "sd": sd, "se_documents": se_documents, "se": math.sqrt(se_documents ** 2 + seed_term)}
+
+
+@TABLES.register("seeds")
+def seeds_table(block: Block) -> Table | None:
+    """Per (method, sparsity, variant): the mean over calibration seeds with the spread across them."""
+    groups = seed_groups(block)
+    if not any(len(runs) > 1 for runs in groups.values()):
+        return None
+    rows = []
+    for (method, sparsity, variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
+        scored = [score_columns(run, block) for run in runs]
+        if any(math.isnan(s["average"]) for s in scored):
+            continue
+        row: dict[str, Any] = {"method": method, "variant": variant, "sparsity": sparsity, "seeds": len(runs)}
+        for task in block.tasks:
+            combined = combine_seeds([s[task] for s in scored], [s[f"{task}_se"] for s in scored])
+            row.update({task: combined["mean"], f"{task}_se": combined["se"]})
+        average = combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
+        row.update(average=average["mean"], average_se=average["se"], sd_seeds=average["sd"],
+                   se_documents=average["se_documents"], lowest=min(s["average"] for s in scored),
+                   highest=max(s["average"] for s in scored),
+                   config_hash=",".join(run["config_hash"] for run in runs))
+        rows.append(row)
+    if not rows:
+        return None
+    notes = ["cells: mean over seeds ± combined se, in points; " + SEEDS_NOTE,
+             *([block.first_n_note] if block.first_n_note else [])]
+    return Table(f"seeds__{block.label}", _frame(rows, drop_empty=("variant",)), notes,
+                 formats={"sparsity": "{:.2f}"}, group=common_group(block.runs))
+
+
+def is_seeded(method: str) -> bool:
+    """Whether the calibration seed can change the method's result (diet.methods: `seeded`)."""
+    from diet.errors import DietConfigError
+    from diet.methods import METHODS
+
+    try:
+        return bool(METHODS.get(method).seeded)
+    except DietConfigError:  # a method this code no longer has: assume it was seeded (pair only equal seeds)
+        return True
+
+
+@TABLES.register("seed_differences")
+def seed_differences_table(block: Block) -> Table | None:
+    """DIET minus every other method at the same sparsity (same variant-free DIET cell), per seed and
+    over seeds: a paired difference per seed (same documents), then combined as in the seeds table."""
+    groups = seed_groups(block)
+    if not any(len(runs) > 1 for runs in groups.values()):
+        return None
+    rows = []
+    for (method, sparsity, variant), diet_runs in groups.items():
+        if method != "diet" or variant != "":
+            continue
+        for (other, other_sparsity, other_variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
+            if other == "diet" or (other != "dense" and other_sparsity != sparsity):
+                continue
+            by_seed = {run["seed"]: run for run in runs}
+            # an unseeded method (dense, magnitude) is one run, compared with every DIET seed; a seeded
+            # one only at the seeds both ran
+            single = runs[0] if len(runs) == 1 and not is_seeded(other) else None
+            pairs = [(run, by_seed.get(run["seed"], single)) for run in diet_runs]
+            pairs = [(a, b) for a, b in pairs if b is not None]
+            compared = [compare(a, b, block.averaged) for a, b in pairs]
+            if not compared or any(math.isnan(d) for d, *_ in compared):
+                continue
+            combined = combine_seeds([d for d, *_ in compared], [se for _, se, *_ in compared])
+            rows.append({"method": method, "sparsity": sparsity, "vs": other, "vs_variant": other_variant,
+                         "seeds": len(pairs), "diff": combined["mean"], "diff_se": combined["se"],
+                         "sd_seeds": combined["sd"], "se_documents": combined["se_documents"],
+                         "significant": bool(abs(combined["mean"]) > Z * combined["se"]),
+                         "paired": all(paired for *_, paired in compared),
+                         "per_seed": ", ".join(f"{d:+.1f}" for d, *_ in compared),
+                         "config_hash": ",".join(b["config_hash"] for _, b in pairs)})
+    if not rows:
+        return None
+    notes = [f"diff = DIET minus `vs`, 7-task average in points, over {len(rows)} comparisons in this table; "
+             "per seed the paired difference on the same documents (dense: one run, against every DIET seed), "
+             "then combined over seeds as in seeds__*; significant = |diff| > "
+             f"{Z:g} se, uncorrected for the number of comparisons", *([block.first_n_note] if block.first_n_note else [])]
+    return Table(f"seed_differences__{block.label}", _frame(rows, drop_empty=("vs_variant",)), notes,
+                 formats={"sparsity": "{:.2f}", "diff": "{:+.1f}"}, group=common_group(block.runs))
+
+
+def build_tables(frame: pd.DataFrame) -> list[Table]:
+    """Every registered table of every block, ordered by name."""
+    tables = [table for block in blocks_from_frame(frame) for name in TABLES
+              if (table := TABLES.get(name)(block)) is not None]
+    return sorted(tables, key=lambda t: t.name)

@@ -1,0 +1,1 @@
+"""The run config: validation before any model is loaded, and a cell's identity (hash)."""

@@ -1,0 +1,64 @@
+"""Hidden (residual-stream) dimensions: one global mask for the whole model (diet.prune.hidden)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from diet.dims.base import register_dimension, Dimension, has_bias
+from diet.models.adapters import adapter_for
+from diet.select import masks
+
+
+def hidden_scores(profile: Any, stat: str) -> Tensor:
+    """One score per residual dimension: the sum over layers of each layer's output statistic, each
+    layer normalised to mean 1 first (so no layer's scale dominates)."""
+    per_layer = masks.normalize_layer_scores(profile.scores("hidden", stat))
+    return torch.stack(per_layer).sum(dim=0)
+
+
+@register_dimension
+class HiddenDims(Dimension):
+    name = "hidden"
+    order = 2
+    random_stream = 2_000_003
+
+    def widths(self, model: nn.Module) -> list[int]:
+        return [adapter_for(model).hidden_width()]
+
+    def entry_costs(self, model: nn.Module) -> list[int]:
+        adapter, total = adapter_for(model), 0
+        for layer in range(adapter.num_layers()):
+            m, a = adapter.mlp(layer), adapter.attention(layer)
+            total += a.q.out_features + a.k.out_features + a.v.out_features + a.o.in_features + has_bias(a.o)
+            total += m.gate.out_features + m.up.out_features + m.down.in_features + has_bias(m.down)
+        total += sum(1 + int(getattr(norm, "bias", None) is not None) for norm in adapter.hidden_norms())
+        return [total]
+
+    def statistic(self, profile: Any, stat: str, model: nn.Module) -> list[Tensor]:
+        return [hidden_scores(profile, stat)]
+
+    def normalized_scores(self, profile: Any, stat: str, model: nn.Module) -> list[Tensor]:
+        return self.statistic(profile, stat, model)  # every layer is normalised inside hidden_scores
+
+    def select(self, entry_scores: list[Tensor], sparsity: float, scope: str, min_keep_fraction: float) -> list[Tensor]:
+        return masks.select_top(entry_scores, sparsity, scope="layer")
+
+    def shape_spec(self, model: nn.Module) -> dict[str, Any]:
+        return {"hidden_size": adapter_for(model).hidden_width()}
+
+    def config_expresses(self, spec: Mapping[str, Any], config: Any) -> bool:
+        from diet.prune.checkpoint import PrunedCheckpointError, SPEC_FILE
+
+        # hidden pruning rewrites config.hidden_size itself (diet.prune.hidden): the two must agree
+        if spec.get("hidden_size") is not None and int(spec["hidden_size"]) != int(config.hidden_size):
+            raise PrunedCheckpointError(f"{SPEC_FILE} has hidden_size {spec['hidden_size']}, config.json has "
+                                        f"{config.hidden_size}")
+        return True
+
+    def prune(self, model: nn.Module, keep: list[Tensor]) -> None:
+        from diet.prune.hidden import prune_hidden
+
+        prune_hidden(model, keep[0])

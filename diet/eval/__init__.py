@@ -1,0 +1,1 @@
+"""Evaluation: tasks (from the lm-eval task YAMLs), document selection, the stock and fast lm-eval backends."""

@@ -1,0 +1,153 @@
+"""Zero-shot evaluation of an in-memory model with lm-eval's own tasks, requests and metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from torch import nn
+
+from diet.eval.documents import DocumentSelection
+from diet.registry import Registry
+from diet.eval.tasks import build_tasks, headline_metric
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    limit: int | None = None
+    batch_size: int = 8
+    add_bos_token: bool = True
+    metric: str = "auto"
+    seed: int = 0
+    max_length: int | None = None
+    backend: str = "fast"
+    docs: str = "random"   # with a limit: a seeded random sample of documents (diet.eval.documents) | first
+    docs_seed: int = 0     # the documents' seed: fixed across calibration seeds and methods
+
+    @property
+    def documents(self) -> DocumentSelection:
+        return DocumentSelection(self.limit, self.docs, self.docs_seed)
+
+
+# Evaluation backends: name -> zero-argument function returning an HFLM(-compatible) class. Imported
+# lazily (lm-eval is slow to import). Every backend takes HFLM's constructor arguments and must give
+# the same per-request results as "stock" (tests/test_fast_eval.py proves it for "fast").
+BACKENDS: Registry[Callable[[], type]] = Registry("eval backend")
+
+
+@BACKENDS.register("stock")
+def _stock_backend() -> type:
+    """lm-eval's own HFLM, unchanged."""
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM
+
+
+@BACKENDS.register("fast")
+def _fast_backend() -> type:
+    """HFLM scoring shared contexts once and LM-head rows only where tokens are scored (diet/eval/fast.py)."""
+    from diet.eval.fast import FastHFLM
+
+    return FastHFLM
+
+
+def make_lm(model: nn.Module, tokenizer: Any, settings: EvalSettings, device: str) -> Any:
+    """The `settings.backend` lm-eval LM (an HFLM subclass) around the live model (no reload, no copy)."""
+    lm_class = BACKENDS.get(settings.backend)()
+    return lm_class(
+        pretrained=model,
+        tokenizer=tokenizer,
+        batch_size=settings.batch_size,
+        add_bos_token=settings.add_bos_token,
+        device=device,
+        max_length=settings.max_length,
+    )
+
+
+def document_outcomes(samples: Sequence[dict[str, Any]], metric: str, n_docs: int | None = None) -> dict[str, Any]:
+    """Each document's headline metric as one '0'/'1' character in doc_id order, plus a digest of the
+    documents (lm-eval's doc hashes): two runs with the same digest scored the same documents, so
+    their difference can be tested per document (paired; diet.analysis.stats.paired_difference).
+
+    When the documents are not 0..n-1 (a random sample of the split), `doc_ids` lists them in the same
+    order, so a sample can also be matched against a run on the full split. Where the metric is not 0/1
+    per document (a perplexity), only the documents are kept (no outcomes).
+    """
+    by_id = {sample["doc_id"]: sample for sample in samples}
+    ids = sorted(by_id)
+    ordered = [by_id[i] for i in ids]
+    entry: dict[str, Any] = {
+        "docs_sha256": hashlib.sha256("".join(sample["doc_hash"] for sample in ordered).encode()).hexdigest(),
+    }
+    if all(by_id[i].get(metric) in (0, 1) for i in by_id):
+        entry = {"outcomes": "".join("1" if sample[metric] else "0" for sample in ordered), **entry}
+    if ids != list(range(len(ids))):
+        entry["doc_ids"] = ids
+    if n_docs is not None:
+        entry["split_docs"] = n_docs
+    return entry
+
+
+def summarize(results: dict[str, Any], tasks: Sequence[str], metric: str,
+              split_sizes: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    """lm-eval's results dict -> {task: {acc, acc_stderr, acc_norm, ..., n, metric, score[, outcomes,
+    docs_sha256, doc_ids, split_docs]}} (outcomes when lm-eval logged samples)."""
+    summary: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        raw = results["results"][task]
+        entry: dict[str, Any] = {}
+        for key, value in raw.items():
+            name, _, filter_name = key.partition(",")
+            if filter_name == "none" and isinstance(value, (int, float)):
+                entry[name] = float(value)
+        entry["n"] = int(results["n-samples"][task]["effective"])
+        entry["metric"] = headline_metric(task, metric)
+        entry["score"] = entry[entry["metric"]]
+        entry["score_stderr"] = entry.get(f"{entry['metric']}_stderr")
+        samples = (results.get("samples") or {}).get(task)
+        if samples:
+            entry.update(document_outcomes(samples, entry["metric"], (split_sizes or {}).get(task)))
+        summary[task] = entry
+    return summary
+
+
+def evaluate(
+    model: nn.Module,
+    tokenizer: Any,
+    tasks: Sequence[str],
+    data_dir: Path | None,
+    settings: EvalSettings,
+    device: str = "cpu",
+) -> dict[str, dict[str, Any]]:
+    """Run lm-eval simple_evaluate zero-shot on the live model; returns the per-task summary."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    task_objects = build_tasks(tasks, data_dir, with_train=False)
+    split_sizes = {task: len(task_objects[task].eval_docs) for task in tasks}
+    documents = settings.documents
+    chosen = {task: documents.indices(task, split_sizes[task]) for task in tasks}
+    # lm-eval takes either `limit` (the first N) or `samples` (listed indices), never both
+    samples = {task: ids for task, ids in chosen.items() if ids is not None} if documents.is_random else None
+    for task, ids in chosen.items():
+        if ids is not None:
+            log.info("%s: %d of %d documents (%s)", task, len(ids), split_sizes[task], documents.label())
+    results = simple_evaluate(
+        model=make_lm(model, tokenizer, settings, device),
+        tasks=list(task_objects.values()),
+        num_fewshot=0,
+        limit=None if documents.is_random else settings.limit,
+        samples=samples or None,
+        log_samples=True,  # per-document outcomes for paired differences (kept compact in the record)
+        task_manager=TaskManager(include_defaults=False),  # tasks are pre-built: skip the 15 s index
+        random_seed=settings.seed,
+        numpy_random_seed=settings.seed,
+        torch_random_seed=settings.seed,
+        fewshot_random_seed=settings.seed,
+    )
+    return summarize(results, tasks, settings.metric, split_sizes)

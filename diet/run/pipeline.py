@@ -1,0 +1,353 @@
+"""One cell, end to end: validate -> load -> (profile -> masks -> vote -> prune) -> evaluate -> record."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from diet.config.identity import ConfigView, check_reads, config_hash, effective_config
+from diet.config.validate import document_selection, validate
+from diet.export.save import check_save_path, export_model, export_options, model_card, save_path
+from diet.io import atomic_write_text
+from diet.prune.apply import apply_selection
+from diet.run.preflight import preflight
+from diet.run.threads import apply_threads
+from diet.run.tracking import log_saved_model
+from diet.run.records import (SCHEMA_VERSION, code_tag, code_version, find_existing, library_versions, machine,
+                          record_stem, write_record)
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class StageTimer:
+    """`with timer("evaluate"):` records wall seconds and peak memory (GiB: CUDA max allocated on a GPU,
+    peak resident set on CPU) per stage, and prints progress. A stage inside another does not reset the
+    outer one's peak."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self.peak_memory_gib: dict[str, float] = {}
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        from diet.run.memory import peak_bytes, reset_peak
+
+        log.info("[stage] %s ...", stage)
+        if self._depth == 0:
+            reset_peak(self.device)
+        self._depth += 1
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            elapsed = time.perf_counter() - start
+            peak = round(peak_bytes(self.device) / 2**30, 3)
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + elapsed, 3)
+            self.peak_memory_gib[stage] = max(peak, self.peak_memory_gib.get(stage, 0.0))
+            log.info("[stage] %s done in %.1f s (peak memory %.2f GiB)", stage, elapsed, peak)
+
+
+def bos_prepended(tokenizer: Any, add_bos_token: bool) -> bool:
+    """Whether evaluation inputs really start with BOS (recorded, since lm-eval defaults moved)."""
+    ids = tokenizer("a", add_special_tokens=add_bos_token).input_ids
+    return tokenizer.bos_token_id is not None and ids[:1] == [tokenizer.bos_token_id]
+
+
+def average_score(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The mean headline score over the accuracy tasks (a perplexity is never averaged with accuracies;
+    None when only perplexity was evaluated)."""
+    from diet.eval.tasks import accuracy_tasks
+
+    tasks = accuracy_tasks(metrics)
+    scores = [metrics[task]["score"] for task in tasks]
+    return {"score": float(np.mean(scores)) if scores else None, "tasks": tasks, "n_tasks": len(scores)}
+
+
+def card_facts(cfg: dict[str, Any], cfg_hash: str, loaded: Any, model: torch.nn.Module,
+               params_before: dict[str, int], widths_before: list[int], method: Any,
+               calib_tasks: list[str]) -> dict[str, Any]:
+    """What a saved model's card (diet.export.save.model_card) says about the run that made it."""
+    import sys
+
+    from diet.models.adapters import adapter_for, parameter_counts
+
+    calib = cfg["calib"]
+    calibration = "none" if not method.prunes or "calib" not in method.uses else (
+        f"{calib['n']} train samples per task of {', '.join(calib_tasks)}, seed {cfg['seed']}"
+        if not method.calib_source or calib.get("source", "tasks") == "tasks"
+        else f"generic text {calib['source']}, seed {cfg['seed']} (windows as recorded)")
+    return {"model": loaded.name, "model_type": model.config.model_type, "source": loaded.info.get("source"),
+            "method": method.name, "sparsity": cfg["sparsity"] if method.prunes else 0.0, "dims": cfg["dims"],
+            "actual": 1.0 - sum(adapter_for(model).mlp_widths()) / sum(widths_before),
+            "calibration": calibration, "params_before": params_before["total"],
+            "params_after": parameter_counts(model)["total"],
+            "bos_prepended": bos_prepended(loaded.tokenizer, cfg["model"]["add_bos_token"]),
+            "command": f"python -m experiments.{Path(sys.argv[0]).stem} " + " ".join(sys.argv[1:]), "code": code_tag(),
+            "config_hash": cfg_hash}
+
+
+@dataclass
+class SelectedCell:
+    """A loaded model and what its method selected, before anything is removed."""
+
+    timer: StageTimer
+    loaded: Any
+    method: Any
+    ctx: Any
+    selection: Any
+    widths_before: list[int]
+    units_before: dict[str, int]
+    params_before: dict[str, int]
+    sparsity_facts: dict[str, Any]
+
+
+def select_cell(cfg: dict[str, Any], facts: dict[str, Any]) -> SelectedCell:
+    """Load the model and let the method select what to remove (profiling on the way)."""
+    from diet.dims.accounting import dim_units, resolve_sparsity
+    from diet.methods import PruningContext
+    from diet.models import load_model
+    from diet.models.adapters import adapter_for, parameter_counts
+
+    seed_everything(cfg["seed"])
+    timer = StageTimer(str(cfg["model"].get("device") or "cpu"))
+    with timer("load_model"):
+        loaded = load_model(cfg["model"])
+    model = loaded.model
+    widths_before, units_before, params_before = adapter_for(model).mlp_widths(), dim_units(model), parameter_counts(model)
+    method = facts["method"]()
+    # sparsity_of=params: the method sees the solved per-dimension sparsity (diet/dims/accounting.py)
+    method_cfg, sparsity_facts = resolve_sparsity(model, cfg) if method.prunes else (cfg, {})
+    view = ConfigView(method_cfg)
+    ctx = PruningContext(loaded=loaded, cfg=view, tasks=facts["tasks"], data_dir=facts["data_dir"], timer=timer,
+                         calib_tasks=facts["calib_tasks"])
+    selection = method.select(ctx)
+    check_reads(view.reads, effective_config(cfg, facts["tasks"]), method)  # before anything is pruned
+    return SelectedCell(timer, loaded, method, ctx, selection, widths_before, units_before, params_before,
+                        sparsity_facts)
+
+
+def save_model(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell, model: torch.nn.Module,
+               save_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Export the pruned `model` to `save_dir` (diet.export.save); returns (card facts, what the record stores)."""
+    card = card_facts(cfg, cfg_hash, chosen.loaded, model, chosen.params_before, chosen.widths_before,
+                      chosen.method, chosen.ctx.calib_tasks)
+    saved = export_model(model, chosen.loaded.tokenizer, save_dir, model_card(card),
+                         {"method": chosen.method.name, "config_hash": cfg_hash},
+                         pad=export_options(cfg).pad, bos_prepended=card["bos_prepended"])
+    return card, saved
+
+
+def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Prune and save, no evaluation (experiments.prune): validate, select, remove, export to save_model."""
+    from diet.errors import DietConfigError
+
+    facts = validate(cfg)
+    if save_path(cfg, "unused") is None:
+        raise DietConfigError("pruning without evaluation needs save_model=DIR (or true): there is nothing else to keep")
+    if facts["method"].per_task_profiles or not facts["method"].prunes:
+        raise DietConfigError(f"method {facts['method'].name!r} makes no single pruned model to save")
+    preflight(cfg)
+    apply_threads(cfg.get("threads"))
+    cfg_hash = config_hash(effective_config(cfg, facts["tasks"]))
+    save_dir = save_path(cfg, record_stem(facts["method"].name, cfg["model"]["name"], cfg_hash))
+    check_save_path(save_dir)
+    chosen = select_cell(cfg, facts)
+    model = chosen.loaded.model
+    with chosen.timer("prune"):
+        apply_selection(model, chosen.selection)
+    with chosen.timer("save_model"):
+        card, saved = save_model(cfg, cfg_hash, chosen, model, save_dir)
+    log_saved_model(saved, cfg["wandb"], save_dir.name, export_options(cfg).wandb_artifact)
+    return {**saved, "config_hash": cfg_hash, "parameters_after": card["params_after"],
+            "parameters_before": card["params_before"], "timings": chosen.timer.seconds,
+            "peak_memory_gib": chosen.timer.peak_memory_gib}
+
+
+def eval_settings(cfg: dict[str, Any]) -> Any:
+    """The evaluation settings (diet.eval.evaluate.EvalSettings) a cell's config asks for."""
+    from diet.eval.evaluate import EvalSettings
+
+    documents = document_selection(cfg)
+    return EvalSettings(limit=cfg["eval"]["limit"], batch_size=cfg["eval"]["batch_size"],
+                        add_bos_token=cfg["model"]["add_bos_token"], metric=cfg["eval"]["metric"], seed=cfg["seed"],
+                        max_length=cfg["eval"]["max_length"], backend=cfg["eval"]["backend"], docs=documents.docs,
+                        docs_seed=documents.seed)
+
+
+@dataclass
+class EvaluatedCell:
+    """What pruning and evaluating a selected cell produced: per evaluated model (one, or one per task for
+    an oracle) its sizes and removed parameters, the scores of every task, and the saved model if any."""
+
+    metrics: dict[str, dict[str, Any]]
+    mlp_widths: list[list[int]]
+    units: list[dict[str, int]]
+    parameters: list[dict[str, int]]
+    removed: list[dict[str, dict[str, int]]]
+    saved: dict[str, Any] | None
+
+
+def prune_and_evaluate(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell, tasks: list[str], data_dir: Any,
+                       save_dir: Path | None) -> EvaluatedCell:
+    """Apply the selection and evaluate; an oracle selection evaluates each task on its own pruned copy."""
+    from diet.dims.accounting import dim_units
+    from diet.eval.evaluate import evaluate
+    from diet.models.adapters import adapter_for, parameter_counts
+
+    selection, timer, loaded = chosen.selection, chosen.timer, chosen.loaded
+    settings = eval_settings(cfg)
+    if selection.per_task is None:
+        jobs = [(tasks, selection)]
+    else:
+        jobs = [([task], selection.per_task[task]) for task in tasks]
+    done = EvaluatedCell({}, [], [], [], [], None)
+    card = None
+    for job_tasks, job_selection in jobs:
+        job_model = loaded.model if selection.per_task is None else copy.deepcopy(loaded.model)
+        with timer("prune"):
+            done.removed.append(apply_selection(job_model, job_selection))
+        if save_dir is not None:  # after pruning, before evaluation (validation refuses per-task methods)
+            with timer("save_model"):
+                card, done.saved = save_model(cfg, cfg_hash, chosen, job_model, save_dir)
+            log.info("saved the pruned model (%s): %s", done.saved["format"], save_dir)
+        done.mlp_widths.append(adapter_for(job_model).mlp_widths())
+        done.units.append(dim_units(job_model))
+        done.parameters.append(parameter_counts(job_model))
+        with timer("evaluate"):
+            done.metrics.update(evaluate(job_model, loaded.tokenizer, job_tasks, data_dir, settings, loaded.device))
+        del job_model
+    done.metrics = {task: done.metrics[task] for task in tasks}
+    if card is not None:  # the card now has the run's scores
+        atomic_write_text(save_dir / "README.md", model_card(card, done.metrics))
+    return done
+
+
+def sparsity_section(cfg: dict[str, Any], chosen: SelectedCell, done: EvaluatedCell) -> dict[str, Any]:
+    """record["sparsity"]: the target, what was removed (`actual`: the MLP channel fraction, or for dims
+    without MLP the pruned dimension's fraction), per dimension (`by_dim`), and how sparsity_of was solved."""
+    from diet.dims.accounting import dims_accounting
+
+    prunes = chosen.method.prunes
+    dims = cfg.get("dims", "mlp")
+    # one model per task (oracle): the mean size over the task models
+    mlp_channels_after = float(np.mean([sum(widths) for widths in done.mlp_widths]))
+    by_dim = dims_accounting(dims, chosen.units_before, done.units, done.removed) if prunes else None
+    actual = 1.0 - mlp_channels_after / sum(chosen.widths_before)
+    if by_dim is not None and "mlp" not in by_dim:  # heads / hidden: the pruned dimension's fraction
+        actual = by_dim[dims]["removed_fraction"]
+    return {
+        "target": float(cfg["sparsity"]) if prunes else 0.0,
+        "actual": actual,
+        "dims": cfg["dims"] if prunes else None,
+        "mlp_channels_before": sum(chosen.widths_before),
+        "mlp_channels_after": mlp_channels_after,
+        "models_evaluated": len(done.mlp_widths),
+        **({"by_dim": by_dim, **chosen.sparsity_facts} if prunes else {}),
+    }
+
+
+def parameters_section(before: dict[str, int], per_model: list[dict[str, int]]) -> dict[str, Any]:
+    """record["parameters"]: before, after (mean over the evaluated models) and what was removed."""
+    after = {key: int(round(np.mean([p[key] for p in per_model]))) for key in per_model[0]}
+    return {
+        "before": before,
+        "after": after,
+        "removed": {key: before[key] - after[key] for key in ("total", "non_embedding")},
+        "removed_fraction_total": 1.0 - after["total"] / before["total"],
+        "removed_fraction_non_embedding": 1.0 - after["non_embedding"] / before["non_embedding"],
+    }
+
+
+def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any) -> dict[str, Any]:
+    """record["eval"]: the harness, the documents scored and how."""
+    settings, documents = eval_settings(cfg), document_selection(cfg)
+    return {
+        "harness": "lm-eval",
+        "num_fewshot": 0,
+        "limit": settings.limit,
+        "docs": documents.docs if settings.limit is not None else None,
+        "docs_seed": documents.seed if documents.is_random else None,
+        "documents": documents.label(),
+        "batch_size": settings.batch_size,
+        "backend": settings.backend,
+        "add_bos_token": settings.add_bos_token,
+        "bos_prepended": bos_prepended(loaded.tokenizer, settings.add_bos_token),
+        "data": "online" if data_dir is None else str(data_dir),
+    }
+
+
+def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any] | None, Path]:
+    """Run one configured cell; returns (record, path), or (None, path) when it was already done.
+
+    `parallel_jobs`: how many cells the launcher runs at once on this machine (sets the default threads)."""
+    facts = validate(cfg)  # fails in seconds, before any model is loaded
+    preflight(cfg)  # writable output folders, a loadable model: also before any model is loaded
+    threads = apply_threads(cfg.get("threads"), parallel_jobs)
+    tasks, data_dir, method_cls = facts["tasks"], facts["data_dir"], facts["method"]
+    effective = effective_config(cfg, tasks)
+    cfg_hash = config_hash(effective)
+    results_dir = Path(cfg["results_dir"])
+    existing = find_existing(results_dir, method_cls.name, cfg["model"]["name"], cfg_hash)
+    if existing is not None and not cfg.get("force", False):
+        log.info("cell already done, skipping (force=true reruns it): %s", existing)
+        return None, existing
+    save_dir = save_path(cfg, record_stem(method_cls.name, cfg["model"]["name"], cfg_hash))
+    check_save_path(save_dir)
+
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    chosen = select_cell(cfg, facts)
+    done = prune_and_evaluate(cfg, cfg_hash, chosen, tasks, data_dir, save_dir)
+    loaded, method, ctx = chosen.loaded, chosen.method, chosen.ctx
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "config_hash": cfg_hash,
+        "method": method.name,
+        "tasks": done.metrics,
+        "average": average_score(done.metrics),
+        "calib_tasks": ctx.calib_tasks if "calib" in method.uses else None,  # the tasks profiled
+        "sparsity": sparsity_section(cfg, chosen, done),
+        "parameters": parameters_section(chosen.params_before, done.parameters),
+        "mask": chosen.selection.stats or None,
+        "model": {
+            "name": loaded.name,
+            "fingerprint": loaded.fingerprint,
+            "dtype": loaded.dtype,
+            "device": loaded.device,
+            **loaded.info,
+        },
+        "eval": eval_section(cfg, loaded, data_dir),
+        "notes": ctx.notes,
+        "saved_model": done.saved,
+        "seed": cfg["seed"],
+        "timings": chosen.timer.seconds,
+        "peak_memory_gib": chosen.timer.peak_memory_gib,
+        "config": cfg,
+        "effective_config": effective,
+        "code": code_version(),
+        "versions": library_versions(),
+        "machine": {**machine(), **threads},
+        "started_at": started,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = write_record(record, results_dir)
+    log.info("record written: %s", path)
+    return record, path

@@ -1,0 +1,144 @@
+"""What a sweep would run before it runs: its cells, which are done, and what the rest should cost.
+
+A cell is done when a record of its config hash exists in results_dir (exactly what a run skips). The cost
+of a cell that is not done comes from finished records of the same model and method on the same kind
+of device: their profiling / pruning seconds as they were, their evaluation seconds scaled by the
+number of documents. Where no such record exists the plan says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from diet.config.identity import config_hash, effective_config
+
+from diet.config.validate import document_selection, validate
+from diet.run.records import find_existing, iter_records
+from diet.eval.tasks import is_perplexity
+
+
+@dataclass
+class PlannedCell:
+    overrides: list[str]
+    method: str
+    model: str
+    config_hash: str
+    documents: int | None       # documents evaluated over all tasks (None: unknown, online data)
+    done: Path | None = None    # the record that makes it done
+    estimate_s: float | None = None
+    basis: str = ""             # where the estimate comes from
+    same_as: str | None = None  # an earlier cell of the sweep with the same hash (a method ignores the option)
+
+
+@dataclass
+class Plan:
+    cells: list[PlannedCell] = field(default_factory=list)
+
+    @property
+    def todo(self) -> list[PlannedCell]:
+        """Cells that would run (each config hash once)."""
+        return [cell for cell in self.cells if cell.done is None and cell.same_as is None]
+
+    def total_estimate_s(self) -> tuple[float, int]:
+        """Estimated seconds of the cells to run, and how many of them have no estimate."""
+        known = [cell.estimate_s for cell in self.todo if cell.estimate_s is not None]
+        return sum(known), len(self.todo) - len(known)
+
+
+def split_documents(task: str, data_dir: Path | None) -> int | None:
+    """Documents in a task's evaluated split (offline data: lines of its file)."""
+    if data_dir is None:
+        return None
+    from diet.eval.tasks import data_files
+
+    with data_files(task, data_dir)["eval"].open(encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def cell_documents(cfg: dict[str, Any], tasks: list[str], data_dir: Path | None) -> int | None:
+    limit = document_selection(cfg).limit
+    sizes = [split_documents(task, data_dir) for task in tasks]
+    if any(size is None for size in sizes):
+        return None
+    return sum(size if limit is None else min(limit, size) for size in sizes)
+
+
+def device_kind(record: dict[str, Any]) -> str:
+    return "cuda" if str(record["model"].get("device", "cpu")).startswith("cuda") else "cpu"
+
+
+def work_kind(tasks: Iterable[str]) -> str:
+    """'perplexity' when a perplexity task is evaluated (a WikiText document is thousands of tokens, not
+    a multiple-choice item: its seconds per document are not comparable), else 'accuracy'."""
+    return "perplexity" if any(is_perplexity(task) for task in tasks) else "accuracy"
+
+
+def cost_basis(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str, str], list[tuple[float, float]]]:
+    """(model, method, device, work kind) -> [(fixed seconds, evaluation seconds per document)] of finished
+    records."""
+    basis: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for record in records:
+        timings = record.get("timings") or {}
+        documents = sum(int(m["n"]) for m in record["tasks"].values())
+        if not timings or documents == 0:
+            continue
+        evaluate = float(timings.get("evaluate", 0.0))
+        fixed = sum(float(v) for k, v in timings.items() if k != "evaluate")
+        key = (record["model"]["name"], record["method"], device_kind(record), work_kind(record["tasks"]))
+        basis.setdefault(key, []).append((fixed, evaluate / documents))
+    return basis
+
+
+def plan_cells(cfgs: Iterable[tuple[list[str], dict[str, Any]]], results_dir: Path, device: str) -> Plan:
+    """Validate every cell (a bad one fails here, before anything runs), mark the done ones, estimate the rest."""
+    plan = Plan()
+    basis = cost_basis(iter_records(results_dir)) if results_dir.is_dir() else {}
+    first: dict[str, str] = {}
+    for overrides, cfg in cfgs:
+        facts = validate(cfg)
+        cfg_hash = config_hash(effective_config(cfg, facts["tasks"]))
+        method, model = facts["method"].name, cfg["model"]["name"]
+        cell = PlannedCell(overrides, method, model, cfg_hash, cell_documents(cfg, facts["tasks"], facts["data_dir"]))
+        cell.done = find_existing(results_dir, method, model, cfg_hash) if results_dir.is_dir() else None
+        if cfg_hash in first:
+            cell.same_as = first[cfg_hash]
+            plan.cells.append(cell)
+            continue
+        first[cfg_hash] = " ".join(overrides) or "(defaults)"
+        kind = work_kind(facts["tasks"])
+        measured = basis.get((model, method, device, kind))
+        if cell.done is None and measured and cell.documents is not None:
+            fixed = statistics.median(f for f, _ in measured)
+            per_doc = statistics.median(p for _, p in measured)
+            cell.estimate_s = fixed + per_doc * cell.documents
+            cell.basis = f"{len(measured)} {device} record(s) of {model}/{method}" + (
+                " with perplexity" if kind == "perplexity" else "")
+        elif cell.done is None:
+            cell.basis = (f"no finished {device} record of {model}/{method}"
+                          + (" with perplexity" if kind == "perplexity" else "") + ": run one cell, then plan again")
+        plan.cells.append(cell)
+    return plan
+
+
+def format_plan(plan: Plan, device: str) -> str:
+    lines = ["| cell | method | hash | documents | status | estimate |", "|---|---|---|---:|---|---:|"]
+    for cell in plan.cells:
+        status = f"done ({cell.done.name})" if cell.done else (f"same cell as `{cell.same_as}`" if cell.same_as
+                                                                  else "to run")
+        estimate = "" if cell.done or cell.same_as else (
+            "?" if cell.estimate_s is None else f"{cell.estimate_s / 3600:.2f} h")
+        lines.append(f"| {' '.join(cell.overrides) or '(defaults)'} | {cell.method} | {cell.config_hash} | "
+                     f"{cell.documents if cell.documents is not None else '?'} | {status} | {estimate} |")
+    total, unknown = plan.total_estimate_s()
+    lines.append("")
+    distinct = sum(1 for cell in plan.cells if cell.same_as is None)
+    done = sum(1 for cell in plan.cells if cell.same_as is None and cell.done is not None)
+    lines.append(f"{len(plan.cells)} cells, {distinct} distinct: {done} done, {len(plan.todo)} to run; "
+                 f"estimated {total / 3600:.2f} {device} hours for the cells with a measured cost"
+                 + (f", {unknown} cell(s) without one (see the basis below)" if unknown else ""))
+    for basis in sorted({cell.basis for cell in plan.todo if cell.basis}):
+        lines.append(f"- {basis}")
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""Recompute the masks of stored records with the current code and compare them (no evaluation).
+
+    python -m experiments.check_masks results/records            # one record per kind of cell
+    python -m experiments.check_masks results/records --per-kind 0 --method diet   # every DIET record
+
+A kind is (model, method, dims, calib.source, mask.scope, merge, profile.stat). A record whose identity the
+current code computes differently (a method version bumped since) is listed as superseded, not checked.
+Calibration profiles come from the profile cache where present, so most checks take seconds after the
+model is loaded. Exits 1 when a recomputed mask differs from its record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from diet.config.identity import config_hash, effective_config
+from diet.config.validate import validate
+from diet.analysis.frame import newest_per_cell
+from diet.run.records import iter_records
+
+
+def kind(record: dict[str, Any]) -> tuple:
+    cfg = record["config"]
+    return (record["model"]["name"], record["method"], cfg.get("dims", "mlp"), cfg["calib"].get("source", "tasks"),
+            cfg["mask"]["scope"], cfg["merge"], cfg["profile"]["stat"])
+
+
+def fingerprint(stats: dict[str, Any] | None) -> Any:
+    """What identifies a selection in a record: its mask hash, or ShortGPT's dropped layers."""
+    stats = stats or {}
+    return stats.get("mask_hash") or stats.get("dropped_layers")
+
+
+def chosen_records(results_dir: Path, methods: list[str] | None, per_kind: int) -> list[dict[str, Any]]:
+    records = [r for r in newest_per_cell(iter_records(results_dir))
+               if r["method"] != "dense" and (not methods or r["method"] in methods)]
+    taken: dict[tuple, int] = {}
+    out = []
+    for record in sorted(records, key=lambda r: (kind(r), r["config_hash"])):
+        if per_kind and taken.get(kind(record), 0) >= per_kind:
+            continue
+        taken[kind(record)] = taken.get(kind(record), 0) + 1
+        out.append(record)
+    return out
+
+
+def check(record: dict[str, Any]) -> tuple[str, Any]:
+    """('same' | 'DIFFERENT' | 'superseded', the recomputed fingerprint)."""
+    from diet.run.pipeline import select_cell
+
+    cfg = record["config"]
+    facts = validate(cfg)
+    if config_hash(effective_config(cfg, facts["tasks"])) != record["config_hash"]:
+        return "superseded", None
+    chosen = select_cell(cfg, facts)
+    got = fingerprint(chosen.selection.stats)
+    return ("same" if got == fingerprint(record.get("mask")) else "DIFFERENT"), got
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("--method", action="append", help="only records of this method (repeatable)")
+    parser.add_argument("--per-kind", type=int, default=1, help="records checked per kind of cell (0 = all)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    records = chosen_records(args.results_dir, args.method, args.per_kind)
+    if not records:
+        raise SystemExit(f"no pruned records in {args.results_dir} match")
+    print("| record | method | dims | calib | scope | merge | stat | result |")
+    print("|---|---|---|---|---|---|---|---|")
+    different = 0
+    for record in records:
+        result, _ = check(record)
+        different += result == "DIFFERENT"
+        _, method, dims, source, scope, merge, stat = kind(record)
+        print(f"| {Path(record['_path']).name} | {method} | {dims} | {source} | {scope} | {merge} | {stat} | {result} |",
+              flush=True)
+    print(f"\n{len(records)} record(s): {different} with a different mask")
+    return 1 if different else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
