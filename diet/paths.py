@@ -19,6 +19,11 @@ def cache_dir() -> Path:
     return path
 
 
+def conf_dir() -> Path:
+    """The checkout's Hydra config folder (conf/, beside the package): the one source of option defaults."""
+    return Path(__file__).resolve().parents[1] / "conf"
+
+
 def data_dir(configured: str | None = None) -> Path | None:
     """Offline benchmark data: the configured folder, else $DIET_DATA_DIR, else None (online mode)."""
     value = configured or os.environ.get("DIET_DATA_DIR")

@@ -527,3 +527,28 @@ def test_dims_ablation_table_and_figure_at_an_equal_parameter_budget(tmp_path):
     ax = figures["dims__m__limit100"].axes[0]
     assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["mlp", "heads", "hidden"]
     assert "20% of non-embedding params" in ax.get_title()
+
+
+def test_oracle_gap_scores_and_the_share_of_the_gap_closed(tmp_path):
+    """experiments.oracle_gap (scores only): each row minus default DIET, paired per document; closed = the
+    row's average difference over the oracle's."""
+    from experiments.oracle_gap import report
+
+    two = ["arc_easy", "rte"]
+    base = "0" * 50 + "1" * 50
+
+    def outcomes(extra_right: int) -> dict[str, str]:  # extra_right more documents answered right than base
+        return {task: "1" * extra_right + base[extra_right:] for task in two}
+
+    def scores(extra_right: int) -> dict[str, tuple[float, float]]:
+        return {task: ((50 + extra_right) / 100, 0.05) for task in two}
+
+    write(tmp_path, make_record("diet", 0.2, scores(0), outcomes=outcomes(0)))
+    write(tmp_path, make_record("diet_oracle", 0.2, scores(10), outcomes=outcomes(10)))
+    write(tmp_path, make_record("diet", 0.2, scores(5), outcomes=outcomes(5), merge="mean"))
+    write(tmp_path, make_record("diet", 0.4, scores(9), outcomes=outcomes(9)))  # another sparsity: not compared
+    text = report(tmp_path, "first100", 0.2, 0, overlaps=False)
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| diet")}
+    assert set(rows) == {"diet_oracle", "diet (merge=mean)"}
+    # 10 of 100 documents flip to right on both tasks: +10.0 points, paired se sqrt(0.09 / 99) * 100 / sqrt(2)
+    assert "+10.0 ± 2.1" in rows["diet_oracle"] and rows["diet (merge=mean)"].endswith("| 50% |")

@@ -15,19 +15,22 @@ import pandas as pd
 
 from diet.analysis.frame import ABLATION_KEYS, ALL_PROFILED, RUN_COLUMNS
 from diet.analysis.stats import clearly_above_chance
+from diet.config.defaults import run_defaults
 
 # Row order of every table: dense first, DIET and its oracle, then the baselines, then anything new.
 METHOD_ORDER = ("dense", "diet", "diet_oracle", "activation_pooled", "wanda_sp", "flap", "magnitude", "random",
                 "shortgpt")
 DIET_METHODS = frozenset({"dense", "diet", "diet_oracle"})  # not "baselines" in the differences table
-TASK_ORDER = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
-# The defaults of conf/config.yaml (tests/test_tables.py checks they agree): a run at these settings
-# is a main-table run; any other value makes it an ablation variant.
-DEFAULTS: dict[str, Any] = {"threshold": 0.5, "calib_n": 100, "stat": "mean_abs", "scope": "layer", "merge": "vote",
-                            "profiled": ALL_PROFILED, "dims": "mlp", "sparsity_of": "dim", "calib_source": "tasks"}
-LABELS = {"threshold": "vote.threshold", "calib_n": "calib.n", "stat": "profile.stat", "scope": "mask.scope",
-          "merge": "merge", "profiled": "profiled", "dims": "dims", "sparsity_of": "sparsity_of",
-          "calib_source": "calib.source"}
+TASK_ORDER = tuple(run_defaults()["task_sets"]["paper7"])  # the paper's column order
+# The option each ablation column varies, as written on the command line ("vote.threshold"); "profiled" is
+# derived from calib.tasks / calib.exclude (diet.analysis.frame.profiled_label).
+LABELS = {column: "profiled" if column == "profiled" else ".".join(p for p in path if p)
+          for column, path in ABLATION_KEYS.items()}
+# conf/config.yaml's defaults: a run at these settings is a main-table run; any other value makes it a variant.
+DEFAULTS: dict[str, Any] = {
+    column: ALL_PROFILED if column == "profiled" else
+    (run_defaults()[section] if key is None else run_defaults()[section][key])
+    for column, (section, key) in ABLATION_KEYS.items()}
 
 
 def method_rank(method: str) -> tuple[int, str]:

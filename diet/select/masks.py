@@ -372,7 +372,7 @@ def indices_to_mask(indices: list[list[int]], widths: list[int]) -> list[Tensor]
     return masks
 
 
-def _jaccard(a: list[Tensor], b: list[Tensor]) -> float:
+def jaccard(a: list[Tensor], b: list[Tensor]) -> float:
     a_flat, b_flat = torch.cat(a), torch.cat(b)
     union = int((a_flat | b_flat).sum())
     # Two empty kept sets are identical, so 1.0 rather than 0/0.
@@ -413,7 +413,7 @@ def mask_stats(
         "actual_sparsity": _sparsity_of(final),
         "task_sparsity": {name: _sparsity_of(m) for name, m in masks.items()},
         "vote_histogram": {str(v): int(c) for v, c in enumerate(histogram.tolist())},
-        "jaccard": {f"{a}|{b}": _jaccard(masks[a], masks[b]) for a, b in itertools.combinations(masks, 2)},
+        "jaccard": {f"{a}|{b}": jaccard(masks[a], masks[b]) for a, b in itertools.combinations(masks, 2)},
         "mask_hash": mask_hash(final),
     }
     if param_counts_before is not None:
