@@ -79,3 +79,24 @@ def test_leave_one_task_out_profiles_only_the_rest(tmp_path, isolated_cache):
     transfer, _ = run(tmp_path, "method=diet", "sparsity=0.25", "calib.tasks=[arc_easy]", "tasks=[rte]")
     assert transfer["mask"]["mask_hash"] == record["mask"]["mask_hash"]
     assert transfer["notes"] == {"profiles_cached": 1, "profiles_computed": 0}
+
+
+def test_every_committed_record_matches_the_record_schema():
+    """diet.run.record_schema declares what run_cell writes (run_cell refuses to write a record that does
+    not match); every committed record conforms, and a broken one is caught."""
+    import copy
+    import json
+
+    from conftest import REPO_ROOT
+    from diet.run.record_schema import problems
+
+    paths = sorted((REPO_ROOT / "results" / "records").glob("*.json"))
+    for path in paths:
+        assert problems(json.loads(path.read_text())) == [], path.name
+    if paths:
+        broken = json.loads(paths[0].read_text())
+        task = next(iter(broken["tasks"]))
+        wrong = copy.deepcopy(broken)
+        del wrong["config_hash"]
+        wrong["tasks"][task]["score"] = "0.5"
+        assert problems(wrong) == ["config_hash: missing", f"tasks.{task}.score: str '0.5' is not float | int"]

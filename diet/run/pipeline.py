@@ -21,6 +21,7 @@ from diet.export.save import check_save_path, export_model, export_options, mode
 from diet.io import atomic_write_text
 from diet.prune.apply import apply_selection
 from diet.run.preflight import preflight
+from diet.run.record_schema import Record, problems
 from diet.run.threads import apply_threads
 from diet.run.tracking import log_saved_model
 from diet.run.records import (SCHEMA_VERSION, code_tag, code_version, find_existing, library_versions, machine,
@@ -317,7 +318,7 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
     chosen = select_cell(cfg, facts)
     done = prune_and_evaluate(cfg, cfg_hash, chosen, tasks, data_dir, save_dir)
     loaded, method, ctx = chosen.loaded, chosen.method, chosen.ctx
-    record: dict[str, Any] = {
+    record: Record = {
         "schema": SCHEMA_VERSION,
         "config_hash": cfg_hash,
         "method": method.name,
@@ -348,6 +349,9 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    wrong = problems(record)
+    if wrong:  # the writer and the schema the analysis reads must not drift apart
+        raise RuntimeError(f"the record does not match diet.run.record_schema: {wrong}")
     path = write_record(record, results_dir)
     log.info("record written: %s", path)
     return record, path
