@@ -70,12 +70,12 @@ def plain_forward(model: Any, sequences: Sequence[Sequence[int]], batch_size: in
     import torch
 
     from diet.models.adapters import adapter_for
-    from diet.calib.profiler import _batches, pad_batch
+    from diet.calib.profiler import length_sorted_batches, pad_batch
 
     backbone = adapter_for(model).backbone()
     device = next(model.parameters()).device
     with torch.no_grad():
-        for batch in _batches(sequences, batch_size):
+        for batch in length_sorted_batches(sequences, batch_size):
             ids, mask, positions = pad_batch([sequences[i] for i in batch], pad_id)
             backbone(input_ids=ids.to(device), attention_mask=mask.to(device),
                      position_ids=positions.to(device), use_cache=False)

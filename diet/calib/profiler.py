@@ -194,7 +194,7 @@ class _Accumulator:
         self.handles.clear()
 
 
-def _batches(sequences: Sequence[Sequence[int]], batch_size: int) -> Iterator[list[int]]:
+def length_sorted_batches(sequences: Sequence[Sequence[int]], batch_size: int) -> Iterator[list[int]]:
     # Longest first: less padding, and an out-of-memory error shows up on the first batch.
     order = sorted(range(len(sequences)), key=lambda i: (-len(sequences[i]), i))
     for start in range(0, len(order), batch_size):
@@ -237,7 +237,7 @@ def profile_activations(
     backbone = accumulator.adapter.backbone()
     accumulator.attach(stop_after=None if layers is None else max(layers))
     try:
-        for batch in tqdm(list(_batches(sequences, batch_size)), desc=desc, leave=False):
+        for batch in tqdm(list(length_sorted_batches(sequences, batch_size)), desc=desc, leave=False):
             ids, mask, positions = pad_batch([sequences[i] for i in batch], pad_id, padding_side)
             counted = mask.bool() & (positions != 0) if exclude_first else mask.bool()
             accumulator.token_mask = counted

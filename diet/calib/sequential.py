@@ -9,8 +9,8 @@ make pass l cost two decoder layers instead of l + 1:
   the ones before it return their input untouched (whatever they return is overwritten);
 - the pass stops after layer l (diet.calib.profiler's `layers=[l]`).
 Layer l-1 runs for real, with whatever pruning its `after_layer` callback installed, so layer l sees
-pruned inputs. Batches are formed identically in every pass (diet.calib.profiler._batches), so buffer i
-belongs to batch i.
+pruned inputs. Batches are formed identically in every pass (diet.calib.profiler.length_sorted_batches),
+so buffer i belongs to batch i.
 """
 
 from __future__ import annotations
