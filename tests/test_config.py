@@ -406,6 +406,8 @@ def test_every_shipped_method_yaml_binds_to_its_options_class():
     (["method=flap", "method.bias=1"], r"^method\.bias=1 is not allowed: use true or false$"),
     (["method=diet", "+method.bias=true"], r"^method\.bias is not an option: allowed none$"),
     (["+export.padd=true"], r"^export\.padd is not an option: allowed export\.pad, export\.wandb_artifact$"),
+    (["+calib.window=8"], r"^calib\.window is not an option: allowed calib\.n, calib\.tasks, .*calib\.window_length$"),
+    (["+vote.treshold=0.3"], r"^vote\.treshold is not an option: allowed vote\.threshold, vote\.exact$"),
     (["export.wandb_artifact=yes"], r"^export\.wandb_artifact='yes' is not allowed: use true or false$"),
 ])
 def test_typed_sections_name_the_bad_key_and_what_is_allowed(overrides, message):

@@ -91,6 +91,23 @@ def calib_tasks(cfg: Mapping[str, Any], tasks: list[str]) -> list[str]:
     return remaining
 
 
+# sections whose keys are exactly those of conf/config.yaml (the model section differs per model file)
+FIXED_SECTIONS = ("data", "calib", "profile", "mask", "vote", "eval", "wandb", "export")
+
+
+def check_known_keys(cfg: Mapping[str, Any]) -> None:
+    """A key conf/config.yaml does not define (a `+calib.window=8` typo) would enter the identity and make a
+    cell of its own that nothing reads: refuse it, naming the section's options."""
+    from diet.config.defaults import run_defaults
+
+    defaults = run_defaults()
+    for section in FIXED_SECTIONS:
+        unknown = sorted(set(cfg.get(section) or {}) - set(defaults[section]))
+        if unknown:
+            allowed = ", ".join(f"{section}.{key}" for key in defaults[section])
+            raise DietConfigError(f"{section}.{unknown[0]} is not an option: allowed {allowed}")
+
+
 def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Check every option; returns facts derived on the way (task list, profiled tasks, data dir)."""
     from diet.eval.evaluate import BACKENDS
@@ -100,6 +117,7 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     from diet.calib.profiler import STATS
     from diet.eval.tasks import check_data_files, headline_metric, resolve_task_names
 
+    check_known_keys(cfg)
     method = METHODS.get(cfg["method"]["name"])
     SOURCES.get(cfg["model"]["source"])
     tasks = resolve_task_names(cfg["tasks"], cfg.get("task_sets") or {})
