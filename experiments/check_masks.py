@@ -47,16 +47,25 @@ def chosen_records(results_dir: Path, methods: list[str] | None, per_kind: int) 
     return out
 
 
-def check(record: dict[str, Any]) -> tuple[str, Any]:
-    """('same' | 'DIFFERENT' | 'superseded', the recomputed fingerprint)."""
+def recompute_selection(record: dict[str, Any]) -> Any | None:
+    """The record's MaskSelection recomputed with the current code, None when the current code gives the
+    record's config another identity (superseded)."""
     from diet.run.pipeline import select_cell
 
     cfg = record["config"]
     facts = validate(cfg)
-    if config_hash(effective_config(cfg, facts["tasks"])) != record["config_hash"]:
+    effective = effective_config(cfg, facts["tasks"])
+    if config_hash(effective) != record["config_hash"]:
+        return None
+    return select_cell(cfg, facts, effective).selection
+
+
+def check(record: dict[str, Any]) -> tuple[str, Any]:
+    """('same' | 'DIFFERENT' | 'superseded', the recomputed fingerprint)."""
+    selection = recompute_selection(record)
+    if selection is None:
         return "superseded", None
-    chosen = select_cell(cfg, facts)
-    got = fingerprint(chosen.selection.stats)
+    got = fingerprint(selection.stats)
     return ("same" if got == fingerprint(record.get("mask")) else "DIFFERENT"), got
 
 

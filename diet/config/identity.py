@@ -58,8 +58,9 @@ ENCODED: dict[str, Callable[[Mapping[str, Any], Any], bool]] = {
     "calib.windows": _generic_text,      # in calib.source's identity
     "calib.window_length": _generic_text,
     "data.dir": lambda effective, method: True,  # data_mode, and a calibration file by its content
-    "sparsity_of": lambda effective, method: "sparsity" in effective,  # ONLY_WHEN_SET
-    "profile.exclude_bos": _calibrated,                                 # ONLY_WHEN_SET
+    # ONLY_WHEN_SET: encoded whenever the section it belongs to is part of the identity
+    **{path: (lambda effective, method, section=section: section in effective)
+       for path, (_, _, section) in ONLY_WHEN_SET.items()},
 }
 
 
@@ -160,10 +161,6 @@ class ConfigView(Mapping):
 
     def __len__(self) -> int:
         return len(self._data)
-
-    def plain(self) -> dict[str, Any]:
-        """The underlying config, unrecorded (for the pipeline's own bookkeeping)."""
-        return dict(self._data)
 
 
 def _present(effective: Mapping[str, Any], path: str) -> bool:

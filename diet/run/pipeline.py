@@ -121,8 +121,9 @@ class SelectedCell:
     sparsity_facts: dict[str, Any]
 
 
-def select_cell(cfg: dict[str, Any], facts: dict[str, Any]) -> SelectedCell:
-    """Load the model and let the method select what to remove (profiling on the way)."""
+def select_cell(cfg: dict[str, Any], facts: dict[str, Any], effective: dict[str, Any] | None = None) -> SelectedCell:
+    """Load the model and let the method select what to remove (profiling on the way). `effective`: the cell's
+    identity when the caller has it already (computing it hashes a generic calibration file)."""
     from diet.dims.accounting import dim_units, resolve_sparsity
     from diet.methods import PruningContext
     from diet.models import load_model
@@ -141,7 +142,9 @@ def select_cell(cfg: dict[str, Any], facts: dict[str, Any]) -> SelectedCell:
     ctx = PruningContext(loaded=loaded, cfg=view, tasks=facts["tasks"], data_dir=facts["data_dir"], timer=timer,
                          calib_tasks=facts["calib_tasks"])
     selection = method.select(ctx)
-    check_reads(view.reads, effective_config(cfg, facts["tasks"]), method)  # before anything is pruned
+    if effective is None:
+        effective = effective_config(cfg, facts["tasks"])
+    check_reads(view.reads, effective, method)  # before anything is pruned
     return SelectedCell(timer, loaded, method, ctx, selection, widths_before, units_before, params_before,
                         sparsity_facts)
 
@@ -168,10 +171,11 @@ def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
         raise DietConfigError(f"method {facts['method'].name!r} makes no single pruned model to save")
     preflight(cfg)
     apply_threads(cfg.get("threads"))
-    cfg_hash = config_hash(effective_config(cfg, facts["tasks"]))
+    effective = effective_config(cfg, facts["tasks"])
+    cfg_hash = config_hash(effective)
     save_dir = save_path(cfg, record_stem(facts["method"].name, cfg["model"]["name"], cfg_hash))
     check_save_path(save_dir)
-    chosen = select_cell(cfg, facts)
+    chosen = select_cell(cfg, facts, effective)
     model = chosen.loaded.model
     with chosen.timer("prune"):
         apply_selection(model, chosen.selection)
@@ -315,7 +319,7 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
     check_save_path(save_dir)
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    chosen = select_cell(cfg, facts)
+    chosen = select_cell(cfg, facts, effective)
     done = prune_and_evaluate(cfg, cfg_hash, chosen, tasks, data_dir, save_dir)
     loaded, method, ctx = chosen.loaded, chosen.method, chosen.ctx
     record: Record = {
