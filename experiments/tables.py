@@ -47,7 +47,7 @@ def regenerate(results_dir: str | Path, out_dir: str | Path) -> tuple[list, list
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="tables")
 def main(cfg: DictConfig) -> None:
-    from diet.config.validate import WANDB_MODES
+    from diet.config.sections import WANDB_MODES
     from diet.run.tracking import log_tables
 
     plain = OmegaConf.to_container(cfg, resolve=True)

@@ -382,7 +382,8 @@ def test_exclude_bos_enters_the_identity_only_when_set():
     assert excluded["dense"] == default["dense"]  # dense profiles nothing
     assert all(excluded[m] != default[m] for m in ("diet", "flap", "wanda_sp"))
     with pytest.raises(DietConfigError, match="profile.exclude_bos='no' is not allowed"):
-        validate(hydra_compose("model=tiny_gemma2", "tasks=[arc_easy]", f"data.dir={DATA_DIR}", "profile.exclude_bos=no"))
+        validate(hydra_compose("model=tiny_gemma2", "tasks=[arc_easy]", f"data.dir={DATA_DIR}", "method=diet",
+                               "profile.exclude_bos=no"))
 
 
 # --------------------------------------------------------------------------- typed options (diet.config.bind)
@@ -413,3 +414,38 @@ def test_every_shipped_method_yaml_binds_to_its_options_class():
 def test_typed_sections_name_the_bad_key_and_what_is_allowed(overrides, message):
     with pytest.raises(DietConfigError, match=message):
         validate(hydra_compose("model=tiny_gemma2", f"data.dir={DATA_DIR}", *overrides))
+
+
+def test_typed_sections_state_the_defaults_conf_config_yaml_writes():
+    import dataclasses
+
+    import yaml
+
+    from diet.config.sections import SECTIONS
+
+    written = yaml.safe_load((REPO_ROOT / "conf" / "config.yaml").read_text())
+    interpolated = {("data", "dir"), ("wandb", "dir")}  # ${oc.env:...}: the class holds the fallback
+    for name, options_type in SECTIONS.items():
+        fields = dataclasses.fields(options_type)
+        assert [f.name for f in fields] == list(written[name]), name  # same options, same order
+        for f in fields:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if (name, f.name) not in interpolated:
+                assert default == written[name][f.name], f"{name}.{f.name}"
+
+
+def test_a_stored_config_without_eval_docs_meant_the_first_documents():
+    from diet.config.sections import eval_options
+
+    assert eval_options({"eval": {"limit": 200}}).docs == "first"
+    assert eval_options({"eval": {"limit": 200, "docs": "random"}}).docs == "random"
+    assert eval_options(compose_cfg("eval.limit=200")).docs == "random"  # today's default
+
+
+def test_a_method_that_prunes_nothing_reads_no_pruning_section():
+    from diet.config.sections import run_options
+
+    options = run_options(compose_cfg("calib.n=0", method="dense"), prunes=False)
+    assert options.calib is None and options.vote is None and options.eval.limit is None
+    with pytest.raises(DietConfigError, match=r"^calib\.window is not an option"):
+        run_options(compose_cfg("+calib.window=8", method="dense"), prunes=False)  # names are still checked

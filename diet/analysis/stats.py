@@ -11,18 +11,11 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-# The score a model with no skill gets: uniform guessing among the answer choices, except BoolQ.
-CHANCE: dict[str, float] = {
-    # BoolQ: the majority-class rate ("yes", 62.2% of the validation split), not 0.5: always
-    # answering "yes" scores that, so only a model above it knows anything.
-    "boolq": 0.622,
-    "rte": 0.5,
-    "winogrande": 0.5,
-    "hellaswag": 0.25,
-    "arc_easy": 0.25,
-    "arc_challenge": 0.25,
-    "openbookqa": 0.25,
-}
+from diet.eval.tasks import chance_levels
+
+# The score a model with no skill gets, per task (diet.eval.tasks.chance_level: the majority-label rate of
+# BoolQ and RTE, uniform guessing among the options elsewhere)
+CHANCE: dict[str, float] = chance_levels()
 Z = 2.0  # "clearly" / "significant" = more than 2 standard errors
 VOTE_EPS = 1e-9  # same slack as diet.select.masks: threshold 0.142857 with 7 tasks needs 1 vote
 

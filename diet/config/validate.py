@@ -5,56 +5,22 @@ Every failure names the bad value and what is allowed.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 from diet.dims.accounting import SPARSITY_OF  # dim, params
 from diet.dims.choice import dim_parts
+from diet.config.checks import choice, flag, number_in
+from diet.config.sections import eval_options, run_options
 from diet.eval.documents import DocumentSelection
 from diet.errors import DietConfigError
-from diet.export.save import export_options
 from diet.paths import data_dir as resolve_data_dir
-from diet.registry import unknown_name_message
-
-WANDB_MODES = ("offline", "online", "disabled")
-
-
-def _number_in(name: str, value: Any, low: float, high: float, low_open: bool, high_open: bool) -> float:
-    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise DietConfigError(f"{name}={value!r} is not a number: allowed {interval}")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        raise DietConfigError(f"{name}={value!r} is outside the allowed range {interval}")
-    return float(value)
-
-
-def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "an integer >= 1" + (" or null" if allow_none else "")
-        raise DietConfigError(f"{name}={value!r} is not allowed: use {allowed}")
-
-
-def _flag(name: str, value: Any) -> None:
-    # 'no' or 0 from the command line would otherwise be truthy/falsy by accident
-    if not isinstance(value, bool):
-        raise DietConfigError(f"{name}={value!r} is not allowed: use true or false")
-
-
-def _choice(name: str, value: Any, allowed: list[str] | tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise DietConfigError(unknown_name_message(name, value, list(allowed)))
 
 
 def document_selection(cfg: Mapping[str, Any]) -> DocumentSelection:
     """The evaluated documents (eval.limit / eval.docs / eval.docs_seed); validates the two options.
 
     A config without eval.docs (records written before random samples existed) meant the first N."""
-    eval_cfg = cfg["eval"]
-    return DocumentSelection(eval_cfg.get("limit"), eval_cfg.get("docs", "first"), eval_cfg.get("docs_seed", 0))
+    return eval_options(cfg).documents()
 
 
 def calib_tasks(cfg: Mapping[str, Any], tasks: list[str]) -> list[str]:
@@ -91,69 +57,33 @@ def calib_tasks(cfg: Mapping[str, Any], tasks: list[str]) -> list[str]:
     return remaining
 
 
-# sections whose keys are exactly those of conf/config.yaml (the model section differs per model file)
-FIXED_SECTIONS = ("data", "calib", "profile", "mask", "vote", "eval", "wandb", "export")
-
-
-def check_known_keys(cfg: Mapping[str, Any]) -> None:
-    """A key conf/config.yaml does not define (a `+calib.window=8` typo) would enter the identity and make a
-    cell of its own that nothing reads: refuse it, naming the section's options."""
-    from diet.config.defaults import run_defaults
-
-    defaults = run_defaults()
-    for section in FIXED_SECTIONS:
-        unknown = sorted(set(cfg.get(section) or {}) - set(defaults[section]))
-        if unknown:
-            allowed = ", ".join(f"{section}.{key}" for key in defaults[section])
-            raise DietConfigError(f"{section}.{unknown[0]} is not an option: allowed {allowed}")
-
-
 def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Check every option; returns facts derived on the way (task list, profiled tasks, data dir)."""
-    from diet.eval.evaluate import BACKENDS
-    from diet.select.masks import MERGES, SCOPES
+    """Check every option; returns facts derived on the way (task list, profiled tasks, data dir, the typed
+    sections)."""
+    from diet.select.masks import MERGES
     from diet.methods import METHODS
     from diet.models.loaders import SOURCES
-    from diet.calib.profiler import STATS
     from diet.eval.tasks import check_data_files, headline_metric, resolve_task_names
 
-    check_known_keys(cfg)
     method = METHODS.get(cfg["method"]["name"])
+    options = run_options(cfg, method.prunes)  # each fixed section binds to its class (diet/config/sections.py)
     SOURCES.get(cfg["model"]["source"])
     tasks = resolve_task_names(cfg["tasks"], cfg.get("task_sets") or {})
     for task in tasks:
         headline_metric(task, cfg["eval"]["metric"])
-    _positive_int("eval.limit", cfg["eval"]["limit"], allow_none=True)
-    document_selection(cfg)
-    _positive_int("eval.batch_size", cfg["eval"]["batch_size"])
-    _choice("eval.backend", cfg["eval"]["backend"], BACKENDS.names())
-    _positive_int("eval.max_length", cfg["eval"].get("max_length"), allow_none=True)
-    _flag("model.add_bos_token", cfg["model"]["add_bos_token"])
-    _flag("profile.exclude_bos", (cfg.get("profile") or {}).get("exclude_bos", False))
-    _choice("wandb.mode", cfg["wandb"]["mode"], WANDB_MODES)
+    flag("model.add_bos_token", cfg["model"]["add_bos_token"])
     if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool):
         raise DietConfigError(f"seed={cfg['seed']!r} is not allowed: use an integer")
     if method.prunes:
-        _number_in("sparsity", cfg["sparsity"], 0.0, 1.0, low_open=False, high_open=True)
-        _number_in("vote.threshold", cfg["vote"]["threshold"], 0.0, 1.0, low_open=True, high_open=False)
-        _number_in("mask.min_keep_fraction", cfg["mask"]["min_keep_fraction"], 0.0, 1.0, False, False)
-        _positive_int("calib.n", cfg["calib"]["n"])
-        _positive_int("calib.batch_size", cfg["calib"]["batch_size"])
-        _positive_int("calib.max_length", cfg["calib"]["max_length"])
-        _flag("calib.with_answer", cfg["calib"]["with_answer"])
-        _flag("vote.exact", cfg["vote"]["exact"])
-        _choice("profile.stat", cfg["profile"]["stat"], STATS.names())
-        _choice("mask.scope", cfg["mask"]["scope"], SCOPES.names())
-        _choice("merge rule", cfg["merge"], MERGES.names())
+        number_in("sparsity", cfg["sparsity"], 0.0, 1.0, low_open=False, high_open=True)
+        choice("merge rule", cfg["merge"], MERGES.names())
         dim_parts(cfg["dims"])  # registered dimensions (diet.dims), each once, in pruning order
         if cfg["dims"] not in method.dims:
             raise DietConfigError(
                 f"method {method.name!r} does not support dims={cfg['dims']!r}: it supports "
                 f"{', '.join(method.dims)}"
             )
-        _choice("sparsity_of", cfg.get("sparsity_of", "dim"), SPARSITY_OF)
-        _positive_int("calib.windows", cfg["calib"].get("windows"), allow_none=True)
-        _positive_int("calib.window_length", cfg["calib"].get("window_length"), allow_none=True)
+        choice("sparsity_of", cfg.get("sparsity_of", "dim"), SPARSITY_OF)
         if method.calib_source:
             from diet.methods.calibrated import source_file
             from diet.eval.tasks import is_perplexity
@@ -167,7 +97,6 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if not (save_model is None or isinstance(save_model, (bool, str))):
         raise DietConfigError(f"save_model={save_model!r} is not allowed: use null, true (saved_models/<record "
                               f"name>) or a folder path")
-    export_options(cfg)
     if save_model not in (None, False) and method.per_task_profiles:
         raise DietConfigError(f"method {method.name!r} evaluates one pruned model per task: save_model needs a "
                               f"method that makes one model")
@@ -180,4 +109,4 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     data_dir = resolve_data_dir(cfg["data"]["dir"])
     check_data_files(tasks, data_dir)
     check_data_files(profiled, data_dir, need_train=True)
-    return {"tasks": tasks, "data_dir": data_dir, "method": method, "calib_tasks": profiled}
+    return {"tasks": tasks, "data_dir": data_dir, "method": method, "calib_tasks": profiled, "options": options}

@@ -6,7 +6,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from torch import nn
 
@@ -28,6 +28,9 @@ class EvalSettings:
     backend: str = "fast"
     docs: str = "random"   # with a limit: a seeded random sample of documents (diet.eval.documents) | first
     docs_seed: int = 0     # the documents' seed: fixed across calibration seeds and methods
+    # exactly these document indices per task, overriding limit/docs (a re-check of a stored record's
+    # documents: experiments/check_rerun.py)
+    only_docs: Mapping[str, tuple[int, ...]] | None = None
 
     @property
     def documents(self) -> DocumentSelection:
@@ -131,17 +134,22 @@ def evaluate(
     task_objects = build_tasks(tasks, data_dir, with_train=False)
     split_sizes = {task: len(task_objects[task].eval_docs) for task in tasks}
     documents = settings.documents
-    chosen = {task: documents.indices(task, split_sizes[task]) for task in tasks}
+    if settings.only_docs is not None:
+        chosen = {task: sorted(settings.only_docs[task]) for task in tasks}
+    else:
+        chosen = {task: documents.indices(task, split_sizes[task]) for task in tasks}
+    listed = settings.only_docs is not None or documents.is_random
     # lm-eval takes either `limit` (the first N) or `samples` (listed indices), never both
-    samples = {task: ids for task, ids in chosen.items() if ids is not None} if documents.is_random else None
+    samples = {task: ids for task, ids in chosen.items() if ids is not None} if listed else None
     for task, ids in chosen.items():
         if ids is not None:
-            log.info("%s: %d of %d documents (%s)", task, len(ids), split_sizes[task], documents.label())
+            log.info("%s: %d of %d documents (%s)", task, len(ids), split_sizes[task],
+                     "listed" if settings.only_docs is not None else documents.label())
     results = simple_evaluate(
         model=make_lm(model, tokenizer, settings, device),
         tasks=list(task_objects.values()),
         num_fewshot=0,
-        limit=None if documents.is_random else settings.limit,
+        limit=None if listed else settings.limit,
         samples=samples or None,
         log_samples=True,  # per-document outcomes for paired differences (kept compact in the record)
         task_manager=TaskManager(include_defaults=False),  # tasks are pre-built: skip the 15 s index

@@ -24,6 +24,10 @@ class TaskSpec:
     metrics: tuple[str, ...]
     # a perplexity task: lower is better, never averaged with accuracies, never calibrated on
     perplexity: bool = False
+    # the score of a model with no skill on the evaluated split, as `chance_level` computes it from the task
+    # YAML and the split (tests/test_tasks.py recomputes it from ../shared/data), kept here so that tables
+    # need no data; None for a perplexity
+    chance: float | None = None
 
     def default_metric(self) -> str:
         """Headline metric (`eval.metric=auto`): acc_norm where the task reports it, else acc; a perplexity
@@ -35,14 +39,14 @@ class TaskSpec:
 
 TASKS: Registry[TaskSpec] = Registry("task")
 for _spec in (
-    TaskSpec("boolq", "super_glue/boolq/default.yaml", "validation", ("acc",)),
-    TaskSpec("rte", "glue/rte/default.yaml", "validation", ("acc",)),
-    TaskSpec("sglue_rte", "super_glue/rte/default.yaml", "validation", ("acc",)),
-    TaskSpec("hellaswag", "hellaswag/hellaswag.yaml", "validation", ("acc", "acc_norm")),
-    TaskSpec("winogrande", "winogrande/default.yaml", "validation", ("acc",)),
-    TaskSpec("arc_easy", "arc/arc_easy.yaml", "test", ("acc", "acc_norm")),
-    TaskSpec("arc_challenge", "arc/arc_challenge.yaml", "test", ("acc", "acc_norm")),
-    TaskSpec("openbookqa", "openbookqa/openbookqa.yaml", "test", ("acc", "acc_norm")),
+    TaskSpec("boolq", "super_glue/boolq/default.yaml", "validation", ("acc",), chance=0.622),
+    TaskSpec("rte", "glue/rte/default.yaml", "validation", ("acc",), chance=0.527),
+    TaskSpec("sglue_rte", "super_glue/rte/default.yaml", "validation", ("acc",), chance=0.527),
+    TaskSpec("hellaswag", "hellaswag/hellaswag.yaml", "validation", ("acc", "acc_norm"), chance=0.25),
+    TaskSpec("winogrande", "winogrande/default.yaml", "validation", ("acc",), chance=0.5),
+    TaskSpec("arc_easy", "arc/arc_easy.yaml", "test", ("acc", "acc_norm"), chance=0.25),
+    TaskSpec("arc_challenge", "arc/arc_challenge.yaml", "test", ("acc", "acc_norm"), chance=0.25),
+    TaskSpec("openbookqa", "openbookqa/openbookqa.yaml", "test", ("acc", "acc_norm"), chance=0.25),
     # WikiText-2 test documents, rolling loglikelihood: word/byte perplexity and bits per byte
     TaskSpec("wikitext", "wikitext/wikitext.yaml", "test", ("word_perplexity", "byte_perplexity", "bits_per_byte"),
              perplexity=True),
@@ -79,6 +83,28 @@ def is_perplexity(task: str) -> bool:
 def accuracy_tasks(tasks: Iterable[str]) -> list[str]:
     """The tasks scored by accuracy (averaged, calibrated on); perplexity tasks left out."""
     return [task for task in tasks if not is_perplexity(task)]
+
+
+def chance_levels() -> dict[str, float]:
+    """task -> its chance level (TaskSpec.chance), for the tasks that have one."""
+    return {name: TASKS.get(name).chance for name in TASKS.names() if TASKS.get(name).chance is not None}
+
+
+def chance_level(task: Any) -> float:
+    """What a model with no skill scores on a built task's evaluated documents (rounded to 3 decimals).
+
+    A task whose answer options are one fixed label set for every document (BoolQ's no/yes, RTE's
+    True/False) is a classification: always answering its most frequent label scores that label's rate
+    (62.2% "yes" on BoolQ), so that rate is chance. A multiple-choice task whose options differ per
+    document (HellaSwag endings, ARC answers, Winogrande fillings) has no label to favour: uniform guessing,
+    the mean of 1 / options."""
+    from collections import Counter
+
+    docs = list(task.eval_docs)
+    choices = [task.doc_to_choice(doc) for doc in docs]
+    if all(options == choices[0] for options in choices):
+        return round(max(Counter(task.doc_to_target(doc) for doc in docs).values()) / len(docs), 3)
+    return round(sum(1 / len(options) for options in choices) / len(docs), 3)
 
 
 def headline_metric(task: str, metric: str) -> str:

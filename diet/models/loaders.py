@@ -167,6 +167,19 @@ def model_fingerprint(model: nn.Module) -> str:
     return stable_hash(parts, length=20)
 
 
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 over every tensor's name, shape, dtype and bytes: equal exactly when the weights are (unlike
+    the sampled `model_fingerprint`, it sees one changed channel)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            digest.update(f"{name}:{list(tensor.shape)}:{tensor.dtype};".encode())
+            digest.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_model(cfg: Mapping[str, Any]) -> LoadedModel:
     """Load the model a `model` config group entry describes; `name_or_path`, when set, wins."""
     cfg = dict(cfg)

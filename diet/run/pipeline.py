@@ -7,7 +7,7 @@ import copy
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,13 +16,15 @@ import numpy as np
 import torch
 
 from diet.config.identity import ConfigView, check_reads, config_hash, effective_config
-from diet.config.validate import document_selection, validate
+from diet.config.sections import eval_options
+from diet.config.validate import validate
 from diet.export.save import check_save_path, export_model, export_options, model_card, save_path
 from diet.io import atomic_write_text
 from diet.prune.apply import apply_selection
 from diet.run.preflight import preflight
 from diet.run.record_schema import Record, problems
 from diet.run.threads import apply_threads
+from diet.run.task_results import clear, partial_dir
 from diet.run.tracking import log_saved_model
 from diet.run.records import (SCHEMA_VERSION, code_tag, code_version, find_existing, library_versions, machine,
                           record_stem, write_record)
@@ -191,11 +193,10 @@ def eval_settings(cfg: dict[str, Any]) -> Any:
     """The evaluation settings (diet.eval.evaluate.EvalSettings) a cell's config asks for."""
     from diet.eval.evaluate import EvalSettings
 
-    documents = document_selection(cfg)
-    return EvalSettings(limit=cfg["eval"]["limit"], batch_size=cfg["eval"]["batch_size"],
-                        add_bos_token=cfg["model"]["add_bos_token"], metric=cfg["eval"]["metric"], seed=cfg["seed"],
-                        max_length=cfg["eval"]["max_length"], backend=cfg["eval"]["backend"], docs=documents.docs,
-                        docs_seed=documents.seed)
+    options = eval_options(cfg)
+    return EvalSettings(limit=options.limit, batch_size=options.batch_size, add_bos_token=cfg["model"]["add_bos_token"],
+                        metric=options.metric, seed=cfg["seed"], max_length=options.max_length,
+                        backend=options.backend, docs=options.docs, docs_seed=options.docs_seed)
 
 
 @dataclass
@@ -209,17 +210,41 @@ class EvaluatedCell:
     parameters: list[dict[str, int]]
     removed: list[dict[str, dict[str, int]]]
     saved: dict[str, Any] | None
+    reused: dict[str, str] = field(default_factory=dict)  # task -> code that evaluated it (eval.by_task resume)
+
+
+def evaluate_job(model: torch.nn.Module, loaded: Any, tasks: list[str], data_dir: Any, settings: Any,
+                 cfg_hash: str, kept_dir: Path | None, reused: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Evaluate `tasks` on one pruned model: all at once, or (kept_dir set: eval.by_task) one task at a time,
+    keeping each finished task and reusing the ones an interrupted run kept (diet/run/task_results.py)."""
+    from diet.eval.evaluate import evaluate
+    from diet.models.loaders import weights_sha256
+    from diet.run.task_results import TaskResults
+
+    if kept_dir is None:
+        return evaluate(model, loaded.tokenizer, tasks, data_dir, settings, loaded.device)
+    kept = TaskResults(kept_dir, cfg_hash, weights_sha256(model), code_tag())
+    metrics = {}
+    for task in tasks:
+        summary = kept.load(task)
+        if summary is None:
+            summary = evaluate(model, loaded.tokenizer, [task], data_dir, settings, loaded.device)[task]
+            kept.save(task, summary)
+        metrics[task] = summary
+    reused.update(kept.reused)
+    return metrics
 
 
 def prune_and_evaluate(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell, tasks: list[str], data_dir: Any,
-                       save_dir: Path | None) -> EvaluatedCell:
-    """Apply the selection and evaluate; an oracle selection evaluates each task on its own pruned copy."""
+                       save_dir: Path | None, kept_dir: Path | None = None, settings: Any = None) -> EvaluatedCell:
+    """Apply the selection and evaluate; an oracle selection evaluates each task on its own pruned copy.
+    `kept_dir`: evaluate task by task, keeping finished tasks there (eval.by_task); `settings`: evaluation
+    settings other than the config's (a re-check on listed documents)."""
     from diet.dims.accounting import dim_units
-    from diet.eval.evaluate import evaluate
     from diet.models.adapters import adapter_for, parameter_counts
 
     selection, timer, loaded = chosen.selection, chosen.timer, chosen.loaded
-    settings = eval_settings(cfg)
+    settings = settings or eval_settings(cfg)
     if selection.per_task is None:
         jobs = [(tasks, selection)]
     else:
@@ -238,7 +263,8 @@ def prune_and_evaluate(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell,
         done.units.append(dim_units(job_model))
         done.parameters.append(parameter_counts(job_model))
         with timer("evaluate"):
-            done.metrics.update(evaluate(job_model, loaded.tokenizer, job_tasks, data_dir, settings, loaded.device))
+            done.metrics.update(evaluate_job(job_model, loaded, job_tasks, data_dir, settings, cfg_hash, kept_dir,
+                                             done.reused))
         del job_model
     done.metrics = {task: done.metrics[task] for task in tasks}
     if card is not None:  # the card now has the run's scores
@@ -282,9 +308,10 @@ def parameters_section(before: dict[str, int], per_model: list[dict[str, int]]) 
     }
 
 
-def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any) -> dict[str, Any]:
-    """record["eval"]: the harness, the documents scored and how."""
-    settings, documents = eval_settings(cfg), document_selection(cfg)
+def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any, reused: dict[str, str]) -> dict[str, Any]:
+    """record["eval"]: the harness, the documents scored and how (`reused_tasks`: tasks an interrupted
+    eval.by_task run had finished, with the code that evaluated them)."""
+    settings, documents = eval_settings(cfg), eval_options(cfg).documents()
     return {
         "harness": "lm-eval",
         "num_fewshot": 0,
@@ -297,6 +324,8 @@ def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any) -> dict[str, A
         "add_bos_token": settings.add_bos_token,
         "bos_prepended": bos_prepended(loaded.tokenizer, settings.add_bos_token),
         "data": "online" if data_dir is None else str(data_dir),
+        "by_task": eval_options(cfg).by_task,
+        **({"reused_tasks": reused} if reused else {}),
     }
 
 
@@ -315,12 +344,16 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
     if existing is not None and not cfg.get("force", False):
         log.info("cell already done, skipping (force=true reruns it): %s", existing)
         return None, existing
-    save_dir = save_path(cfg, record_stem(method_cls.name, cfg["model"]["name"], cfg_hash))
+    stem = record_stem(method_cls.name, cfg["model"]["name"], cfg_hash)
+    save_dir = save_path(cfg, stem)
     check_save_path(save_dir)
+    kept_dir = partial_dir(results_dir, stem) if facts["options"].eval.by_task else None
+    if kept_dir is not None and cfg.get("force", False):
+        clear(kept_dir)  # a forced rerun evaluates every task again
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     chosen = select_cell(cfg, facts, effective)
-    done = prune_and_evaluate(cfg, cfg_hash, chosen, tasks, data_dir, save_dir)
+    done = prune_and_evaluate(cfg, cfg_hash, chosen, tasks, data_dir, save_dir, kept_dir)
     loaded, method, ctx = chosen.loaded, chosen.method, chosen.ctx
     record: Record = {
         "schema": SCHEMA_VERSION,
@@ -339,7 +372,7 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
             "device": loaded.device,
             **loaded.info,
         },
-        "eval": eval_section(cfg, loaded, data_dir),
+        "eval": eval_section(cfg, loaded, data_dir, done.reused),
         "notes": ctx.notes,
         "saved_model": done.saved,
         "seed": cfg["seed"],
@@ -358,4 +391,6 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
         raise RuntimeError(f"the record does not match diet.run.record_schema: {wrong}")
     path = write_record(record, results_dir)
     log.info("record written: %s", path)
+    if kept_dir is not None:
+        clear(kept_dir)  # the record holds every task now
     return record, path

@@ -76,6 +76,8 @@ class EvalInfo(TypedDict):
     docs: NotRequired[str | None]             # random | first (None: all documents)
     docs_seed: NotRequired[int | None]
     documents: NotRequired[str]               # all | first<N> | random<N>s<seed>
+    by_task: NotRequired[bool]                # evaluated one task at a time (eval.by_task)
+    reused_tasks: NotRequired[dict[str, str]] # tasks an interrupted by_task run finished -> the code that did
 
 
 class Record(TypedDict):

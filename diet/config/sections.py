@@ -1,0 +1,154 @@
+"""The run config's fixed sections as typed options classes: every key a field, every value checked by the
+field's type or its own check (`metadata["check"]`, diet/config/checks.py), so a section is valid exactly when
+it binds. conf/config.yaml writes the same defaults with their comments; tests/test_config.py holds the two
+equal, so the classes cannot drift from the file users read.
+
+A stored record's config may predate an option: the missing key takes the class default, except where the
+option's absence meant something else when the record was written (`LEGACY_DEFAULTS`).
+
+The identity (diet/config/identity.py) still hashes the config as a dict, the form the committed records'
+hashes were computed from, and methods keep reading their sections through a `ConfigView` so that every read
+is checked against it; the typed sections are what validation binds and what the pipeline reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from diet.config.bind import bind, check_names
+from diet.config.checks import FLAG, in_range, one_of, positive
+from diet.export.save import ExportOptions
+
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def _stats() -> list[str]:
+    from diet.calib.profiler import STATS
+
+    return STATS.names()
+
+
+def _scopes() -> list[str]:
+    from diet.select.masks import SCOPES
+
+    return SCOPES.names()
+
+
+def _backends() -> list[str]:
+    from diet.eval.evaluate import BACKENDS
+
+    return BACKENDS.names()
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    dir: str | None = None  # conf/config.yaml: ${oc.env:DIET_DATA_DIR,null}
+
+
+@dataclass(frozen=True)
+class CalibOptions:
+    n: int = field(default=100, metadata=positive())
+    tasks: str | list | None = None
+    exclude: list | str = field(default_factory=list)
+    with_answer: bool = field(default=True, metadata=FLAG)
+    max_length: int = field(default=512, metadata=positive())
+    batch_size: int = field(default=8, metadata=positive())
+    source: str = "tasks"
+    windows: int | None = field(default=None, metadata=positive(allow_none=True))
+    window_length: int | None = field(default=None, metadata=positive(allow_none=True))
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    stat: str = field(default="mean_abs", metadata=one_of(_stats))
+    exclude_bos: bool = field(default=False, metadata=FLAG)
+
+
+@dataclass(frozen=True)
+class MaskOptions:
+    scope: str = field(default="layer", metadata=one_of(_scopes))
+    min_keep_fraction: float = field(default=0.05, metadata=in_range(0.0, 1.0, False, False))
+
+
+@dataclass(frozen=True)
+class VoteOptions:
+    threshold: float = field(default=0.5, metadata=in_range(0.0, 1.0, True, False))
+    exact: bool = field(default=True, metadata=FLAG)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    limit: int | None = field(default=None, metadata=positive(allow_none=True))
+    docs: str = "random"
+    docs_seed: int = 0
+    batch_size: int = field(default=8, metadata=positive())
+    backend: str = field(default="fast", metadata=one_of(_backends))
+    metric: str = "auto"                  # checked per task against what the task reports (validate)
+    max_length: int | None = field(default=None, metadata=positive(allow_none=True))
+    by_task: bool = field(default=False, metadata=FLAG)
+
+    def __post_init__(self) -> None:
+        self.documents()  # eval.docs / eval.docs_seed
+
+    def documents(self) -> Any:
+        from diet.eval.documents import DocumentSelection
+
+        return DocumentSelection(self.limit, self.docs, self.docs_seed)
+
+
+@dataclass(frozen=True)
+class WandbOptions:
+    mode: str = field(default="offline", metadata=one_of(lambda: WANDB_MODES))
+    project: str = "diet"
+    entity: str | None = None
+    group: str | None = None
+    dir: str = ".cache/wandb"  # conf/config.yaml: ${oc.env:DIET_WANDB_DIR,.cache/wandb}
+
+
+SECTIONS: dict[str, type] = {"data": DataOptions, "calib": CalibOptions, "profile": ProfileOptions,
+                             "mask": MaskOptions, "vote": VoteOptions, "eval": EvalOptions, "wandb": WandbOptions,
+                             "export": ExportOptions}
+# read only by pruning methods: for the others (dense) only the names are checked, so that a dense row of a
+# sparsity sweep is valid whatever the sweep sets
+PRUNING_SECTIONS = ("calib", "profile", "mask", "vote")
+# option -> its meaning in a stored config written before the option existed
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "eval": {"docs": "first"},  # before random samples, a limit took the first N documents
+}
+
+
+def section(cfg: Mapping[str, Any], name: str) -> Any:
+    """The typed `name` section of a run config (or of a stored record's config)."""
+    return bind(SECTIONS[name], {**LEGACY_DEFAULTS.get(name, {}), **(cfg.get(name) or {})}, name)
+
+
+def eval_options(cfg: Mapping[str, Any]) -> EvalOptions:
+    return section(cfg, "eval")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Every fixed section of one run's config, bound; the pruning sections are None for a method that
+    prunes nothing (their names are checked, their values never read)."""
+
+    data: DataOptions
+    eval: EvalOptions
+    wandb: WandbOptions
+    export: ExportOptions
+    calib: CalibOptions | None
+    profile: ProfileOptions | None
+    mask: MaskOptions | None
+    vote: VoteOptions | None
+
+
+def run_options(cfg: Mapping[str, Any], prunes: bool = True) -> RunOptions:
+    """Bind every fixed section of `cfg` (`prunes`: whether the run's method reads the pruning sections)."""
+    bound = {}
+    for name, options_type in SECTIONS.items():
+        if prunes or name not in PRUNING_SECTIONS:
+            bound[name] = section(cfg, name)
+        else:
+            check_names(options_type, cfg.get(name) or {}, name)
+            bound[name] = None
+    return RunOptions(**bound)

@@ -1,0 +1,119 @@
+"""Re-run stored cells with the current code on a seeded random subset of their own documents and compare,
+document by document, with what the record stored (issue 16: "same metrics on a re-run of one committed cell
+of each method").
+
+    python -m experiments.check_rerun results/records                    # one cell per method, 40 docs/task
+    python -m experiments.check_rerun results/records --method flap --docs 100
+
+Each chosen record's selection is recomputed (experiments/check_masks.py: profiles from the cache), the model
+pruned as the record's run pruned it, and `--docs` of the record's documents per task (drawn with `--seed`)
+scored again. A document scored on a subset gets the same outcome as on its full sample
+(tests/test_documents.py), so a re-check of a subset is exact: every document must match. Per method the
+record of the primary study (random500s0, seed 0) is preferred. Exits 1 when a mask or an outcome differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from diet.analysis.frame import newest_per_cell
+from diet.config.identity import config_hash, effective_config
+from diet.config.validate import validate
+from diet.run.records import iter_records
+
+from experiments.check_masks import fingerprint
+
+PREFERRED_DOCUMENTS = "random500s0"
+
+
+def record_documents(entry: dict[str, Any]) -> dict[int, str]:
+    """doc index -> stored outcome ('0' / '1') of one task entry of a record."""
+    outcomes = entry["outcomes"]
+    ids = entry.get("doc_ids") or list(range(len(outcomes)))
+    return dict(zip(ids, outcomes))
+
+
+def subset(stored: dict[str, dict[int, str]], per_task: int, seed: int) -> dict[str, tuple[int, ...]]:
+    """A seeded random `per_task` of each task's stored documents (all of them when fewer)."""
+    return {task: tuple(sorted(random.Random(f"diet-rerun:{seed}:{task}").sample(sorted(docs),
+                                                                                min(per_task, len(docs)))))
+            for task, docs in stored.items()}
+
+
+def one_per_method(results_dir: Path, methods: list[str] | None) -> list[dict[str, Any]]:
+    records = [r for r in newest_per_cell(iter_records(results_dir))
+               if (not methods or r["method"] in methods)
+               and all("outcomes" in entry for entry in r["tasks"].values())]
+    chosen: dict[str, dict[str, Any]] = {}
+    for record in records:
+        key = (record["eval"].get("documents") == PREFERRED_DOCUMENTS, record.get("seed") == 0,
+               record["finished_at"])
+        kept = chosen.get(record["method"])
+        if kept is None or key > kept[0]:
+            chosen[record["method"]] = (key, record)
+    return [chosen[method][1] for method in sorted(chosen)]
+
+
+def rerun(record: dict[str, Any], per_task: int, seed: int) -> dict[str, Any]:
+    """Recompute the record's selection, prune, score a subset of its documents; what matched."""
+    from diet.run.pipeline import eval_settings, prune_and_evaluate, select_cell
+
+    cfg = record["config"]
+    facts = validate(cfg)
+    effective = effective_config(cfg, facts["tasks"])
+    if config_hash(effective) != record["config_hash"]:
+        return {"result": "superseded"}
+    chosen = select_cell(cfg, facts, effective)
+    same_mask = fingerprint(chosen.selection.stats) == fingerprint(record.get("mask"))
+    stored = {task: record_documents(entry) for task, entry in record["tasks"].items()}
+    docs = subset(stored, per_task, seed)
+    settings = dataclasses.replace(eval_settings(cfg), only_docs=docs)
+    done = prune_and_evaluate(cfg, record["config_hash"], chosen, facts["tasks"], facts["data_dir"], None,
+                              settings=settings)
+    differing = {}
+    for task, ids in docs.items():
+        got = record_documents(done.metrics[task])
+        wrong = [i for i in ids if got.get(i) != stored[task][i]]
+        if wrong:
+            differing[task] = wrong
+    checked = sum(len(ids) for ids in docs.values())
+    same = same_mask and not differing
+    return {"result": "same" if same else "DIFFERENT", "mask": "same" if same_mask else "DIFFERENT",
+            "documents": checked, "differing": differing}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("--method", action="append", help="only this method (repeatable)")
+    parser.add_argument("--docs", type=int, default=40, help="documents re-scored per task (default 40)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the re-scored subset")
+    args = parser.parse_args(argv)
+    if args.docs < 1:
+        parser.error(f"--docs={args.docs} is not allowed: use a positive number of documents per task")
+    logging.basicConfig(level=logging.WARNING)
+    records = one_per_method(args.results_dir, args.method)
+    if not records:
+        raise SystemExit(f"no records with per-document outcomes in {args.results_dir} match")
+    print("| record | method | documents | mask | outcomes | result |")
+    print("|---|---|---|---|---|---|")
+    different = 0
+    for record in records:
+        got = rerun(record, args.docs, args.seed)
+        different += got["result"] == "DIFFERENT"
+        differing = got.get("differing") or {}
+        outcomes = ("identical" if not differing else
+                    "; ".join(f"{task}: {len(ids)} differ ({ids[:5]})" for task, ids in differing.items()))
+        print(f"| {Path(record['_path']).name} | {record['method']} | {got.get('documents', '')} "
+              f"| {got.get('mask', '')} | {outcomes if 'documents' in got else ''} | {got['result']} |", flush=True)
+    print(f"\n{len(records)} record(s): {different} different")
+    return 1 if different else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
