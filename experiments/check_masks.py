@@ -47,9 +47,9 @@ def chosen_records(results_dir: Path, methods: list[str] | None, per_kind: int) 
     return out
 
 
-def recompute_selection(record: dict[str, Any]) -> Any | None:
-    """The record's MaskSelection recomputed with the current code, None when the current code gives the
-    record's config another identity (superseded)."""
+def recompute_cell(record: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    """(the loaded model and its selection: diet.run.pipeline.SelectedCell, validate's facts) of the record's
+    config with the current code; None when the current code gives that config another identity (superseded)."""
     from diet.run.pipeline import select_cell
 
     cfg = record["config"]
@@ -57,7 +57,13 @@ def recompute_selection(record: dict[str, Any]) -> Any | None:
     effective = effective_config(cfg, facts["tasks"])
     if config_hash(effective) != record["config_hash"]:
         return None
-    return select_cell(cfg, facts, effective).selection
+    return select_cell(cfg, facts, effective), facts
+
+
+def recompute_selection(record: dict[str, Any]) -> Any | None:
+    """The record's MaskSelection recomputed with the current code, None when superseded."""
+    cell = recompute_cell(record)
+    return None if cell is None else cell[0].selection
 
 
 def check(record: dict[str, Any]) -> tuple[str, Any]:

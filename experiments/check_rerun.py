@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from diet.analysis.frame import newest_per_cell
-from diet.config.identity import config_hash, effective_config
-from diet.config.validate import validate
 from diet.run.records import iter_records
 
-from experiments.check_masks import fingerprint
+from experiments.check_masks import fingerprint, recompute_cell
 
 PREFERRED_DOCUMENTS = "random500s0"
 
@@ -61,14 +59,12 @@ def one_per_method(results_dir: Path, methods: list[str] | None) -> list[dict[st
 
 def rerun(record: dict[str, Any], per_task: int, seed: int) -> dict[str, Any]:
     """Recompute the record's selection, prune, score a subset of its documents; what matched."""
-    from diet.run.pipeline import eval_settings, prune_and_evaluate, select_cell
+    from diet.run.pipeline import eval_settings, prune_and_evaluate
 
-    cfg = record["config"]
-    facts = validate(cfg)
-    effective = effective_config(cfg, facts["tasks"])
-    if config_hash(effective) != record["config_hash"]:
+    cell = recompute_cell(record)
+    if cell is None:
         return {"result": "superseded"}
-    chosen = select_cell(cfg, facts, effective)
+    (chosen, facts), cfg = cell, record["config"]
     same_mask = fingerprint(chosen.selection.stats) == fingerprint(record.get("mask"))
     stored = {task: record_documents(entry) for task, entry in record["tasks"].items()}
     docs = subset(stored, per_task, seed)
