@@ -101,3 +101,28 @@ def test_a_seeded_baseline_is_compared_only_at_the_seeds_it_ran(tmp_path):
     data = tables_by_name(tmp_path)["seed_differences__m__random100"].data.set_index("vs")
     assert data.loc["flap", "seeds"] == 1 and data.loc["flap", "per_seed"] == "+5.0"
     assert data.loc["dense", "seeds"] == 2 and data.loc["dense", "per_seed"] == "-5.0, -3.0"
+
+
+def test_protocols_table_sets_each_baseline_on_both_protocols_beside_diet(seeded):
+    table = seeded["protocols__m__random100"]
+    data = table.data.set_index("protocol")
+    doc_se = 100 * math.sqrt(7 * 0.05 ** 2) / 7
+    published, same_tokens = data.loc["published: c4"], data.loc["same tokens (DIET's task samples)"]
+    assert (published["method"], published["seeds"]) == ("flap", 3)
+    assert published["average"] == pytest.approx(textbook([45, 47, 40], [doc_se] * 3)[0])
+    assert published["average_se"] == pytest.approx(textbook([45, 47, 40], [doc_se] * 3)[2])
+    # the same paired DIET-minus as seed_differences__* (checked against a textbook computation there)
+    differences = seeded["seed_differences__m__random100"].data.set_index(["vs", "vs_variant"])
+    for row, variant in ((published, "calib.source=c4"), (same_tokens, "")):
+        assert row["diet_minus"] == pytest.approx(differences.loc[("flap", variant), "diff"])
+        assert row["diet_minus_se"] == pytest.approx(differences.loc[("flap", variant), "diff_se"])
+    assert same_tokens["per_seed"] == "+5.0, +6.0, +1.0" and len(data) == 2  # dense and DIET are not rows
+    assert "2 comparisons" in table.notes[0]
+
+
+def test_no_protocols_table_without_a_baseline_on_generic_text(tmp_path):
+    for seed, d in ((0, 55), (1, 57)):
+        write(tmp_path, make_record("diet", 0.2, scores(d / 100, 0.05), seed=seed, documents=DOCS, outcomes=outcomes(d)))
+        write(tmp_path, make_record("flap", 0.2, scores(0.5, 0.05), seed=seed, documents=DOCS, calib_source="tasks",
+                                    outcomes=outcomes(50)))
+    assert "protocols__m__random100" not in tables_by_name(tmp_path)

@@ -334,6 +334,31 @@ def is_seeded(method: str) -> bool:
         return True
 
 
+def diet_minus(diet_runs: list[dict[str, Any]], other: str, runs: list[dict[str, Any]],
+               block: Block) -> dict[str, Any] | None:
+    """DIET minus `other`'s runs, paired per calibration seed (same documents), combined over seeds as in the
+    seeds table; None when no seed pairs. An unseeded method (dense, magnitude) is one run, compared with
+    every DIET seed; a seeded one only at the seeds both ran."""
+    by_seed = {run["seed"]: run for run in runs}
+    single = runs[0] if len(runs) == 1 and not is_seeded(other) else None
+    pairs = [(run, by_seed.get(run["seed"], single)) for run in diet_runs]
+    pairs = [(a, b) for a, b in pairs if b is not None]
+    compared = [compare(a, b, block.averaged) for a, b in pairs]
+    if not compared or any(math.isnan(d) for d, *_ in compared):
+        return None
+    combined = combine_seeds([d for d, *_ in compared], [se for _, se, *_ in compared])
+    return {"seeds": len(pairs), "diff": combined["mean"], "diff_se": combined["se"], "sd_seeds": combined["sd"],
+            "se_documents": combined["se_documents"], "significant": bool(abs(combined["mean"]) > Z * combined["se"]),
+            "paired": all(paired for *_, paired in compared),
+            "per_seed": ", ".join(f"{d:+.1f}" for d, *_ in compared),
+            "config_hash": ",".join(b["config_hash"] for _, b in pairs)}
+
+
+def default_diet_runs(groups: dict[tuple, list[dict[str, Any]]]) -> dict[float, list[dict[str, Any]]]:
+    """sparsity -> DIET's runs at the default settings, by seed."""
+    return {sparsity: runs for (method, sparsity, variant), runs in groups.items() if method == "diet" and not variant}
+
+
 @TABLES.register("seed_differences")
 def seed_differences_table(block: Block) -> Table | None:
     """DIET minus every other method at the same sparsity (same variant-free DIET cell), per seed and
@@ -342,29 +367,14 @@ def seed_differences_table(block: Block) -> Table | None:
     if not any(len(runs) > 1 for runs in groups.values()):
         return None
     rows = []
-    for (method, sparsity, variant), diet_runs in groups.items():
-        if method != "diet" or variant != "":
-            continue
+    for sparsity, diet_runs in default_diet_runs(groups).items():
         for (other, other_sparsity, other_variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
             if other == "diet" or (other != "dense" and other_sparsity != sparsity):
                 continue
-            by_seed = {run["seed"]: run for run in runs}
-            # an unseeded method (dense, magnitude) is one run, compared with every DIET seed; a seeded
-            # one only at the seeds both ran
-            single = runs[0] if len(runs) == 1 and not is_seeded(other) else None
-            pairs = [(run, by_seed.get(run["seed"], single)) for run in diet_runs]
-            pairs = [(a, b) for a, b in pairs if b is not None]
-            compared = [compare(a, b, block.averaged) for a, b in pairs]
-            if not compared or any(math.isnan(d) for d, *_ in compared):
-                continue
-            combined = combine_seeds([d for d, *_ in compared], [se for _, se, *_ in compared])
-            rows.append({"method": method, "sparsity": sparsity, "vs": other, "vs_variant": other_variant,
-                         "seeds": len(pairs), "diff": combined["mean"], "diff_se": combined["se"],
-                         "sd_seeds": combined["sd"], "se_documents": combined["se_documents"],
-                         "significant": bool(abs(combined["mean"]) > Z * combined["se"]),
-                         "paired": all(paired for *_, paired in compared),
-                         "per_seed": ", ".join(f"{d:+.1f}" for d, *_ in compared),
-                         "config_hash": ",".join(b["config_hash"] for _, b in pairs)})
+            difference_row = diet_minus(diet_runs, other, runs, block)
+            if difference_row is not None:
+                rows.append({"method": "diet", "sparsity": sparsity, "vs": other, "vs_variant": other_variant,
+                             **difference_row})
     if not rows:
         return None
     notes = [f"diff = DIET minus `vs`, 7-task average in points, over {len(rows)} comparisons in this table; "
@@ -373,6 +383,47 @@ def seed_differences_table(block: Block) -> Table | None:
              f"{Z:g} se, uncorrected for the number of comparisons", *([block.first_n_note] if block.first_n_note else [])]
     return Table(f"seed_differences__{block.label}", _frame(rows, drop_empty=("vs_variant",)), notes,
                  formats={"sparsity": "{:.2f}", "diff": "{:+.1f}"}, group=common_group(block.runs))
+
+
+SAME_TOKENS = "same tokens (DIET's task samples)"
+
+
+@TABLES.register("protocols")
+def protocols_table(block: Block) -> Table | None:
+    """Each calibrated baseline on its published protocol (generic text: any calib.source but the task
+    samples) and on DIET's own task samples (the same tokens), beside DIET at default settings: its mean over
+    calibration seeds and DIET minus it, paired per seed. Only runs whose one non-default option is
+    calib.source; only when some baseline ran on generic text (else seed_differences__* says it all)."""
+    groups = seed_groups(block)
+    diet_by_sparsity = default_diet_runs(groups)
+    rows = []
+    for (method, sparsity, variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
+        source = runs[0]["calib_source"]
+        if method in ("diet", "dense") or sparsity not in diet_by_sparsity or source is None \
+                or variant not in ("", f"{LABELS['calib_source']}={source}"):
+            continue
+        scored = [score_columns(run, block) for run in runs]
+        average = combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
+        versus = diet_minus(diet_by_sparsity[sparsity], method, runs, block)
+        if versus is None or math.isnan(average["mean"]):
+            continue
+        rows.append({"method": method, "sparsity": sparsity,
+                     "protocol": SAME_TOKENS if source == DEFAULTS["calib_source"] else f"published: {source}",
+                     "seeds": len(runs), "average": average["mean"], "average_se": average["se"],
+                     "diet_minus": versus["diff"], "diet_minus_se": versus["diff_se"],
+                     "significant": versus["significant"], "paired": versus["paired"], "per_seed": versus["per_seed"],
+                     "config_hash": ",".join(run["config_hash"] for run in runs)})
+    if not any(row["protocol"] != SAME_TOKENS for row in rows):
+        return None
+    notes = ["average: the baseline's 7-task average, mean over its calibration seeds ± combined se (as in "
+             "seeds__*); diet_minus: DIET (task samples, default settings) minus the baseline, paired per seed on "
+             f"the same documents, then combined over seeds; significant = |diet_minus| > {Z:g} se, uncorrected "
+             f"for the {len(rows)} comparisons in this table",
+             "published = the baseline's own calibration protocol (generic text, its reference sample count and "
+             "length); same tokens = calibrated on exactly the task samples DIET profiles",
+             *([block.first_n_note] if block.first_n_note else [])]
+    return Table(f"protocols__{block.label}", _frame(rows), notes,
+                 formats={"sparsity": "{:.2f}", "diet_minus": "{:+.1f}"}, group=common_group(block.runs))
 
 
 def build_tables(frame: pd.DataFrame) -> list[Table]:
