@@ -42,6 +42,8 @@ def test_by_task_scores_every_document_as_the_joint_run_does(tmp_path, isolated_
     by_task = run(tmp_path / "by_task", "eval.by_task=true")
     assert per_document(by_task) == per_document(joint)
     assert by_task["eval"]["by_task"] is True and "reused_tasks" not in by_task["eval"]
+    load = by_task["machine"]["load_average"]  # how busy the cores were: the timings' context
+    assert len(load) == 3 and all(value >= 0 for value in load)
     assert not (tmp_path / "by_task" / "records" / PARTIAL_DIR).exists() or \
         not any((tmp_path / "by_task" / "records" / PARTIAL_DIR).iterdir())  # removed once the record exists
 

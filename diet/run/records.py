@@ -54,9 +54,15 @@ def library_versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
+    """The platform, and the load average (1, 5, 15 min) when the record is written: above the run's own
+    threads, other work shared the cores and the timings are not the cell's alone."""
+    import os
+
     import torch
 
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine()}
+    info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine()}
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = [round(load, 2) for load in os.getloadavg()]
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
