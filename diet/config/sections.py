@@ -112,7 +112,7 @@ SECTIONS: dict[str, type] = {"data": DataOptions, "calib": CalibOptions, "profil
 # read only by pruning methods: for the others (dense) only the names are checked, so that a dense row of a
 # sparsity sweep is valid whatever the sweep sets
 PRUNING_SECTIONS = ("calib", "profile", "mask", "vote")
-# option -> its meaning in a stored config written before the option existed
+# section -> {option: what its absence meant}, for stored configs written before the option existed
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
     "eval": {"docs": "first"},  # before random samples, a limit took the first N documents
 }
