@@ -1,5 +1,6 @@
 """Where DIET's merge loses against each task's own mask: the oracle gap per task, how much of it each merge
-rule, vote threshold and the pooled baseline closes, and the mask overlap behind it.
+rule, vote threshold, mask scope and profile statistic (one option changed at a time) and the pooled baseline
+closes, and the mask overlap behind it.
 
     python -m experiments.oracle_gap results/records --documents random500s0 --out results/analysis
 
@@ -27,12 +28,13 @@ from diet.analysis.tables import compare
 from diet.io import atomic_write_text
 
 # the options a compared variant may change; every other ablation option stays at its default
-VARIED = ("merge", "threshold")
+VARIED = ("merge", "threshold", "scope", "stat")
 
 
 def comparable(run: dict[str, Any], sparsity: float, seed: int) -> bool:
     fixed = {key: value for key, value in DEFAULTS.items() if key not in VARIED}
-    return (run["sparsity"] == sparsity and run["seed"] == seed
+    changed = [key for key in VARIED if run[key] is not None and run[key] != DEFAULTS[key]]
+    return (run["sparsity"] == sparsity and run["seed"] == seed and len(changed) <= 1  # one option at a time
             and all(run[key] is None or run[key] == value for key, value in fixed.items()))
 
 

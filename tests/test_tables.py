@@ -547,9 +547,12 @@ def test_oracle_gap_scores_and_the_share_of_the_gap_closed(tmp_path):
     write(tmp_path, make_record("diet", 0.2, scores(0), outcomes=outcomes(0)))
     write(tmp_path, make_record("diet_oracle", 0.2, scores(10), outcomes=outcomes(10)))
     write(tmp_path, make_record("diet", 0.2, scores(5), outcomes=outcomes(5), merge="mean"))
+    write(tmp_path, make_record("diet", 0.2, scores(2), outcomes=outcomes(2), scope="global"))
     write(tmp_path, make_record("diet", 0.4, scores(9), outcomes=outcomes(9)))  # another sparsity: not compared
+    write(tmp_path, make_record("diet", 0.2, scores(9), outcomes=outcomes(9), merge="mean", scope="global"))  # two
     text = report(tmp_path, "first100", 0.2, 0, overlaps=False)
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| diet")}
-    assert set(rows) == {"diet_oracle", "diet (merge=mean)"}
+    assert set(rows) == {"diet_oracle", "diet (merge=mean)", "diet (scope=global)"}  # one option changed at a time
+    assert rows["diet (scope=global)"].endswith("| 20% |")
     # 10 of 100 documents flip to right on both tasks: +10.0 points, paired se sqrt(0.09 / 99) * 100 / sqrt(2)
     assert "+10.0 ± 2.1" in rows["diet_oracle"] and rows["diet (merge=mean)"].endswith("| 50% |")
