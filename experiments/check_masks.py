@@ -20,6 +20,7 @@ from diet.config.identity import config_hash, effective_config
 from diet.config.validate import validate
 from diet.analysis.frame import newest_per_cell
 from diet.run.records import iter_records
+from experiments.check_table import print_checks
 
 
 def kind(record: dict[str, Any]) -> tuple:
@@ -85,17 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     records = chosen_records(args.results_dir, args.method, args.per_kind)
     if not records:
         raise SystemExit(f"no pruned records in {args.results_dir} match")
-    print("| record | method | dims | calib | scope | merge | stat | result |")
-    print("|---|---|---|---|---|---|---|---|")
-    different = 0
-    for record in records:
-        result, _ = check(record)
-        different += result == "DIFFERENT"
-        _, method, dims, source, scope, merge, stat = kind(record)
-        print(f"| {Path(record['_path']).name} | {method} | {dims} | {source} | {scope} | {merge} | {stat} | {result} |",
-              flush=True)
-    print(f"\n{len(records)} record(s): {different} with a different mask")
-    return 1 if different else 0
+    return print_checks(["record", "method", "dims", "calib", "scope", "merge", "stat", "result"],
+                        (mask_row(record) for record in records), "with a different mask")
+
+
+def mask_row(record: dict[str, Any]) -> tuple[list[str], bool]:
+    """One row of the printed table: what kind of cell the record is and whether its mask is the same."""
+    result, _ = check(record)
+    _, method, dims, source, scope, merge, stat = kind(record)
+    return [Path(record["_path"]).name, method, dims, source, scope, merge, stat, result], result == "DIFFERENT"
 
 
 if __name__ == "__main__":

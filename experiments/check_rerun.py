@@ -25,6 +25,7 @@ from diet.analysis.frame import newest_per_cell
 from diet.run.records import iter_records
 
 from experiments.check_masks import fingerprint, recompute_cell
+from experiments.check_table import print_checks
 
 PREFERRED_DOCUMENTS = "random500s0"
 
@@ -96,19 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     records = one_per_method(args.results_dir, args.method)
     if not records:
         raise SystemExit(f"no records with per-document outcomes in {args.results_dir} match")
-    print("| record | method | documents | mask | outcomes | result |")
-    print("|---|---|---|---|---|---|")
-    different = 0
-    for record in records:
-        got = rerun(record, args.docs, args.seed)
-        different += got["result"] == "DIFFERENT"
-        differing = got.get("differing") or {}
-        outcomes = ("identical" if not differing else
-                    "; ".join(f"{task}: {len(ids)} differ ({ids[:5]})" for task, ids in differing.items()))
-        print(f"| {Path(record['_path']).name} | {record['method']} | {got.get('documents', '')} "
-              f"| {got.get('mask', '')} | {outcomes if 'documents' in got else ''} | {got['result']} |", flush=True)
-    print(f"\n{len(records)} record(s): {different} different")
-    return 1 if different else 0
+    return print_checks(["record", "method", "documents", "mask", "outcomes", "result"],
+                        (rerun_row(record, args.docs, args.seed) for record in records), "different")
+
+
+def rerun_row(record: dict[str, Any], docs: int, seed: int) -> tuple[list[str], bool]:
+    """One row of the printed table: the re-run's mask and per-document verdicts for one record."""
+    got = rerun(record, docs, seed)
+    differing = got.get("differing") or {}
+    outcomes = ("identical" if not differing else
+                "; ".join(f"{task}: {len(ids)} differ ({ids[:5]})" for task, ids in differing.items()))
+    return ([Path(record["_path"]).name, record["method"], got.get("documents", ""), got.get("mask", ""),
+             outcomes if "documents" in got else "", got["result"]], got["result"] == "DIFFERENT")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from diet.config.identity import ConfigView, check_reads, config_hash, effective_config
-from diet.config.sections import eval_options
+from diet.config.sections import EvalOptions, eval_options
 from diet.config.validate import validate
 from diet.export.save import check_save_path, export_model, export_options, model_card, save_path
 from diet.io import atomic_write_text
@@ -189,11 +189,12 @@ def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
             "peak_memory_gib": chosen.timer.peak_memory_gib}
 
 
-def eval_settings(cfg: dict[str, Any]) -> Any:
-    """The evaluation settings (diet.eval.evaluate.EvalSettings) a cell's config asks for."""
+def eval_settings(cfg: dict[str, Any], options: EvalOptions | None = None) -> Any:
+    """The evaluation settings (diet.eval.evaluate.EvalSettings) a cell's config asks for; `options`: its
+    eval section when the caller has bound it already."""
     from diet.eval.evaluate import EvalSettings
 
-    options = eval_options(cfg)
+    options = options or eval_options(cfg)
     return EvalSettings(limit=options.limit, batch_size=options.batch_size, add_bos_token=cfg["model"]["add_bos_token"],
                         metric=options.metric, seed=cfg["seed"], max_length=options.max_length,
                         backend=options.backend, docs=options.docs, docs_seed=options.docs_seed)
@@ -311,7 +312,8 @@ def parameters_section(before: dict[str, int], per_model: list[dict[str, int]]) 
 def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any, reused: dict[str, str]) -> dict[str, Any]:
     """record["eval"]: the harness, the documents scored and how (`reused_tasks`: tasks an interrupted
     eval.by_task run had finished, with the code that evaluated them)."""
-    settings, documents = eval_settings(cfg), eval_options(cfg).documents()
+    options = eval_options(cfg)
+    settings, documents = eval_settings(cfg, options), options.documents()
     return {
         "harness": "lm-eval",
         "num_fewshot": 0,
@@ -324,7 +326,7 @@ def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any, reused: dict[s
         "add_bos_token": settings.add_bos_token,
         "bos_prepended": bos_prepended(loaded.tokenizer, settings.add_bos_token),
         "data": "online" if data_dir is None else str(data_dir),
-        "by_task": eval_options(cfg).by_task,
+        "by_task": options.by_task,
         **({"reused_tasks": reused} if reused else {}),
     }
 
