@@ -28,7 +28,7 @@ from diet.analysis.tables import compare
 from diet.io import atomic_write_text
 
 # the options a compared variant may change; every other ablation option stays at its default
-VARIED = ("merge", "threshold", "scope", "stat")
+VARIED = ("merge", "threshold", "scope", "stat", "exclude_bos")
 
 
 def comparable(run: dict[str, Any], sparsity: float, seed: int) -> bool:

@@ -44,7 +44,8 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
                 config_hash: str | None = None, profiled: list[str] | None = None, dims: str | None = None,
                 params_removed: float | None = None, task_sets: dict[str, list[str]] | None = None,
                 outcomes: dict[str, str] | None = None, docs: str = "d", seed: int = 0,
-                calib_source: str | None = None, documents: str | None = None) -> dict[str, Any]:
+                calib_source: str | None = None, documents: str | None = None,
+                exclude_bos: bool = False) -> dict[str, Any]:
     """A schema-1 record as run_cell writes it, reduced to what tables, figures and W&B read."""
     tasks = {task: {"acc": s, "acc_stderr": se, "metric": "acc", "n": n, "score": s, "score_stderr": se}
              for task, (s, se) in scores.items()}
@@ -65,6 +66,10 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
         config["calib"]["source"] = calib_source
         effective["calib"] = {"n": calib_n, "source": "tasks"} if calib_source == "tasks" else \
             {"source": {"file_sha256": "f", "layout": "documents", "windows": 128, "window_length": 128}}
+    if exclude_bos:  # ONLY_WHEN_SET (diet.config.identity): enters the identity only when true
+        config["profile"]["exclude_bos"] = True
+        if "calib" in effective:
+            effective["profile_exclude_bos"] = True
     if profiled is not None and "calib" in effective:  # as diet.config.validate: only when not the evaluated tasks
         effective["calib_tasks"] = profiled
     if dims is not None:  # an equal-parameter-budget dims comparison (experiment=ablation_dims_local)
@@ -150,7 +155,7 @@ def test_table_defaults_match_conf_config_yaml():
     assert DEFAULTS == {"threshold": conf["vote"]["threshold"], "calib_n": conf["calib"]["n"],
                         "stat": conf["profile"]["stat"], "scope": conf["mask"]["scope"], "merge": conf["merge"],
                         "profiled": "all", "dims": conf["dims"], "sparsity_of": conf["sparsity_of"],
-                        "calib_source": conf["calib"]["source"]}
+                        "calib_source": conf["calib"]["source"], "exclude_bos": conf["profile"]["exclude_bos"]}
     assert conf["calib"]["tasks"] is None and conf["calib"]["exclude"] == []  # = "all": the evaluated tasks
 
 
@@ -320,6 +325,22 @@ def test_generic_ablation_groups_runs_that_differ_in_one_option(tmp_path):
     stat = tables["ablation_stat__m__limit100"].data
     assert list(stat["method"]) == ["diet_oracle", "diet_oracle"] and list(stat["profile.stat"]) == ["l2", "mean_abs"]
     assert "ablation_scope__m__limit100" not in tables
+
+
+def test_bos_exclusion_is_a_variant_of_its_own_and_absent_means_counted(tmp_path):
+    write(tmp_path, make_record("dense", 0.0, same(0.5)))
+    for method in ("diet", "flap"):
+        write(tmp_path, make_record(method, 0.2, same(0.45)))  # no profile_exclude_bos: BOS counted
+        write(tmp_path, make_record(method, 0.2, same(0.40), exclude_bos=True))
+    frame = load_frame(tmp_path).drop_duplicates("config_hash")
+    assert frame.loc[frame["method"] == "dense", "exclude_bos"].isna().all()  # dense profiles nothing
+    assert sorted(frame.loc[frame["method"] == "diet", "exclude_bos"]) == [False, True]
+    tables = tables_by_name(tmp_path)
+    bos = tables["ablation_exclude_bos__m__limit100"].data
+    assert list(bos["method"]) == ["diet", "diet", "flap", "flap"]
+    assert list(bos["profile.exclude_bos"]) == [False, True, False, True]
+    main = tables["main__m__limit100"].data  # the default runs, not the BOS variants
+    assert sorted(main["average"].dropna().round(1)) == [45.0, 45.0, 50.0]
 
 
 def test_profiled_tasks_ablation_labels_leave_one_out_and_transfer(tmp_path):

@@ -27,6 +27,7 @@ ABLATION_KEYS: dict[str, tuple[str, str | None]] = {
     "dims": ("dims", None),
     "sparsity_of": ("sparsity_of", None),  # in the identity only when not "dim" (diet.config.validate)
     "calib_source": ("calib", "source"),   # baselines: "tasks" | "c4" | a file's name (calib_source_label)
+    "exclude_bos": ("profile", "exclude_bos"),  # identity key profile_exclude_bos, only when set
 }
 ALL_PROFILED = "all"  # the profiled tasks are the evaluated ones (the default)
 RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", "documents", "seed", "params_removed",
@@ -98,6 +99,8 @@ def ablation_value(record: dict[str, Any], column: str) -> Any:
         return None if value is None else calib_source_label(record, value)
     if column == "sparsity_of":
         return source.get("sparsity_of", "dim") if "sparsity" in source else None
+    if column == "exclude_bos":  # ONLY_WHEN_SET (diet.config.identity): absent = the default, for calibrated runs
+        return bool(source.get("profile_exclude_bos", False)) if "calib" in source else None
     if column == "profiled":  # in the identity only when not the evaluated tasks (diet.config.validate)
         if "calib" not in source:
             return None
