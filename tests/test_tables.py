@@ -45,14 +45,14 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
                 params_removed: float | None = None, task_sets: dict[str, list[str]] | None = None,
                 outcomes: dict[str, str] | None = None, docs: str = "d", seed: int = 0,
                 calib_source: str | None = None, documents: str | None = None,
-                exclude_bos: bool = False) -> dict[str, Any]:
+                exclude_bos: bool = False, method_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """A schema-1 record as run_cell writes it, reduced to what tables, figures and W&B read."""
     tasks = {task: {"acc": s, "acc_stderr": se, "metric": "acc", "n": n, "score": s, "score_stderr": se}
              for task, (s, se) in scores.items()}
     for task, values in (outcomes or {}).items():  # per-document outcomes; `docs` stands for their digest
         tasks[task].update(outcomes=values, docs_sha256=docs)
     sparsity = sparsity if method != "dense" else 0.0
-    config = {"method": {"name": method}, "model": {"name": model}, "tasks": list(scores), "sparsity": sparsity,
+    config = {"method": {"name": method, **(method_options or {})}, "model": {"name": model}, "tasks": list(scores), "sparsity": sparsity,
               "eval": {"limit": limit}, "seed": seed, "calib": {"n": calib_n}, "profile": {"stat": stat},
               "mask": {"scope": scope}, "merge": merge, "vote": {"threshold": threshold},
               "wandb": {"mode": "disabled", "group": group}, "task_sets": task_sets or {}}
@@ -341,6 +341,21 @@ def test_bos_exclusion_is_a_variant_of_its_own_and_absent_means_counted(tmp_path
     assert list(bos["profile.exclude_bos"]) == [False, True, False, True]
     main = tables["main__m__limit100"].data  # the default runs, not the BOS variants
     assert sorted(main["average"].dropna().round(1)) == [45.0, 45.0, 50.0]
+
+
+def test_a_method_option_off_its_default_is_a_variant_not_another_seed(tmp_path):
+    defaults = {"allocation": "global", "bias": True}  # conf/method/flap.yaml
+    for seed, score in ((0, 0.40), (1, 0.42)):
+        write(tmp_path, make_record("flap", 0.2, same(score), seed=seed, method_options=defaults))
+    write(tmp_path, make_record("flap", 0.2, same(0.30), method_options={**defaults, "bias": False}))
+    frame = load_frame(tmp_path).drop_duplicates("config_hash")
+    assert sorted(frame["method_options"], key=str) == [None, None, "method.bias=False"]
+    tables = tables_by_name(tmp_path)
+    seeds = tables["seeds__m__limit100"].data
+    by_variant = dict(zip(seeds["variant"].fillna(""), seeds["seeds"]))
+    assert by_variant == {"": 2, "method.bias=False": 1}  # the variant is not pooled with the seeds
+    main = tables["main__m__limit100"].data
+    assert list(main["average"].round(1)) == [40.0]  # seed 0 at the defaults only
 
 
 def test_profiled_tasks_ablation_labels_leave_one_out_and_transfer(tmp_path):

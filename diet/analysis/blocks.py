@@ -46,9 +46,11 @@ def format_value(value: Any) -> str:
 
 
 def variant(run: dict[str, Any]) -> str:
-    """'' at the default settings, else the differing options ('vote.threshold=1, calib.n=6')."""
-    return ", ".join(f"{LABELS[key]}={format_value(run[key])}" for key in ABLATION_KEYS
-                     if run[key] is not None and run[key] != DEFAULTS[key])
+    """'' at the default settings, else the differing options ('vote.threshold=1, calib.n=6', then the
+    method's own options, 'method.bias=False')."""
+    shared = [f"{LABELS[key]}={format_value(run[key])}" for key in ABLATION_KEYS
+              if run[key] is not None and run[key] != DEFAULTS[key]]
+    return ", ".join(shared + ([run["method_options"]] if run.get("method_options") else []))
 
 
 def _plain(value: Any) -> Any:

@@ -31,7 +31,7 @@ ABLATION_KEYS: dict[str, tuple[str, str | None]] = {
 }
 ALL_PROFILED = "all"  # the profiled tasks are the evaluated ones (the default)
 RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", "documents", "seed", "params_removed",
-               *ABLATION_KEYS, "n_tasks", "config_hash", "finished_at", "group"]
+               *ABLATION_KEYS, "method_options", "n_tasks", "config_hash", "finished_at", "group"]
 TASK_COLUMNS = ["task", "metric", "score", "stderr", "n", "outcomes", "docs_sha256"]  # the last two: None if absent
 COLUMNS = RUN_COLUMNS + TASK_COLUMNS
 
@@ -112,6 +112,17 @@ def ablation_value(record: dict[str, Any], column: str) -> Any:
     return value if key is None else value.get(key)
 
 
+def method_options_label(record: dict[str, Any]) -> str | None:
+    """The method's own options that differ from conf/method/<name>.yaml ("method.allocation=layer, ..."),
+    or None at its defaults: a FLAP run without bias compensation is a variant, not another seed of FLAP."""
+    from diet.config.defaults import method_defaults
+
+    options = {k: v for k, v in (record["config"].get("method") or {}).items() if k != "name"}
+    defaults = method_defaults(record["method"])
+    changed = [f"method.{key}={options[key]}" for key in sorted(options) if options[key] != defaults.get(key)]
+    return ", ".join(changed) or None
+
+
 def voting_tasks(record: dict[str, Any]) -> int:
     """T in k = ceil(threshold * T): the tasks whose masks were merged (the profiled tasks)."""
     mask = record.get("mask") or {}
@@ -132,6 +143,7 @@ def run_fields(record: dict[str, Any]) -> dict[str, Any]:
         "seed": int((record.get("effective_config") or record["config"]).get("seed", record.get("seed", 0))),
     }
     fields.update({column: ablation_value(record, column) for column in ABLATION_KEYS})
+    fields["method_options"] = method_options_label(record)
     fields.update(
         n_tasks=voting_tasks(record),
         config_hash=record["config_hash"],

@@ -183,7 +183,7 @@ def ablation_table(key: str) -> Builder:
         for run in block.runs:
             if run[key] is not None:
                 fixed = (run["method"], run["sparsity"], run["seed"], *(run[k] for k in others),
-                         tuple(sorted(run["tasks"])))
+                         run["method_options"], tuple(sorted(run["tasks"])))
                 groups.setdefault(fixed, []).append(run)
         chosen = [run for group in groups.values() if len({r[key] for r in group}) > 1 for run in group]
         if not chosen:
@@ -228,7 +228,8 @@ def leave_one_out_table(block: Block) -> Table | None:
     others = [k for k in ABLATION_KEYS if k != "profiled"]
 
     def settings(run: dict[str, Any]) -> tuple:
-        return (run["method"], run["sparsity"], run["seed"], *(run[k] for k in others), tuple(sorted(run["tasks"])))
+        return (run["method"], run["sparsity"], run["seed"], *(run[k] for k in others), run["method_options"],
+                tuple(sorted(run["tasks"])))
 
     reference = {settings(run): run for run in block.runs if run["profiled"] == DEFAULTS["profiled"]}
     dense = next((run for run in block.main if run["method"] == "dense"), None)

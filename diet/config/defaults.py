@@ -17,3 +17,12 @@ def run_defaults() -> dict[str, Any]:
     if not path.is_file():
         raise DietConfigError(f"no {path}: diet reads its option defaults from the checkout's conf/ folder")
     return yaml.safe_load(path.read_text())
+
+
+@functools.cache
+def method_defaults(name: str) -> dict[str, Any]:
+    """conf/method/<name>.yaml's options (without `name`); {} for a method without a file there."""
+    path = conf_dir() / "method" / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    return {key: value for key, value in (yaml.safe_load(path.read_text()) or {}).items() if key != "name"}
