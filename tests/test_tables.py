@@ -45,7 +45,8 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
                 params_removed: float | None = None, task_sets: dict[str, list[str]] | None = None,
                 outcomes: dict[str, str] | None = None, docs: str = "d", seed: int = 0,
                 calib_source: str | None = None, documents: str | None = None,
-                exclude_bos: bool = False, method_options: dict[str, Any] | None = None) -> dict[str, Any]:
+                exclude_bos: bool = False, method_options: dict[str, Any] | None = None,
+                actual: float | None = None) -> dict[str, Any]:
     """A schema-1 record as run_cell writes it, reduced to what tables, figures and W&B read."""
     tasks = {task: {"acc": s, "acc_stderr": se, "metric": "acc", "n": n, "score": s, "score_stderr": se}
              for task, (s, se) in scores.items()}
@@ -80,7 +81,7 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
     return {
         "schema": SCHEMA_VERSION, "config_hash": config_hash or stable_hash(effective), "method": method,
         "tasks": tasks, "average": {"score": mean, "tasks": list(scores), "n_tasks": len(scores)},
-        "sparsity": {"target": sparsity, "actual": sparsity, "dims": "mlp"},
+        "sparsity": {"target": sparsity, "actual": sparsity if actual is None else actual, "dims": "mlp"},
         "parameters": {"before": {"total": 1000}, "after": {"total": round(1000 * (1 - sparsity))},
                        "removed_fraction_non_embedding": sparsity if params_removed is None else params_removed},
         "mask": mask, "model": {"name": model},
@@ -584,11 +585,14 @@ def test_oracle_gap_scores_and_the_share_of_the_gap_closed(tmp_path):
     write(tmp_path, make_record("diet_oracle", 0.2, scores(10), outcomes=outcomes(10)))
     write(tmp_path, make_record("diet", 0.2, scores(5), outcomes=outcomes(5), merge="mean"))
     write(tmp_path, make_record("diet", 0.2, scores(2), outcomes=outcomes(2), scope="global"))
+    write(tmp_path, make_record("diet", 0.2, scores(8), outcomes=outcomes(8), merge="union", actual=0.04))
     write(tmp_path, make_record("diet", 0.4, scores(9), outcomes=outcomes(9)))  # another sparsity: not compared
     write(tmp_path, make_record("diet", 0.2, scores(9), outcomes=outcomes(9), merge="mean", scope="global"))  # two
     text = report(tmp_path, "first100", 0.2, 0, overlaps=False)
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| diet")}
-    assert set(rows) == {"diet_oracle", "diet (merge=mean)", "diet (scope=global)"}  # one option changed at a time
-    assert rows["diet (scope=global)"].endswith("| 20% |")
+    assert set(rows) == {"diet_oracle", "diet (merge=mean)", "diet (scope=global)", "diet (merge=union)"}  # one option
+    assert rows["diet (scope=global)"].endswith("| 20% |") and "| 0.200 |" in rows["diet (scope=global)"]
+    # the union removes 4% only: its +8 points close no share of the gap at 20%
+    assert "| 0.040 |" in rows["diet (merge=union)"] and rows["diet (merge=union)"].endswith("| – (other sparsity) |")
     # 10 of 100 documents flip to right on both tasks: +10.0 points, paired se sqrt(0.09 / 99) * 100 / sqrt(2)
     assert "+10.0 ± 2.1" in rows["diet_oracle"] and rows["diet (merge=mean)"].endswith("| 50% |")
