@@ -98,7 +98,8 @@ def report(results_dir: Path, documents: str, sparsity: float, seed: int, overla
         off_target = abs(run["sparsity_actual"] - sparsity) > SPARSITY_SLACK
         closed = ("–" if name == "diet_oracle" or not gap else "– (other sparsity)" if off_target
                   else f"{100 * diff / gap:.0f}%")
-        lines.append(f"| {name} | {run['sparsity_actual']:.3f} | " + " | ".join(cells) + f" | {fmt(diff, se)}{' *' if significant else ''} | {closed} |")
+        average = f"{fmt(diff, se)}{' *' if significant else ''}"
+        lines.append(f"| {name} | {run['sparsity_actual']:.3f} | " + " | ".join(cells) + f" | {average} | {closed} |")
     lines += ["", f"* = |average difference| > {Z:g} se. {len(others)} comparisons against the default DIET run, "
               "none of them the primary comparison (README): read them as exploratory.", ""]
     if overlaps:
