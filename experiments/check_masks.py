@@ -67,6 +67,18 @@ def recompute_selection(record: dict[str, Any]) -> Any | None:
     return None if cell is None else cell[0].selection
 
 
+def verified_selection(record: dict[str, Any]) -> Any:
+    """The record's MaskSelection recomputed with the current code; exits unless it reproduces the record's
+    mask, so whatever is computed from it (overlaps) is about the masks the record was scored with."""
+    name = Path(record.get("_path", "record")).name
+    selection = recompute_selection(record)
+    if selection is None:
+        raise SystemExit(f"{name}: the current code gives this record another identity (superseded)")
+    if fingerprint(selection.stats) != fingerprint(record.get("mask")):
+        raise SystemExit(f"{name}: the current code does not reproduce its mask (python -m experiments.check_masks)")
+    return selection
+
+
 def check(record: dict[str, Any]) -> tuple[str, Any]:
     """('same' | 'DIFFERENT' | 'superseded', the recomputed fingerprint)."""
     selection = recompute_selection(record)

@@ -38,6 +38,7 @@ def comparable(run: dict[str, Any], sparsity: float, seed: int) -> bool:
     fixed = {key: value for key, value in DEFAULTS.items() if key not in VARIED}
     changed = [key for key in VARIED if run[key] is not None and run[key] != DEFAULTS[key]]
     return (run["sparsity"] == sparsity and run["seed"] == seed and len(changed) <= 1  # one option at a time
+            and not run.get("method_options")  # a method's own non-default options make another variant
             and all(run[key] is None or run[key] == value for key, value in fixed.items()))
 
 
@@ -50,12 +51,11 @@ def label(run: dict[str, Any]) -> str:
 
 
 def final_masks(record: dict[str, Any]) -> dict[str, list[torch.Tensor]]:
-    """{"all": the merged MLP mask} or, for the oracle, {task: that task's own mask}; recomputed."""
-    from experiments.check_masks import recompute_selection
+    """{"all": the merged MLP mask} or, for the oracle, {task: that task's own mask}; recomputed and checked
+    against the record's mask hash."""
+    from experiments.check_masks import verified_selection
 
-    selection = recompute_selection(record)
-    if selection is None:
-        raise SystemExit(f"{record['_path']}: the current code gives this record another identity (superseded)")
+    selection = verified_selection(record)
     if selection.per_task is not None:
         return {task: own.kept("mlp") for task, own in selection.per_task.items()}
     return {"all": selection.kept("mlp")}

@@ -588,6 +588,9 @@ def test_oracle_gap_scores_and_the_share_of_the_gap_closed(tmp_path):
     write(tmp_path, make_record("diet", 0.2, scores(8), outcomes=outcomes(8), merge="union", actual=0.04))
     write(tmp_path, make_record("diet", 0.4, scores(9), outcomes=outcomes(9)))  # another sparsity: not compared
     write(tmp_path, make_record("diet", 0.2, scores(9), outcomes=outcomes(9), merge="mean", scope="global"))  # two
+    # a method option off its default makes another variant, not the default run's ablation
+    write(tmp_path, make_record("diet", 0.2, scores(7), outcomes=outcomes(7), stat="l2",
+                                method_options={"some_option": 1}))
     text = report(tmp_path, "first100", 0.2, 0, overlaps=False)
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| diet")}
     assert set(rows) == {"diet_oracle", "diet (merge=mean)", "diet (scope=global)", "diet (merge=union)"}  # one option
