@@ -599,3 +599,37 @@ def test_oracle_gap_scores_and_the_share_of_the_gap_closed(tmp_path):
     assert "| 0.040 |" in rows["diet (merge=union)"] and rows["diet (merge=union)"].endswith("| – (other sparsity) |")
     # 10 of 100 documents flip to right on both tasks: +10.0 points, paired se sqrt(0.09 / 99) * 100 / sqrt(2)
     assert "+10.0 ± 2.1" in rows["diet_oracle"] and rows["diet (merge=mean)"].endswith("| 50% |")
+
+
+def perplexity_record(method: str, value: float, seed: int = 0, calib_source: str | None = None) -> dict[str, Any]:
+    """A WikiText-only record as run_cell writes it: the perplexity as its score, no se, no accuracy average."""
+    record = make_record(method, 0.2, {"wikitext": (value, math.nan)}, limit=None, seed=seed, n=62,
+                         calib_source=calib_source)
+    entry = record["tasks"]["wikitext"]
+    for key in ("acc", "acc_stderr"):
+        del entry[key]
+    entry.update(metric="word_perplexity", word_perplexity=value, score_stderr=None)
+    record["average"] = {"score": None, "tasks": [], "n_tasks": 0}
+    return record
+
+
+def test_a_perplexity_only_block_shows_perplexities_as_they_are_and_their_spread_over_seeds(tmp_path):
+    """WikiText cells: the main table gives the perplexity unscaled (not x100), with no accuracy average;
+    the seeds table gives the mean over seeds and the sd across them (ddof=1), the only uncertainty."""
+    write(tmp_path, perplexity_record("dense", 30.123))
+    for seed, value in enumerate((40.0, 41.0, 45.0)):
+        write(tmp_path, perplexity_record("diet", value, seed=seed))
+    tables = tables_by_name(tmp_path)
+    assert set(tables) == {"main__m__limitall", "seeds__m__limitall"}
+    main = tables["main__m__limitall"]
+    assert "average" not in main.data and "avg_above_chance" not in main.data
+    rows = {row[0]: row for row in md_rows(to_markdown(main))[1:]}
+    assert rows["dense"][-1] == "30.12" and rows["diet"][-1] == "40.00"  # the lowest seed, as it is
+    assert any("lower is better" in note for note in main.notes)
+    seeds = tables["seeds__m__limitall"].data.set_index("method")
+    values = [40.0, 41.0, 45.0]
+    mean = sum(values) / 3
+    assert seeds.loc["diet", "wikitext"] == pytest.approx(mean)
+    assert seeds.loc["diet", "wikitext_sd_seeds"] == pytest.approx(
+        math.sqrt(sum((v - mean) ** 2 for v in values) / 2))
+    assert seeds.loc["diet", "seeds"] == 3 and "average" not in seeds

@@ -94,6 +94,23 @@ def above_chance_note(block: Block) -> str:
     return f"avg_above_chance averages {', '.join(block.above_chance)} ({rule})"
 
 
+def perplexity_tasks(block: Block) -> list[str]:
+    return [task for task in block.tasks if is_perplexity(task)]
+
+
+def perplexity_note(block: Block) -> list[str]:
+    """What a perplexity column holds, for the blocks that have one."""
+    tasks = perplexity_tasks(block)
+    return [f"{', '.join(tasks)}: the record's perplexity metric (word perplexity by default) over the whole test "
+            "split, as it is (not in points; lower is better; lm-eval gives it no standard error), never averaged "
+            "with the accuracies"] if tasks else []
+
+
+def score_formats(block: Block) -> dict[str, str]:
+    """Column formats of the score columns: perplexities with two decimals (accuracies: the default, one)."""
+    return {task: "{:.2f}" for task in perplexity_tasks(block)}
+
+
 def block_notes(block: Block) -> list[str]:
     """Notes every table of a block carries: first-N documents, the seed shown of several."""
     notes = [block.first_n_note] if block.first_n_note else []
@@ -123,13 +140,18 @@ def main_table(block: Block) -> Table | None:
              "actual": run["sparsity_actual"], **score_columns(run, block), "config_hash": run["config_hash"]}
             for run in block.main]
     frame = _frame(rows, drop_empty=("variant",))
-    notes = [CELL_NOTE, above_chance_note(block)]
+    notes = [CELL_NOTE, *perplexity_note(block)]
+    if block.averaged:
+        notes.append(above_chance_note(block))
+    else:  # perplexity only: there is no accuracy to average
+        frame = frame.drop(columns=["average", "average_se", "avg_above_chance", "avg_above_chance_se"])
     if "variant" in frame:
         notes.append("variant: options that differ from conf/config.yaml (a method's runs at a sparsity with "
                      "no default-settings run)")
     notes += block_notes(block)
     return Table(f"main__{block.label}", frame, notes,
-                 formats={"sparsity": "{:.2f}", "actual": "{:.3f}"}, group=common_group(block.main))
+                 formats={"sparsity": "{:.2f}", "actual": "{:.3f}", **score_formats(block)},
+                 group=common_group(block.main))
 
 
 @TABLES.register("differences")
@@ -304,24 +326,29 @@ def seeds_table(block: Block) -> Table | None:
     rows = []
     for (method, sparsity, variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
         scored = [score_columns(run, block) for run in runs]
-        if any(math.isnan(s["average"]) for s in scored):
+        if block.averaged and any(math.isnan(s["average"]) for s in scored):
             continue
         row: dict[str, Any] = {"method": method, "variant": variant, "sparsity": sparsity, "seeds": len(runs)}
         for task in block.tasks:
             combined = combine_seeds([s[task] for s in scored], [s[f"{task}_se"] for s in scored])
             row.update({task: combined["mean"], f"{task}_se": combined["se"]})
-        average = combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
-        row.update(average=average["mean"], average_se=average["se"], sd_seeds=average["sd"],
-                   se_documents=average["se_documents"], lowest=min(s["average"] for s in scored),
-                   highest=max(s["average"] for s in scored),
-                   config_hash=",".join(run["config_hash"] for run in runs))
+            if is_perplexity(task):  # no document se: the spread across seeds is its only uncertainty
+                row[f"{task}_sd_seeds"] = combined["sd"]
+        if block.averaged:
+            average = combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
+            row.update(average=average["mean"], average_se=average["se"], sd_seeds=average["sd"],
+                       se_documents=average["se_documents"], lowest=min(s["average"] for s in scored),
+                       highest=max(s["average"] for s in scored))
+        row["config_hash"] = ",".join(run["config_hash"] for run in runs)
         rows.append(row)
     if not rows:
         return None
-    notes = ["cells: mean over seeds ± combined se, in points; " + SEEDS_NOTE,
+    notes = ["cells: mean over seeds ± combined se, in points; " + SEEDS_NOTE, *perplexity_note(block),
              *([block.first_n_note] if block.first_n_note else [])]
+    formats = {"sparsity": "{:.2f}", **score_formats(block),
+               **{f"{task}_sd_seeds": "{:.2f}" for task in perplexity_tasks(block)}}
     return Table(f"seeds__{block.label}", _frame(rows, drop_empty=("variant",)), notes,
-                 formats={"sparsity": "{:.2f}"}, group=common_group(block.runs))
+                 formats=formats, group=common_group(block.runs))
 
 
 def is_seeded(method: str) -> bool:
