@@ -633,3 +633,27 @@ def test_a_perplexity_only_block_shows_perplexities_as_they_are_and_their_spread
     assert seeds.loc["diet", "wikitext_sd_seeds"] == pytest.approx(
         math.sqrt(sum((v - mean) ** 2 for v in values) / 2))
     assert seeds.loc["diet", "seeds"] == 3 and "average" not in seeds
+
+
+def test_ablation_rows_are_read_against_the_default_run_of_their_group_paired_per_document(tmp_path):
+    """minus_default = row minus the run at the option's default with all else equal (same seed), paired
+    where both hold outcomes; the default row and a group without a default run get none."""
+    two = ["arc_easy", "rte"]
+    base = "0" * 50 + "1" * 50
+
+    def cell(extra_right: int, **options: Any) -> dict[str, Any]:  # extra_right more documents right than base
+        scores = {task: ((50 + extra_right) / 100, 0.05) for task in two}
+        return make_record("diet", 0.2, scores, outcomes={task: "1" * extra_right + base[extra_right:] for task in two},
+                           **options)
+
+    write(tmp_path, cell(0))                                   # merge=vote: the default
+    write(tmp_path, cell(10, merge="mean"))
+    write(tmp_path, cell(4, merge="mean", seed=1))             # seed 1 has no vote run: nothing to read against
+    write(tmp_path, cell(6, merge="union", seed=1))
+    merge = tables_by_name(tmp_path)["ablation_merge__m__limit100"].data
+    rows = {(row["merge"], row["seed"]): row for _, row in merge.iterrows()}
+    # 10 of 100 documents flip to right on both tasks: +10 points, paired se sqrt(0.09 / 99) * 100 / sqrt(2)
+    assert rows[("mean", 0)]["minus_default"] == pytest.approx(10.0)
+    assert rows[("mean", 0)]["minus_default_se"] == pytest.approx(math.sqrt(0.09 / 99) * 100 / math.sqrt(2))
+    assert bool(rows[("mean", 0)]["significant"]) is True
+    assert all(pd.isna(rows[key]["minus_default"]) for key in [("vote", 0), ("mean", 1), ("union", 1)])

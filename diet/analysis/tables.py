@@ -200,14 +200,20 @@ def ablation_table(key: str) -> Builder:
     """Runs that differ only in option `key`, side by side (groups where `key` takes >= 2 values)."""
     others = [k for k in ABLATION_KEYS if k != key]
 
+    def fixed(run: dict[str, Any]) -> tuple:
+        return (run["method"], run["sparsity"], run["seed"], *(run[k] for k in others), run["method_options"],
+                tuple(sorted(run["tasks"])))
+
     def build(block: Block) -> Table | None:
         groups: dict[tuple, list[dict[str, Any]]] = {}
         for run in block.runs:
             if run[key] is not None:
-                fixed = (run["method"], run["sparsity"], run["seed"], *(run[k] for k in others),
-                         run["method_options"], tuple(sorted(run["tasks"])))
-                groups.setdefault(fixed, []).append(run)
+                groups.setdefault(fixed(run), []).append(run)
         chosen = [run for group in groups.values() if len({r[key] for r in group}) > 1 for run in group]
+        # each row is read against the run of its group at the option's default value (same seed: paired)
+        reference = {group_key: next((r for r in group if r[key] == DEFAULTS[key]), None)
+                     for group_key, group in groups.items()}
+        compared = 0
         if not chosen:
             return None
         chosen.sort(key=lambda r: (method_rank(r["method"]), r["sparsity"], *(format_sort(r[k]) for k in others),
@@ -224,7 +230,13 @@ def ablation_table(key: str) -> Builder:
             if key == "threshold":
                 row["k"] = votes_needed(run["threshold"], run["n_tasks"])
             row.update({"actual": run["sparsity_actual"], "params_removed": run["params_removed"],
-                        **score_columns(run, block), "config_hash": run["config_hash"]})
+                        **score_columns(run, block)})
+            ref = reference[fixed(run)]
+            if ref is not None and ref is not run and block.averaged:
+                diff, se, significant, _ = compare(run, ref, block.averaged)
+                row.update(minus_default=diff, minus_default_se=se, significant=significant)
+                compared += 1
+            row["config_hash"] = run["config_hash"]
             rows.append(row)
         fixed_notes = ", ".join(f"{LABELS[k]}={chosen[0][k]}" for k in others if k not in varying
                                 and chosen[0][k] is not None)
@@ -234,8 +246,13 @@ def ablation_table(key: str) -> Builder:
             notes.append(f"k = ceil(threshold x T) votes of T = {'/'.join(map(str, tasks))} tasks keep a channel")
         notes.append("actual: fraction of the pruned dimension removed; params_removed: fraction of the "
                      "non-embedding parameters removed")
+        if compared:
+            notes.append(f"minus_default: the row's average minus that of the run at {LABELS[key]}="
+                         f"{DEFAULTS[key]} with everything else equal (same seed and documents), in points; "
+                         f"{SIGNIFICANCE_NOTE}; {compared} comparisons in this table, uncorrected")
         notes += block_notes(block)
-        formats = {"sparsity": "{:.2f}", "actual": "{:.3f}", "params_removed": "{:.3f}", "vote.threshold": "{:.4g}"}
+        formats = {"sparsity": "{:.2f}", "actual": "{:.3f}", "params_removed": "{:.3f}", "vote.threshold": "{:.4g}",
+                   "minus_default": "{:+.1f}"}
         return Table(f"ablation_{key}__{block.label}", _frame(rows), notes, formats, group=common_group(chosen))
 
     return build
