@@ -19,6 +19,7 @@ from typing import Any
 from diet.config.identity import config_hash, effective_config
 from diet.config.validate import validate
 from diet.analysis.frame import newest_per_cell
+from diet.select.masks import selection_fingerprint as fingerprint
 from diet.run.records import iter_records
 from experiments.check_table import print_checks
 
@@ -27,12 +28,6 @@ def kind(record: dict[str, Any]) -> tuple:
     cfg = record["config"]
     return (record["model"]["name"], record["method"], cfg.get("dims", "mlp"), cfg["calib"].get("source", "tasks"),
             cfg["mask"]["scope"], cfg["merge"], cfg["profile"]["stat"])
-
-
-def fingerprint(stats: dict[str, Any] | None) -> Any:
-    """What identifies a selection in a record: its mask hash, or ShortGPT's dropped layers."""
-    stats = stats or {}
-    return stats.get("mask_hash") or stats.get("dropped_layers")
 
 
 def chosen_records(results_dir: Path, methods: list[str] | None, per_kind: int) -> list[dict[str, Any]]:

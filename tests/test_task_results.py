@@ -14,7 +14,7 @@ from diet.errors import DietConfigError
 from diet.models.tiny import tiny_gemma2
 from diet.models.loaders import weights_sha256
 from diet.run.pipeline import run_cell
-from diet.run.task_results import PARTIAL_DIR, TaskResults
+from diet.run.task_results import PARTIAL_DIR, ROUNDING_TOL, TaskResults, rounding_difference, tensor_digests
 
 TINY = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "calib.n=6", "eval.limit=12", "wandb.mode=disabled",
         "method=diet", "sparsity=0.2"]
@@ -90,15 +90,57 @@ def test_a_forced_rerun_evaluates_every_task_again(tmp_path, isolated_cache, mon
     assert calls == [["arc_easy"], ["rte"]] and "reused_tasks" not in again["eval"]
 
 
-def test_a_task_kept_for_other_weights_is_evaluated_again(tmp_path, isolated_cache, monkeypatch):
-    interrupt_after_first_task(tmp_path, monkeypatch)
+def edit_kept_weights(tmp_path, tensor: str, relative: float, selection: str | None = None) -> None:
+    """Make the kept arc_easy look evaluated on other weights: another sha256, `tensor` with other bytes and
+    its norms moved by `relative`; optionally another selection fingerprint."""
     kept = next((tmp_path / "records" / PARTIAL_DIR).glob("*/arc_easy.json"))
     stale = json.loads(kept.read_text())
-    stale["weights_sha256"] = "0" * 64  # as if a code change had pruned other channels
+    stale["weights_sha256"] = "0" * 64
+    digest = stale["tensors"][tensor]
+    digest[2:] = ["0" * 16, digest[3] * (1 + relative), digest[4] * (1 + relative)]
+    if selection is not None:
+        stale["selection"] = selection
     kept.write_text(json.dumps(stale))
+
+
+KEPT_TENSOR = "model.layers.0.mlp.down_proj.weight"
+
+
+@pytest.mark.parametrize("relative, selection", [(1e-3, None), (ROUNDING_TOL / 4, "another mask")],
+                         ids=["weights-differ-beyond-rounding", "other-selection"])
+def test_a_task_kept_for_other_weights_is_evaluated_again(relative, selection, tmp_path, isolated_cache, monkeypatch):
+    interrupt_after_first_task(tmp_path, monkeypatch)
+    edit_kept_weights(tmp_path, KEPT_TENSOR, relative, selection)  # as if a code change had pruned other channels
     calls = counting_evaluate(monkeypatch)
     record = run(tmp_path, "eval.by_task=true")
     assert calls == [["arc_easy"], ["rte"]] and "reused_tasks" not in record["eval"]
+
+
+def test_a_task_kept_for_weights_equal_up_to_rounding_is_reused_and_the_record_says_so(tmp_path, isolated_cache,
+                                                                                         monkeypatch):
+    """Same selection, one tensor's bytes differ and its norms agree within ROUNDING_TOL (a cell resumed on
+    another processor): the kept task is reused, and eval.reused_within_rounding names it with the difference."""
+    interrupt_after_first_task(tmp_path, monkeypatch)
+    edit_kept_weights(tmp_path, KEPT_TENSOR, ROUNDING_TOL / 4)
+    calls = counting_evaluate(monkeypatch)
+    record = run(tmp_path, "eval.by_task=true")
+    assert calls == [["rte"]] and set(record["eval"]["reused_tasks"]) == {"arc_easy"}
+    assert record["eval"]["reused_within_rounding"]["arc_easy"] == pytest.approx(ROUNDING_TOL / 4, rel=1e-3)
+
+
+def test_rounding_difference_sees_one_ulp_and_refuses_more_or_a_missing_tensor():
+    model = tiny_gemma2(seed=0)
+    before = tensor_digests(model)
+    assert rounding_difference(before, tensor_digests(model)) is None  # nothing differs: not "other" weights
+    with torch.no_grad():
+        weight = model.model.layers[1].mlp.down_proj.weight
+        weight[3, 5] = torch.nextafter(weight[3, 5], torch.tensor(float("inf")))  # one ulp of one value
+    one_ulp = rounding_difference(before, tensor_digests(model))
+    assert one_ulp is not None and 0 < one_ulp <= torch.finfo(torch.float32).eps
+    with torch.no_grad():
+        weight[3, 5] *= 1.5  # a real change of one value
+    assert rounding_difference(before, tensor_digests(model)) is None
+    assert rounding_difference({k: v for k, v in before.items() if "layers.1." not in k}, tensor_digests(model)) is None
 
 
 def test_weights_sha256_sees_one_changed_weight():

@@ -25,6 +25,7 @@ from diet.run.preflight import preflight
 from diet.run.record_schema import Record, problems
 from diet.run.threads import apply_threads
 from diet.run.task_results import clear, partial_dir
+from diet.select.masks import selection_fingerprint
 from diet.run.tracking import log_saved_model
 from diet.run.records import (SCHEMA_VERSION, code_tag, code_version, find_existing, library_versions, machine,
                           record_stem, write_record)
@@ -212,19 +213,23 @@ class EvaluatedCell:
     removed: list[dict[str, dict[str, int]]]
     saved: dict[str, Any] | None
     reused: dict[str, str] = field(default_factory=dict)  # task -> code that evaluated it (eval.by_task resume)
+    # reused tasks whose weights matched up to float rounding -> largest relative norm difference
+    within_rounding: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate_job(model: torch.nn.Module, loaded: Any, tasks: list[str], data_dir: Any, settings: Any,
-                 cfg_hash: str, kept_dir: Path | None, reused: dict[str, str]) -> dict[str, dict[str, Any]]:
+                 cfg_hash: str, kept_dir: Path | None, done: EvaluatedCell,
+                 selection: Any = None) -> dict[str, dict[str, Any]]:
     """Evaluate `tasks` on one pruned model: all at once, or (kept_dir set: eval.by_task) one task at a time,
-    keeping each finished task and reusing the ones an interrupted run kept (diet/run/task_results.py)."""
+    keeping each finished task and reusing the ones an interrupted run kept (diet/run/task_results.py);
+    `selection`: the fingerprint of the selection that pruned the model."""
     from diet.eval.evaluate import evaluate
     from diet.models.loaders import weights_sha256
-    from diet.run.task_results import TaskResults
+    from diet.run.task_results import TaskResults, tensor_digests
 
     if kept_dir is None:
         return evaluate(model, loaded.tokenizer, tasks, data_dir, settings, loaded.device)
-    kept = TaskResults(kept_dir, cfg_hash, weights_sha256(model), code_tag())
+    kept = TaskResults(kept_dir, cfg_hash, weights_sha256(model), code_tag(), selection, tensor_digests(model))
     metrics = {}
     for task in tasks:
         summary = kept.load(task)
@@ -232,7 +237,8 @@ def evaluate_job(model: torch.nn.Module, loaded: Any, tasks: list[str], data_dir
             summary = evaluate(model, loaded.tokenizer, [task], data_dir, settings, loaded.device)[task]
             kept.save(task, summary)
         metrics[task] = summary
-    reused.update(kept.reused)
+    done.reused.update(kept.reused)
+    done.within_rounding.update(kept.within_rounding)
     return metrics
 
 
@@ -265,7 +271,7 @@ def prune_and_evaluate(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell,
         done.parameters.append(parameter_counts(job_model))
         with timer("evaluate"):
             done.metrics.update(evaluate_job(job_model, loaded, job_tasks, data_dir, settings, cfg_hash, kept_dir,
-                                             done.reused))
+                                             done, selection_fingerprint(job_selection.stats)))
         del job_model
     done.metrics = {task: done.metrics[task] for task in tasks}
     if card is not None:  # the card now has the run's scores
@@ -309,9 +315,11 @@ def parameters_section(before: dict[str, int], per_model: list[dict[str, int]]) 
     }
 
 
-def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any, reused: dict[str, str]) -> dict[str, Any]:
+def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any, reused: dict[str, str],
+                 within_rounding: dict[str, float] | None = None) -> dict[str, Any]:
     """record["eval"]: the harness, the documents scored and how (`reused_tasks`: tasks an interrupted
-    eval.by_task run had finished, with the code that evaluated them)."""
+    eval.by_task run had finished, with the code that evaluated them; `reused_within_rounding`: those of them
+    evaluated on weights equal up to float rounding, with the largest relative norm difference)."""
     options = eval_options(cfg)
     settings, documents = eval_settings(cfg, options), options.documents()
     return {
@@ -328,6 +336,7 @@ def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any, reused: dict[s
         "data": "online" if data_dir is None else str(data_dir),
         "by_task": options.by_task,
         **({"reused_tasks": reused} if reused else {}),
+        **({"reused_within_rounding": within_rounding} if within_rounding else {}),
     }
 
 
@@ -374,7 +383,7 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
             "device": loaded.device,
             **loaded.info,
         },
-        "eval": eval_section(cfg, loaded, data_dir, done.reused),
+        "eval": eval_section(cfg, loaded, data_dir, done.reused, done.within_rounding),
         "notes": ctx.notes,
         "saved_model": done.saved,
         "seed": cfg["seed"],

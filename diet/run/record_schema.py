@@ -78,6 +78,7 @@ class EvalInfo(TypedDict):
     documents: NotRequired[str]               # all | first<N> | random<N>s<seed>
     by_task: NotRequired[bool]                # evaluated one task at a time (eval.by_task)
     reused_tasks: NotRequired[dict[str, str]] # tasks an interrupted by_task run finished -> the code that did
+    reused_within_rounding: NotRequired[dict[str, float]]  # of those, evaluated on weights equal up to rounding
 
 
 class Record(TypedDict):

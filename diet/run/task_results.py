@@ -5,8 +5,13 @@ last. Evaluated task by task, each finished task's summary is written at once (a
 `<results_dir>/.partial/<cell>/<task>.json`; a rerun of the cell recomputes the selection (profiles come from
 the cache), prunes, and evaluates only the tasks not kept. A kept task is reused only for the same identity
 and the same pruned weights (sha256 over every tensor), so a code change that altered the mask or the
-surgery re-evaluates it instead of mixing two models in one record. The record names the tasks it reused and
-the code that evaluated them; the folder is removed once the record is written.
+surgery re-evaluates it instead of mixing two models in one record. One exception, for a cell that spans
+sessions on different processors: a method that computes weights (FLAP's bias compensation, from activation
+means) gets their last bits from the processor's float kernels. A kept task is also reused when the selection
+(mask hash) is the same and every tensor is either bit-identical or differs only by float rounding: its L1 and
+L2 norms agree within ROUNDING_TOL (relative); the record lists such tasks with the largest difference
+(`reused_within_rounding`). The record names the tasks it reused and the code that evaluated them; the folder
+is removed once the record is written.
 """
 
 from __future__ import annotations
@@ -18,11 +23,53 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from diet.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 PARTIAL_DIR = ".partial"
+# float32 rounding differences between processors move a norm by a few ulps of the tensor's values; 64 ulps
+# (7.6e-6 relative) leaves room for rounding accumulated through a profile, far below any change of a kept
+# channel or of a formula. The mask hash must match besides (a swapped channel can move a norm less).
+ROUNDING_TOL = 64 * torch.finfo(torch.float32).eps
+
+
+def tensor_digests(model: torch.nn.Module) -> dict[str, list[Any]]:
+    """name -> [shape, dtype, sha256 of the bytes (16 hex), L1 norm, L2 norm] (norms in float64)."""
+    import hashlib
+
+    digests = {}
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            flat = tensor.detach().reshape(-1).contiguous().cpu()
+            sha = hashlib.sha256(flat.view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+            values = flat.double()
+            digests[name] = [list(tensor.shape), str(tensor.dtype), sha, float(values.abs().sum()),
+                             float(values.norm())]
+    return digests
+
+
+def rounding_difference(kept: dict[str, list[Any]] | None, now: dict[str, list[Any]]) -> float | None:
+    """The largest relative norm difference of the tensors that are not bit-identical, when every such tensor
+    differs only within ROUNDING_TOL (same names, shapes and dtypes); None when the weights differ more."""
+    if not kept or set(kept) != set(now):
+        return None
+    largest, differing = 0.0, 0
+    for name, (shape, dtype, sha, l1, l2) in now.items():
+        old_shape, old_dtype, old_sha, old_l1, old_l2 = kept[name]
+        if (old_shape, old_dtype) != (shape, dtype):
+            return None
+        if old_sha == sha:
+            continue
+        differing += 1
+        for old, new in ((old_l1, l1), (old_l2, l2)):
+            relative = abs(new - old) / max(abs(old), abs(new), 1e-30)
+            if relative > ROUNDING_TOL:
+                return None
+            largest = max(largest, relative)
+    return largest if differing else None  # no tensor differs, yet the weights' sha256 does: not these weights
 
 
 def partial_dir(results_dir: Path, stem: str) -> Path:
@@ -32,9 +79,12 @@ def partial_dir(results_dir: Path, stem: str) -> Path:
 class TaskResults:
     """The kept task summaries of one evaluated model of one cell."""
 
-    def __init__(self, folder: Path, config_hash: str, weights_sha256: str, code: str) -> None:
+    def __init__(self, folder: Path, config_hash: str, weights_sha256: str, code: str,
+                 selection: Any = None, digests: dict[str, list[Any]] | None = None) -> None:
         self.folder, self.config_hash, self.weights_sha256, self.code = Path(folder), config_hash, weights_sha256, code
+        self.selection, self.digests = selection, digests  # mask hash; per-tensor digests (tensor_digests)
         self.reused: dict[str, str] = {}  # task -> code version that evaluated it
+        self.within_rounding: dict[str, float] = {}  # task -> largest relative norm difference of its weights
 
     def _path(self, task: str) -> Path:
         return self.folder / f"{task}.json"
@@ -45,9 +95,18 @@ class TaskResults:
         if not path.exists():
             return None
         kept = json.loads(path.read_text())
-        if kept.get("config_hash") != self.config_hash or kept.get("weights_sha256") != self.weights_sha256:
-            log.warning("%s: kept result was evaluated on other weights (%s); evaluating it again", task, path)
+        if kept.get("config_hash") != self.config_hash:
+            log.warning("%s: kept result belongs to another configuration (%s); evaluating it again", task, path)
             return None
+        if kept.get("weights_sha256") != self.weights_sha256:
+            same_selection = self.selection is not None and kept.get("selection") == self.selection
+            difference = rounding_difference(kept.get("tensors"), self.digests or {}) if same_selection else None
+            if difference is None:
+                log.warning("%s: kept result was evaluated on other weights (%s); evaluating it again", task, path)
+                return None
+            log.warning("%s: kept result was evaluated on the same selection with weights equal up to float rounding "
+                        "(largest relative norm difference %.1e <= %.1e); reusing it", task, difference, ROUNDING_TOL)
+            self.within_rounding[task] = difference
         self.reused[task] = kept["code"]
         log.info("%s: reusing the result kept by an interrupted run (%s, code %s)", task, path, kept["code"])
         return kept["summary"]
@@ -55,6 +114,7 @@ class TaskResults:
     def save(self, task: str, summary: dict[str, Any]) -> None:
         atomic_write_json(self._path(task), {
             "config_hash": self.config_hash, "weights_sha256": self.weights_sha256, "code": self.code,
+            "selection": self.selection, "tensors": self.digests,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "summary": summary})
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -340,6 +340,13 @@ def merge_masks(
 
 
 # --------------------------------------------------------------------------- hashing, indices, stats
+
+
+def selection_fingerprint(stats: dict[str, Any] | None) -> Any:
+    """What identifies a selection (its stats, or a record's `mask`): the mask hash, or ShortGPT's dropped
+    layers; None for a selection that removes nothing."""
+    stats = stats or {}
+    return stats.get("mask_hash") or stats.get("dropped_layers")
 
 
 def mask_hash(mask: list[Tensor]) -> str:
