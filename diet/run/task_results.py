@@ -43,11 +43,10 @@ def tensor_digests(model: torch.nn.Module) -> dict[str, list[Any]]:
     digests = {}
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
-            flat = tensor.detach().reshape(-1).contiguous().cpu()
-            sha = hashlib.sha256(flat.view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
-            values = flat.double()
-            digests[name] = [list(tensor.shape), str(tensor.dtype), sha, float(values.abs().sum()),
-                             float(values.norm())]
+            flat = tensor.detach().reshape(-1).contiguous()
+            sha = hashlib.sha256(flat.cpu().view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+            norms = [float(torch.linalg.vector_norm(flat, order, dtype=torch.float64)) for order in (1, 2)]
+            digests[name] = [list(tensor.shape), str(tensor.dtype), sha, *norms]
     return digests
 
 
