@@ -657,3 +657,24 @@ def test_ablation_rows_are_read_against_the_default_run_of_their_group_paired_pe
     assert rows[("mean", 0)]["minus_default_se"] == pytest.approx(math.sqrt(0.09 / 99) * 100 / math.sqrt(2))
     assert bool(rows[("mean", 0)]["significant"]) is True
     assert all(pd.isna(rows[key]["minus_default"]) for key in [("vote", 0), ("mean", 1), ("union", 1)])
+
+
+def test_paired_prints_one_run_minus_another_per_document_and_refuses_an_ambiguous_name(tmp_path, capsys):
+    """experiments.paired: A minus B over the accuracy tasks and per task, with compare()'s paired se."""
+    from experiments import paired
+
+    two = ["arc_easy", "rte"]
+    base = "0" * 50 + "1" * 50
+    for method, extra_right, seed in (("diet", 10, 0), ("flap", 0, 0), ("flap", 0, 1)):
+        write(tmp_path, make_record(method, 0.2, {task: ((50 + extra_right) / 100, 0.05) for task in two},
+                                    outcomes={task: "1" * extra_right + base[extra_right:] for task in two},
+                                    seed=seed))
+    assert paired.main([str(tmp_path), "--model", "m", "--documents", "first100", "method=diet",
+                        "method=flap,seed=0"]) == 0
+    out = capsys.readouterr().out
+    # 10 of 100 documents flip to right on both tasks: +10.0, paired se sqrt(0.09 / 99) * 100 / sqrt(2) = 2.1
+    assert "average +10.0 ± 2.1 (paired, significant)" in out and "rte +10.0 ± 3.0" in out
+    with pytest.raises(SystemExit, match="matches 2 runs"):
+        paired.main([str(tmp_path), "--model", "m", "--documents", "first100", "method=diet", "method=flap"])
+    with pytest.raises(SystemExit, match="unknown column"):
+        paired.main([str(tmp_path), "--model", "m", "--documents", "first100", "methd=diet", "method=flap"])
