@@ -57,6 +57,21 @@ def test_perplexity_cells_are_not_estimated_from_accuracy_records():
     assert work_kind(["arc_easy", "wikitext"]) == "perplexity" and work_kind(["boolq"]) == "accuracy"
 
 
+def test_a_method_without_records_is_estimated_from_the_same_models_other_methods_of_its_kind():
+    from diet.run.plan import cost_basis, measured_cost
+
+    def record(method, tasks, evaluate):
+        return {"timings": {"load_model": 5.0, "evaluate": evaluate}, "model": {"name": "m", "device": "cpu"},
+                "method": method, "tasks": {t: {"n": 10} for t in tasks}}
+
+    basis = cost_basis([record("dense", ["wikitext"], 300.0), record("diet", ["arc_easy"], 20.0)])
+    own, why = measured_cost(basis, "m", "diet", "cpu", "accuracy")
+    assert own == [(5.0, 2.0)] and why == "1 cpu record(s) of m/diet"
+    borrowed, why = measured_cost(basis, "m", "diet", "cpu", "perplexity")  # only dense has a perplexity record
+    assert borrowed == [(5.0, 30.0)] and "estimated from 1 of m/dense" in why
+    assert measured_cost(basis, "other", "diet", "cpu", "perplexity")[0] == []  # another model: nothing to go by
+
+
 def test_committed_study_cells_keep_their_identity():
     """New options enter a cell's hash only when set: today's config of the primary comparison still finds
     the committed records (dense; DIET and FLAP on C4 at seeds 0-2), so no finished cell would rerun."""

@@ -92,6 +92,24 @@ def cost_basis(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str, s
     return basis
 
 
+def measured_cost(basis: dict[tuple[str, str, str, str], list[tuple[float, float]]], model: str, method: str,
+                  device: str, kind: str) -> tuple[list[tuple[float, float]], str]:
+    """The finished records a cell's cost is estimated from, and how the plan names them: the method's own
+    records of this model, device and work kind; failing those, every other method's of the same (the
+    evaluation, not the selection, dominates a cell: one WikiText pass is about an hour here, any profile
+    minutes); ([], why) when there are none."""
+    suffix = " with perplexity" if kind == "perplexity" else ""
+    own = basis.get((model, method, device, kind))
+    if own:
+        return own, f"{len(own)} {device} record(s) of {model}/{method}{suffix}"
+    others = {m: v for (mo, m, d, k), v in basis.items() if (mo, d, k) == (model, device, kind)}
+    if others:
+        measured = [cost for costs in others.values() for cost in costs]
+        return measured, (f"no {device} record of {model}/{method}{suffix}: estimated from {len(measured)} of "
+                          f"{model}/{'+'.join(sorted(others))} (evaluation dominates; its own selection not counted)")
+    return [], f"no finished {device} record of {model}/{method}{suffix}: run one cell, then plan again"
+
+
 def plan_cells(cfgs: Iterable[tuple[list[str], dict[str, Any]]], results_dir: Path, device: str) -> Plan:
     """Validate every cell (a bad one fails here, before anything runs), mark the done ones, estimate the rest."""
     plan = Plan()
@@ -108,17 +126,13 @@ def plan_cells(cfgs: Iterable[tuple[list[str], dict[str, Any]]], results_dir: Pa
             plan.cells.append(cell)
             continue
         first[cfg_hash] = " ".join(overrides) or "(defaults)"
-        kind = work_kind(facts["tasks"])
-        measured = basis.get((model, method, device, kind))
-        if cell.done is None and measured and cell.documents is not None:
-            fixed = statistics.median(f for f, _ in measured)
-            per_doc = statistics.median(p for _, p in measured)
-            cell.estimate_s = fixed + per_doc * cell.documents
-            cell.basis = f"{len(measured)} {device} record(s) of {model}/{method}" + (
-                " with perplexity" if kind == "perplexity" else "")
-        elif cell.done is None:
-            cell.basis = (f"no finished {device} record of {model}/{method}"
-                          + (" with perplexity" if kind == "perplexity" else "") + ": run one cell, then plan again")
+        measured, why = measured_cost(basis, model, method, device, work_kind(facts["tasks"]))
+        if cell.done is None:
+            cell.basis = why
+            if measured and cell.documents is not None:
+                fixed = statistics.median(f for f, _ in measured)
+                per_doc = statistics.median(p for _, p in measured)
+                cell.estimate_s = fixed + per_doc * cell.documents
         plan.cells.append(cell)
     return plan
 
