@@ -2,7 +2,7 @@
 rule, vote threshold, mask scope and profile statistic (one option changed at a time) and the pooled baseline
 closes, and the mask overlap behind it.
 
-    python -m experiments.oracle_gap results/records --documents random500s0 --out results/analysis
+    python -m experiments.oracle_gap results/records --model gemma3_270m --documents random500s0 --out results/analysis
 
 Scores come from the records (paired per document where both hold outcomes); the masks are recomputed with
 the current code from the profile cache (experiments.check_masks checks that they equal the recorded ones),
@@ -21,11 +21,12 @@ from typing import Any
 
 import torch
 
-from diet.analysis.blocks import DEFAULTS, blocks_from_frame
-from diet.analysis.frame import load_frame, load_records
+from diet.analysis.blocks import DEFAULTS
+from diet.analysis.frame import load_records
 from diet.analysis.stats import Z
 from diet.analysis.tables import compare
 from diet.io import atomic_write_text
+from experiments.block_lookup import find_block
 
 # the options a compared variant may change; every other ablation option stays at its default
 VARIED = ("merge", "threshold", "scope", "stat", "exclude_bos")
@@ -67,12 +68,11 @@ def fmt(value: float, se: float | None = None) -> str:
     return f"{value:+.1f}" if se is None else f"{value:+.1f} ± {se:.1f}"
 
 
-def report(results_dir: Path, documents: str, sparsity: float, seed: int, overlaps: bool) -> str:
+def report(results_dir: Path, documents: str, sparsity: float, seed: int, overlaps: bool,
+           model: str | None = None) -> str:
     from diet.select.masks import jaccard
 
-    [block] = [b for b in blocks_from_frame(load_frame(results_dir)) if b.documents == documents] or [None]
-    if block is None:
-        raise SystemExit(f"no records on the documents {documents!r} in {results_dir}")
+    block = find_block(results_dir, documents, model)
     runs = [run for run in block.runs if comparable(run, sparsity, seed)]
     by_label = {label(run): run for run in runs if run["method"] in ("diet", "diet_oracle", "activation_pooled")}
     if "diet" not in by_label or "diet_oracle" not in by_label:
@@ -82,7 +82,8 @@ def report(results_dir: Path, documents: str, sparsity: float, seed: int, overla
     others = [name for name in by_label if name != "diet"]
     others.sort(key=lambda name: (name != "diet_oracle", name))
     lines = [f"# Oracle gap: {block.model}, {documents}, sparsity {sparsity:g}, calibration seed {seed}", "",
-             f"Command: `python -m experiments.oracle_gap {results_dir} --documents {documents} --sparsity {sparsity:g} "
+             f"Command: `python -m experiments.oracle_gap {results_dir} --model {block.model} --documents {documents} "
+             f"--sparsity {sparsity:g} "
              f"--seed {seed}`", "",
              "Each row minus the default DIET run (vote, threshold 0.5), in points; ± one standard error, paired per "
              "document where both records hold outcomes. `diet_oracle` evaluates every task with that task's own "
@@ -121,13 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results_dir", type=Path)
     parser.add_argument("--documents", required=True, help="the block's documents label, e.g. random500s0, first200")
+    parser.add_argument("--model", default=None, help="needed when several models scored these documents")
     parser.add_argument("--sparsity", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0, help="calibration seed")
     parser.add_argument("--no-overlaps", action="store_true", help="scores only (no model needed)")
     parser.add_argument("--out", type=Path, default=None, help="folder for oracle_gap__<documents>.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    text = report(args.results_dir, args.documents, args.sparsity, args.seed, not args.no_overlaps)
+    text = report(args.results_dir, args.documents, args.sparsity, args.seed, not args.no_overlaps, args.model)
     if args.out is not None:
         path = args.out / f"oracle_gap__{args.documents}__s{args.sparsity:g}.md"
         args.out.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from diet.analysis.blocks import Block, blocks_from_frame
-from diet.analysis.frame import load_frame
+from diet.analysis.blocks import Block
 from diet.analysis.tables import compare
+from experiments.block_lookup import find_block
 
 
 def find_run(block: Block, spec: str) -> dict[str, Any]:
@@ -53,11 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.runs) % 2:
         parser.error(f"runs come in pairs (A minus B); got {len(args.runs)}")
     logging.basicConfig(level=logging.WARNING)
-    blocks = [b for b in blocks_from_frame(load_frame(args.results_dir))
-              if b.model == args.model and b.documents == args.documents]
-    if not blocks:
-        raise SystemExit(f"no records of {args.model} on the documents {args.documents!r} in {args.results_dir}")
-    block = blocks[0]
+    block = find_block(args.results_dir, args.documents, args.model)
     for a, b in zip(args.runs[::2], args.runs[1::2]):
         print(f"{a} minus {b}: {format_pair(block, find_run(block, a), find_run(block, b))}")
     return 0
