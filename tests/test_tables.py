@@ -633,6 +633,12 @@ def test_a_perplexity_only_block_shows_perplexities_as_they_are_and_their_spread
     assert seeds.loc["diet", "wikitext_sd_seeds"] == pytest.approx(
         math.sqrt(sum((v - mean) ** 2 for v in values) / 2))
     assert seeds.loc["diet", "seeds"] == 3 and "average" not in seeds
+    # the figures skip what has no accuracy average (this block once raised KeyError: 'average')
+    from diet.analysis.blocks import blocks_from_frame
+    from diet.analysis.plots import build_figures
+    figures = dict(build_figures(blocks_from_frame(load_frame(tmp_path)),
+                                 {r["config_hash"]: r for r in load_records(tmp_path)}))
+    assert not any(name.startswith("avg_vs_sparsity") for name in figures)
 
 
 def test_ablation_rows_are_read_against_the_default_run_of_their_group_paired_per_document(tmp_path):

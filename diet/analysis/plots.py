@@ -52,7 +52,8 @@ def _label(method: str, variant: str) -> str:
 def avg_vs_sparsity(block: Block, records: Records) -> list[tuple[str, Figure]]:
     """Average score vs target sparsity, one line per method (±1 se); dense as a dashed line."""
     table = TABLES.get("main")(block)
-    if table is None or not (table.data["method"] != "dense").any():
+    # a perplexity-only block has no accuracy average to draw (perplexities are never averaged)
+    if table is None or "average" not in table.data or not (table.data["method"] != "dense").any():
         return []
     data = table.data.assign(variant=table.data.get("variant", ""))
     fig, ax = new_figure()
