@@ -106,6 +106,12 @@ def tables_by_name(folder: Path) -> dict[str, Any]:
     return {table.name: table for table in build_tables(load_frame(folder))}
 
 
+def figures_by_name(folder: Path) -> dict[str, Any]:
+    from diet.analysis.blocks import blocks_from_frame
+    from diet.analysis.plots import build_figures
+    return dict(build_figures(blocks_from_frame(load_frame(folder)), {r["config_hash"]: r for r in load_records(folder)}))
+
+
 def md_rows(text: str) -> list[list[str]]:
     """Cells of a markdown table (header first, the :--- line dropped)."""
     lines = [line for line in text.splitlines() if line.startswith("|") and not line.startswith("|:")]
@@ -545,9 +551,6 @@ def test_leave_one_out_table_pairs_each_left_out_task_with_the_all_profiled_run(
 
 
 def test_dims_ablation_table_and_figure_at_an_equal_parameter_budget(tmp_path):
-    from diet.analysis.blocks import blocks_from_frame
-    from diet.analysis.plots import build_figures
-
     write(tmp_path, make_record("dense", 0.0, same(0.5)))
     write(tmp_path, make_record("diet", 0.2, same(0.45)))  # default: 20% of the MLP channels
     for dims, score, removed in (("mlp", 0.44, 0.20), ("heads", 0.40, 0.176), ("hidden", 0.30, 0.20)):
@@ -560,9 +563,7 @@ def test_dims_ablation_table_and_figure_at_an_equal_parameter_budget(tmp_path):
     assert "fixed: " in tables["ablation_dims__m__limit100"].notes[2] and "sparsity_of=params" in tables[
         "ablation_dims__m__limit100"].notes[2]
     assert list(tables["main__m__limit100"].data["method"]) == ["dense", "diet"]  # dims variants stay out
-    frame = load_frame(tmp_path)
-    figures = dict(build_figures(blocks_from_frame(frame), {r["config_hash"]: r for r in load_records(tmp_path)}))
-    ax = figures["dims__m__limit100"].axes[0]
+    ax = figures_by_name(tmp_path)["dims__m__limit100"].axes[0]
     assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["mlp", "heads", "hidden"]
     assert "20% of non-embedding params" in ax.get_title()
 
@@ -634,11 +635,7 @@ def test_a_perplexity_only_block_shows_perplexities_as_they_are_and_their_spread
         math.sqrt(sum((v - mean) ** 2 for v in values) / 2))
     assert seeds.loc["diet", "seeds"] == 3 and "average" not in seeds
     # the figures skip what has no accuracy average (this block once raised KeyError: 'average')
-    from diet.analysis.blocks import blocks_from_frame
-    from diet.analysis.plots import build_figures
-    figures = dict(build_figures(blocks_from_frame(load_frame(tmp_path)),
-                                 {r["config_hash"]: r for r in load_records(tmp_path)}))
-    assert not any(name.startswith("avg_vs_sparsity") for name in figures)
+    assert not any(name.startswith("avg_vs_sparsity") for name in figures_by_name(tmp_path))
 
 
 def test_ablation_rows_are_read_against_the_default_run_of_their_group_paired_per_document(tmp_path):
