@@ -84,12 +84,13 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
 
     method = METHODS.get(cfg["method"]["name"])
     model = {k: v for k, v in cfg["model"].items() if k not in ("device",)}
-    # batch size, backend and by_task change how requests are computed, not the results (the fast backend
-    # equals stock lm-eval per request: tests/test_fast_eval.py; by_task only batches each task's requests
-    # apart: tests/test_task_results.py), so they are not part of a cell's identity;
+    # batch size, backend, by_task and chunk_docs change how requests are computed, not the results (the fast
+    # backend equals stock lm-eval per request: tests/test_fast_eval.py; by_task and chunk_docs only batch a
+    # task's requests apart: tests/test_task_results.py, tests/test_chunks.py), so they are not part of a
+    # cell's identity;
     # the documents enter only as a random sample (first-N and full-split cells keep their old hash)
     eval_cfg = {k: v for k, v in cfg["eval"].items()
-                if k not in ("batch_size", "backend", "by_task", "docs", "docs_seed")}
+                if k not in ("batch_size", "backend", "by_task", "chunk_docs", "docs", "docs_seed")}
     docs = documents_identity(document_selection(cfg))
     if docs is not None:
         eval_cfg["docs"] = docs

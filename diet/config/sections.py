@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from diet.config.bind import bind, check_names
 from diet.config.checks import FLAG, in_range, one_of, positive
+from diet.errors import DietConfigError
 from diet.export.save import ExportOptions
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -87,9 +88,14 @@ class EvalOptions:
     metric: str = "auto"                  # checked per task against what the task reports (validate)
     max_length: int | None = field(default=None, metadata=positive(allow_none=True))
     by_task: bool = field(default=False, metadata=FLAG)
+    # documents per kept chunk inside a task (diet/eval/chunks.py); needs by_task, which keeps them
+    chunk_docs: int | None = field(default=None, metadata=positive(allow_none=True))
 
     def __post_init__(self) -> None:
         self.documents()  # eval.docs / eval.docs_seed
+        if self.chunk_docs is not None and not self.by_task:
+            raise DietConfigError(f"eval.chunk_docs={self.chunk_docs} keeps chunks of a task's documents as they "
+                                  "finish, which only eval.by_task=true does: set eval.by_task=true or drop it")
 
     def documents(self) -> Any:
         from diet.eval.documents import DocumentSelection

@@ -16,6 +16,8 @@ from diet.eval.tasks import build_tasks, headline_metric
 
 log = logging.getLogger(__name__)
 
+BOOTSTRAP_ITERS = 100000  # simple_evaluate's default, named: chunked tasks aggregate with the same setting
+
 
 @dataclass(frozen=True)
 class EvalSettings:
@@ -31,6 +33,8 @@ class EvalSettings:
     # exactly these document indices per task, overriding limit/docs (a re-check of a stored record's
     # documents: experiments/check_rerun.py)
     only_docs: Mapping[str, tuple[int, ...]] | None = None
+    # with eval.by_task: documents per kept chunk of a task (diet.eval.chunks); None = a task at once
+    chunk_docs: int | None = None
 
     @property
     def documents(self) -> DocumentSelection:
@@ -119,15 +123,16 @@ def summarize(results: dict[str, Any], tasks: Sequence[str], metric: str,
     return summary
 
 
-def evaluate(
+def run_harness(
     model: nn.Module,
     tokenizer: Any,
     tasks: Sequence[str],
     data_dir: Path | None,
     settings: EvalSettings,
     device: str = "cpu",
-) -> dict[str, dict[str, Any]]:
-    """Run lm-eval simple_evaluate zero-shot on the live model; returns the per-task summary."""
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Run lm-eval simple_evaluate zero-shot on the live model; returns lm-eval's results dict (with the
+    logged samples) and each task's split size."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -157,5 +162,19 @@ def evaluate(
         numpy_random_seed=settings.seed,
         torch_random_seed=settings.seed,
         fewshot_random_seed=settings.seed,
+        bootstrap_iters=BOOTSTRAP_ITERS,
     )
+    return results, split_sizes
+
+
+def evaluate(
+    model: nn.Module,
+    tokenizer: Any,
+    tasks: Sequence[str],
+    data_dir: Path | None,
+    settings: EvalSettings,
+    device: str = "cpu",
+) -> dict[str, dict[str, Any]]:
+    """Run lm-eval simple_evaluate zero-shot on the live model; returns the per-task summary."""
+    results, split_sizes = run_harness(model, tokenizer, tasks, data_dir, settings, device)
     return summarize(results, tasks, settings.metric, split_sizes)

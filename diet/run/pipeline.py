@@ -198,7 +198,8 @@ def eval_settings(cfg: dict[str, Any], options: EvalOptions | None = None) -> An
     options = options or eval_options(cfg)
     return EvalSettings(limit=options.limit, batch_size=options.batch_size, add_bos_token=cfg["model"]["add_bos_token"],
                         metric=options.metric, seed=cfg["seed"], max_length=options.max_length,
-                        backend=options.backend, docs=options.docs, docs_seed=options.docs_seed)
+                        backend=options.backend, docs=options.docs, docs_seed=options.docs_seed,
+                        chunk_docs=options.chunk_docs)
 
 
 @dataclass
@@ -223,6 +224,7 @@ def evaluate_job(model: torch.nn.Module, loaded: Any, tasks: list[str], data_dir
     """Evaluate `tasks` on one pruned model: all at once, or (kept_dir set: eval.by_task) one task at a time,
     keeping each finished task and reusing the ones an interrupted run kept (diet/run/task_results.py);
     `selection`: the fingerprint of the selection that pruned the model."""
+    from diet.eval.chunks import evaluate_in_chunks
     from diet.eval.evaluate import evaluate
     from diet.models.loaders import weights_sha256
     from diet.run.task_results import TaskResults, tensor_digests
@@ -233,8 +235,8 @@ def evaluate_job(model: torch.nn.Module, loaded: Any, tasks: list[str], data_dir
     metrics = {}
     for task in tasks:
         summary = kept.load(task)
-        if summary is None:
-            summary = evaluate(model, loaded.tokenizer, [task], data_dir, settings, loaded.device)[task]
+        if summary is None:  # eval.chunk_docs: the task's documents in kept chunks (diet/eval/chunks.py)
+            summary = evaluate_in_chunks(model, loaded.tokenizer, task, data_dir, settings, kept, loaded.device)
             kept.save(task, summary)
         metrics[task] = summary
     done.reused.update(kept.reused)
@@ -335,6 +337,7 @@ def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any, reused: dict[s
         "bos_prepended": bos_prepended(loaded.tokenizer, settings.add_bos_token),
         "data": "online" if data_dir is None else str(data_dir),
         "by_task": options.by_task,
+        **({"chunk_docs": options.chunk_docs} if options.chunk_docs is not None else {}),
         **({"reused_tasks": reused} if reused else {}),
         **({"reused_within_rounding": within_rounding} if within_rounding else {}),
     }

@@ -77,7 +77,9 @@ class EvalInfo(TypedDict):
     docs_seed: NotRequired[int | None]
     documents: NotRequired[str]               # all | first<N> | random<N>s<seed>
     by_task: NotRequired[bool]                # evaluated one task at a time (eval.by_task)
-    reused_tasks: NotRequired[dict[str, str]] # tasks an interrupted by_task run finished -> the code that did
+    chunk_docs: NotRequired[int]              # ... and N documents at a time inside a task (eval.chunk_docs)
+    # tasks (or chunks of a task: `<task>.docs<start>-<stop>`) an interrupted by_task run finished -> the code
+    reused_tasks: NotRequired[dict[str, str]]
     reused_within_rounding: NotRequired[dict[str, float]]  # of those, evaluated on weights equal up to rounding
 
 

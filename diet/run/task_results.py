@@ -2,8 +2,9 @@
 
 A full-split cell evaluates for hours (18,904 documents, about 2 h on 2 CPU cores), longer than a session may
 last. Evaluated task by task, each finished task's summary is written at once (atomically) to
-`<results_dir>/.partial/<cell>/<task>.json`; a rerun of the cell recomputes the selection (profiles come from
-the cache), prunes, and evaluates only the tasks not kept. A kept task is reused only for the same identity
+`<results_dir>/.partial/<cell>/<task>.json` (with eval.chunk_docs also each finished chunk of a task's
+documents, `<task>.docs<start>-<stop>.json`: diet/eval/chunks.py); a rerun of the cell recomputes the
+selection (profiles come from the cache), prunes, and evaluates only the tasks (chunks) not kept. A kept task is reused only for the same identity
 and the same pruned weights (sha256 over every tensor), so a code change that altered the mask or the
 surgery re-evaluates it instead of mixing two models in one record. One exception, for a cell that spans
 sessions on different processors: a method that computes weights (FLAP's bias compensation, from activation
