@@ -153,6 +153,37 @@ def test_options_a_method_ignores_are_none(tmp_path):
     assert frame.loc["dense", "limit"] == 100 and isinstance(frame.loc["dense", "limit"], int)
 
 
+def test_one_model_evaluated_on_disjoint_tasks_is_one_row(tmp_path):
+    """A perplexity record beside the 7-task record of the same model is one run (one table row, one seed);
+    records whose tasks overlap, or of different masks, stay apart."""
+    from diet.analysis.blocks import blocks_from_frame
+
+    write(tmp_path, make_record("dense", 0.0, same(0.5), limit=None))
+    write(tmp_path, make_record("dense", 0.0, {"wikitext": (31.0, math.nan)}, limit=None))
+    mask = mask_stats([4, 3], PAPER7)
+    write(tmp_path, make_record("diet", 0.2, same(0.45), limit=None, mask=mask))
+    write(tmp_path, make_record("diet", 0.2, {"wikitext": (60.0, math.nan)}, limit=None, mask=mask))
+    other_mask = {**mask, "mask_hash": "y" * 64}
+    write(tmp_path, make_record("diet", 0.2, {"wikitext": (65.0, math.nan)}, limit=None, mask=other_mask,
+                                 config_hash="other-mask"))
+    write(tmp_path, make_record("flap", 0.2, same(0.40), limit=None))
+    write(tmp_path, make_record("flap", 0.2, {"boolq": (0.41, 0.02), "wikitext": (70.0, math.nan)}, limit=None))
+    [block] = blocks_from_frame(load_frame(tmp_path))
+    by_method: dict[str, list] = {}
+    for run in block.runs:
+        by_method.setdefault(run["method"], []).append(run)
+    [dense] = by_method["dense"]
+    assert set(dense["tasks"]) == {*PAPER7, "wikitext"} and dense["n_tasks"] == 8
+    assert dense["config_hash"] == "+".join(sorted(dense["config_hashes"])) and len(dense["config_hashes"]) == 2
+    diet_tasks = sorted(sorted(run["tasks"]) for run in by_method["diet"])
+    assert diet_tasks == [sorted([*PAPER7, "wikitext"]), ["wikitext"]]  # another mask: another run
+    assert sorted(len(run["tasks"]) for run in by_method["flap"]) == [2, 7]  # boolq twice: kept apart
+    rows = md_rows(to_markdown(tables_by_name(tmp_path)["main__m__limitall"]))
+    header, dense_row = rows[0], rows[1]
+    assert dense_row[header.index("wikitext (n=100)")] == "31.00"
+    assert dense_row[header.index("boolq (n=100)")] == "50.0 ± 2.0"
+
+
 def test_missing_or_empty_folder_gives_no_tables(tmp_path):
     assert load_records(tmp_path / "nope") == [] and build_tables(load_frame(tmp_path)) == []
 

@@ -61,8 +61,9 @@ def _plain(value: Any) -> Any:
 
 
 def runs_from_frame(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """One dict per record: its run fields plus tasks {task: (score, stderr, n)} and, for tasks whose
-    record has per-document outcomes, outcomes {task: (outcomes, docs_sha256)}; ordered by config_hash."""
+    """One dict per run: its run fields plus tasks {task: (score, stderr, n)} and, for tasks whose
+    record has per-document outcomes, outcomes {task: (outcomes, docs_sha256)}; ordered by config_hash.
+    Records of one model evaluated on disjoint tasks are one run (merge_complementary)."""
     runs: dict[str, dict[str, Any]] = {}
     for row in frame.to_dict("records"):
         run = runs.setdefault(row["config_hash"],
@@ -72,7 +73,41 @@ def runs_from_frame(frame: pd.DataFrame) -> list[dict[str, Any]]:
             run["outcomes"][row["task"]] = (row["outcomes"], row["docs_sha256"])
     for run in runs.values():
         run["variant"] = variant(run)
-    return [runs[key] for key in sorted(runs)]
+        run["config_hashes"] = [run["config_hash"]]
+    return merge_complementary([runs[key] for key in sorted(runs)])
+
+
+# Fields that may differ between records of one model evaluated on different tasks (run separately, e.g. a
+# perplexity run beside the 7-task run): everything else must be equal for two records to be one run.
+PER_EVALUATION = frozenset({"n_tasks", "config_hash", "finished_at", "group", "tasks", "outcomes", "config_hashes"})
+
+
+def merge_complementary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records of the same pruned model (same settings, seed and mask) evaluated on disjoint task sets
+    become one run with the union of their tasks, so a table shows one row per model, not one per
+    evaluation. Records whose task sets overlap stay apart: neither result is silently preferred.
+    The merged run's config_hash joins theirs with '+'; config_hashes lists them (mask statistics: the first).
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        key = tuple((k, repr(v)) for k, v in sorted(run.items()) if k not in PER_EVALUATION)
+        groups.setdefault(key, []).append(run)
+    merged = []
+    for group in groups.values():
+        tasks = [t for run in group for t in run["tasks"]]
+        if len(group) == 1 or len(tasks) != len(set(tasks)):
+            merged.extend(group)
+            continue
+        run = dict(group[0])
+        run.update(tasks={t: v for r in group for t, v in r["tasks"].items()},
+                   outcomes={t: v for r in group for t, v in r["outcomes"].items()},
+                   config_hashes=[h for r in group for h in r["config_hashes"]],
+                   config_hash="+".join(r["config_hash"] for r in group),
+                   finished_at=max(r["finished_at"] for r in group))
+        if run["mask_hash"] is None:  # unpruned: T counts the evaluated tasks (frame.voting_tasks)
+            run["n_tasks"] = len(run["tasks"])
+        merged.append(run)
+    return sorted(merged, key=lambda r: r["config_hash"])
 
 
 def row_key(run: dict[str, Any]) -> tuple:

@@ -31,7 +31,7 @@ ABLATION_KEYS: dict[str, tuple[str, str | None]] = {
 }
 ALL_PROFILED = "all"  # the profiled tasks are the evaluated ones (the default)
 RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", "documents", "seed", "params_removed",
-               *ABLATION_KEYS, "method_options", "n_tasks", "config_hash", "finished_at", "group"]
+               *ABLATION_KEYS, "method_options", "n_tasks", "mask_hash", "config_hash", "finished_at", "group"]
 TASK_COLUMNS = ["task", "metric", "score", "stderr", "n", "outcomes", "docs_sha256"]  # the last two: None if absent
 COLUMNS = RUN_COLUMNS + TASK_COLUMNS
 
@@ -146,6 +146,7 @@ def run_fields(record: dict[str, Any]) -> dict[str, Any]:
     fields["method_options"] = method_options_label(record)
     fields.update(
         n_tasks=voting_tasks(record),
+        mask_hash=(record.get("mask") or {}).get("mask_hash"),  # the pruned model, whatever was evaluated
         config_hash=record["config_hash"],
         finished_at=record["finished_at"],
         group=(record["config"].get("wandb") or {}).get("group"),

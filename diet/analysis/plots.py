@@ -151,7 +151,7 @@ def diet_runs(block: Block, records: Records) -> list[dict[str, Any]]:
     """The first DIET run of the main table at each sparsity (default settings first) with a mask."""
     runs: dict[float, dict[str, Any]] = {}
     for run in block.main:
-        if run["method"] == "diet" and (records[run["config_hash"]].get("mask") or {}).get("kept_per_layer"):
+        if run["method"] == "diet" and (records[run["config_hashes"][0]].get("mask") or {}).get("kept_per_layer"):
             runs.setdefault(run["sparsity"], run)
     return [runs[s] for s in sorted(runs)]
 
@@ -164,7 +164,7 @@ def kept_per_layer(block: Block, records: Records) -> list[tuple[str, Figure]]:
         return []
     fig, ax = new_figure()
     for run in runs:
-        kept = records[run["config_hash"]]["mask"]["kept_per_layer"]
+        kept = records[run["config_hashes"][0]]["mask"]["kept_per_layer"]
         ax.plot(range(len(kept)), kept, marker=".", label=_label(f"sparsity {run['sparsity']:.2f}", run["variant"]))
     ax.set(xlabel="layer", ylabel="kept MLP channels", title=f"DIET, {block.model}, {block.docs_title}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -179,7 +179,7 @@ def jaccard_heatmap(block: Block, records: Records) -> list[tuple[str, Figure]]:
     """Jaccard overlap of the per-task keep-masks, one heatmap per DIET sparsity."""
     figures = []
     for run in diet_runs(block, records):
-        pairs = records[run["config_hash"]]["mask"].get("jaccard") or {}
+        pairs = records[run["config_hashes"][0]]["mask"].get("jaccard") or {}
         tasks = sorted({t for pair in pairs for t in pair.split("|")}, key=task_rank)
         if len(tasks) < 2:
             continue

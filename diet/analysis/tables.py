@@ -342,9 +342,9 @@ def seeds_table(block: Block) -> Table | None:
         return None
     rows = []
     for (method, sparsity, variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
+        # A run without every accuracy task (e.g. perplexity-only beside a 7-task dense run) keeps its row:
+        # its tasks are aggregated, its average stays empty (NaN renders as "—").
         scored = [score_columns(run, block) for run in runs]
-        if block.averaged and any(math.isnan(s["average"]) for s in scored):
-            continue
         row: dict[str, Any] = {"method": method, "variant": variant, "sparsity": sparsity, "seeds": len(runs)}
         for task in block.tasks:
             combined = combine_seeds([s[task] for s in scored], [s[f"{task}_se"] for s in scored])
@@ -353,9 +353,11 @@ def seeds_table(block: Block) -> Table | None:
                 row[f"{task}_sd_seeds"] = combined["sd"]
         if block.averaged:
             average = combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
+            averages = [s["average"] for s in scored]
+            complete = not any(math.isnan(a) for a in averages)
             row.update(average=average["mean"], average_se=average["se"], sd_seeds=average["sd"],
-                       se_documents=average["se_documents"], lowest=min(s["average"] for s in scored),
-                       highest=max(s["average"] for s in scored))
+                       se_documents=average["se_documents"], lowest=min(averages) if complete else math.nan,
+                       highest=max(averages) if complete else math.nan)
         row["config_hash"] = ",".join(run["config_hash"] for run in runs)
         rows.append(row)
     if not rows:
