@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
-def print_checks(header: list[str], rows: Iterable[tuple[list[str], bool]], differing: str) -> int:
+def print_checks(header: list[str], rows: Iterable[tuple[list[str], bool]], differing: str,
+                 unit: str = "record(s)") -> int:
     """Print `rows` ((cells, differs) pairs, computed lazily) under `header`; returns the exit status:
-    1 when any row differs. `differing` words the count, e.g. "with a different mask"."""
+    1 when any row differs. `differing` words the count, e.g. "with a different mask"; `unit` what a row is."""
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     count = different = 0
@@ -15,5 +16,5 @@ def print_checks(header: list[str], rows: Iterable[tuple[list[str], bool]], diff
         count += 1
         different += differs
         print("| " + " | ".join(str(cell) for cell in cells) + " |", flush=True)
-    print(f"\n{count} record(s): {different} {differing}")
+    print(f"\n{count} {unit}: {different} {differing}")
     return 1 if different else 0
