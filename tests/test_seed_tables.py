@@ -126,3 +126,28 @@ def test_no_protocols_table_without_a_baseline_on_generic_text(tmp_path):
         write(tmp_path, make_record("flap", 0.2, scores(0.5, 0.05), seed=seed, documents=DOCS, calib_source="tasks",
                                     outcomes=outcomes(50)))
     assert "protocols__m__random100" not in tables_by_name(tmp_path)
+
+
+def test_perplexity_only_seeds_beside_a_seven_task_seed(tmp_path):
+    """Full splits: DIET and FLAP evaluated on the seven tasks at seed 0 and on WikiText alone at seeds 0-2 (the
+    perplexity cells). Accuracies and averages count seed 0 only, the perplexity every seed; the differences
+    pair seed 0 only (a perplexity-only seed has no average to pair)."""
+    write(tmp_path, make_record("dense", 0.0, scores(0.60, 0.05), limit=None, outcomes=outcomes(60)))
+    for method, accuracy, perplexities in (("diet", 55, (68.0, 70.0, 69.0)), ("flap", 50, (100.0, 110.0, 105.0))):
+        write(tmp_path, make_record(method, 0.2, scores(accuracy / 100, 0.05), seed=0, limit=None,
+                                    outcomes=outcomes(accuracy)))
+        for seed, perplexity in enumerate(perplexities):
+            write(tmp_path, make_record(method, 0.2, {"wikitext": (perplexity, math.nan)}, seed=seed, limit=None,
+                                        profiled=list(PAPER7), config_hash=f"{method}-ppl-{seed}"))
+    tables = tables_by_name(tmp_path)
+    seeds = tables["seeds__m__limitall"]
+    data = seeds.data.set_index("method")
+    assert list(seeds.data["method"]) == ["dense", "diet", "flap"]  # one row each: the perplexity runs join
+    assert data.loc["diet", "seeds"] == 3 and data.loc["diet", "average"] == pytest.approx(55.0)
+    assert data.loc["diet", "wikitext"] == pytest.approx(69.0) and data.loc["diet", "wikitext_sd_seeds"] == pytest.approx(1.0)
+    assert data.loc["flap", "boolq"] == pytest.approx(50.0) and data.loc["flap", "lowest"] == pytest.approx(50.0)
+    assert any(note.startswith("diet at 0.2: the accuracy columns and the average over seed(s) 0 only")
+               for note in seeds.notes)
+    differences = tables["seed_differences__m__limitall"].data.set_index("vs")
+    assert differences.loc["flap", "seeds"] == 1 and differences.loc["flap", "per_seed"] == "+5.0"
+    assert differences.loc["dense", "seeds"] == 1 and differences.loc["dense", "per_seed"] == "-5.0"

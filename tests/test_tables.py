@@ -162,7 +162,9 @@ def test_one_model_evaluated_on_disjoint_tasks_is_one_row(tmp_path):
     write(tmp_path, make_record("dense", 0.0, {"wikitext": (31.0, math.nan)}, limit=None))
     mask = mask_stats([4, 3], PAPER7)
     write(tmp_path, make_record("diet", 0.2, same(0.45), limit=None, mask=mask))
-    write(tmp_path, make_record("diet", 0.2, {"wikitext": (60.0, math.nan)}, limit=None, mask=mask))
+    # the perplexity record of the mask profiled on the seven tasks: its own label reads "profiled=<7 tasks>"
+    write(tmp_path, make_record("diet", 0.2, {"wikitext": (60.0, math.nan)}, limit=None, mask=mask,
+                                 profiled=list(PAPER7)))
     other_mask = {**mask, "mask_hash": "y" * 64}
     write(tmp_path, make_record("diet", 0.2, {"wikitext": (65.0, math.nan)}, limit=None, mask=other_mask,
                                  config_hash="other-mask"))
@@ -177,6 +179,8 @@ def test_one_model_evaluated_on_disjoint_tasks_is_one_row(tmp_path):
     assert dense["config_hash"] == "+".join(sorted(dense["config_hashes"])) and len(dense["config_hashes"]) == 2
     diet_tasks = sorted(sorted(run["tasks"]) for run in by_method["diet"])
     assert diet_tasks == [sorted([*PAPER7, "wikitext"]), ["wikitext"]]  # another mask: another run
+    [diet] = [run for run in by_method["diet"] if len(run["tasks"]) == 8]
+    assert diet["profiled"] == "all" and diet["variant"] == ""  # labelled as its 7-task record
     assert sorted(len(run["tasks"]) for run in by_method["flap"]) == [2, 7]  # boolq twice: kept apart
     rows = md_rows(to_markdown(tables_by_name(tmp_path)["main__m__limitall"]))
     header, dense_row = rows[0], rows[1]

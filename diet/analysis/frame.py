@@ -58,11 +58,22 @@ def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
     return newest_per_cell(iter_records(Path(results_dir)))
 
 
+def default_tasks() -> list[str]:
+    """conf/config.yaml's `tasks`, resolved through its task_sets (paper7)."""
+    from diet.config.defaults import run_defaults
+
+    defaults = run_defaults()
+    tasks = defaults["tasks"]
+    return list(defaults["task_sets"][tasks] if isinstance(tasks, str) else tasks)
+
+
 def profiled_label(profiled: list[str], evaluated: list[str],
                    task_sets: dict[str, list[str]] | None = None) -> str:
     """'all' | 'all but boolq' (leave-one-task-out) | the name of a task set with exactly these tasks
-    ('pair3') | 'boolq+rte' (any other set: cross-task transfer, or evaluation on a subset)."""
-    if profiled == evaluated:
+    ('pair3') | 'boolq+rte' (any other set: cross-task transfer, or evaluation on a subset).
+    'all' also for the default run's mask (profiled on conf/config.yaml's tasks) evaluated on none of them
+    (a perplexity record): the same model as the default 7-task run, so one table row with it."""
+    if profiled == evaluated or (not set(profiled) & set(evaluated) and list(profiled) == default_tasks()):
         return ALL_PROFILED
     left_out = [task for task in evaluated if task not in profiled]
     if len(left_out) == 1 and len(profiled) == len(evaluated) - 1:

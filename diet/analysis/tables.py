@@ -325,13 +325,19 @@ def seed_groups(block: Block) -> dict[tuple, list[dict[str, Any]]]:
 
 
 def combine_seeds(values: list[float], doc_ses: list[float]) -> dict[str, float]:
-    """Mean over seeds, sd across seeds, the document se and the combined se (see SEEDS_NOTE)."""
+    """Mean over seeds, sd across seeds, the document se and the combined se (see SEEDS_NOTE), over the seeds
+    that have a value: a seed evaluated on other tasks (perplexity only beside a 7-task run) is NaN here."""
+    kept = [(value, se) for value, se in zip(values, doc_ses) if not math.isnan(value)]
+    if not kept:
+        return {"mean": math.nan, "sd": math.nan, "se_documents": math.nan, "se": math.nan, "seeds": 0}
+    values, doc_ses = [value for value, _ in kept], [se for _, se in kept]
     count = len(values)
     mean = sum(values) / count
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (count - 1)) if count > 1 else math.nan
     se_documents = math.sqrt(sum(se * se for se in doc_ses) / count)
     seed_term = 0.0 if count == 1 else sd * sd / count
-    return {"mean": mean, "sd": sd, "se_documents": se_documents, "se": math.sqrt(se_documents ** 2 + seed_term)}
+    return {"mean": mean, "sd": sd, "se_documents": se_documents, "se": math.sqrt(se_documents ** 2 + seed_term),
+            "seeds": count}
 
 
 @TABLES.register("seeds")
@@ -340,10 +346,10 @@ def seeds_table(block: Block) -> Table | None:
     groups = seed_groups(block)
     if not any(len(runs) > 1 for runs in groups.values()):
         return None
-    rows = []
+    rows, partial = [], []
     for (method, sparsity, variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
-        # A run without every accuracy task (e.g. perplexity-only beside a 7-task dense run) keeps its row:
-        # its tasks are aggregated, its average stays empty (NaN renders as "—").
+        # A seed without every accuracy task (e.g. perplexity-only beside the 7-task run of seed 0) counts for
+        # the tasks it has; the average is over the seeds with every one (a note names them).
         scored = [score_columns(run, block) for run in runs]
         row: dict[str, Any] = {"method": method, "variant": variant, "sparsity": sparsity, "seeds": len(runs)}
         for task in block.tasks:
@@ -353,16 +359,20 @@ def seeds_table(block: Block) -> Table | None:
                 row[f"{task}_sd_seeds"] = combined["sd"]
         if block.averaged:
             average = combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
-            averages = [s["average"] for s in scored]
-            complete = not any(math.isnan(a) for a in averages)
+            averages = [s["average"] for s in scored if not math.isnan(s["average"])]
             row.update(average=average["mean"], average_se=average["se"], sd_seeds=average["sd"],
-                       se_documents=average["se_documents"], lowest=min(averages) if complete else math.nan,
-                       highest=max(averages) if complete else math.nan)
+                       se_documents=average["se_documents"], lowest=min(averages, default=math.nan),
+                       highest=max(averages, default=math.nan))
+            if 0 < len(averages) < len(runs):
+                seeds = [str(run["seed"]) for run, s in zip(runs, scored) if not math.isnan(s["average"])]
+                partial.append(f"{method}{f' ({variant})' if variant else ''} at {sparsity:g}: the accuracy columns "
+                               f"and the average over seed(s) {', '.join(seeds)} only, the seeds with every task; "
+                               "each other column over the seeds that evaluated it")
         row["config_hash"] = ",".join(run["config_hash"] for run in runs)
         rows.append(row)
     if not rows:
         return None
-    notes = ["cells: mean over seeds ± combined se, in points; " + SEEDS_NOTE, *perplexity_note(block),
+    notes = ["cells: mean over seeds ± combined se, in points; " + SEEDS_NOTE, *partial, *perplexity_note(block),
              *([block.first_n_note] if block.first_n_note else [])]
     formats = {"sparsity": "{:.2f}", **score_formats(block),
                **{f"{task}_sd_seeds": "{:.2f}" for task in perplexity_tasks(block)}}
@@ -390,9 +400,12 @@ def diet_minus(diet_runs: list[dict[str, Any]], other: str, runs: list[dict[str,
     single = runs[0] if len(runs) == 1 and not is_seeded(other) else None
     pairs = [(run, by_seed.get(run["seed"], single)) for run in diet_runs]
     pairs = [(a, b) for a, b in pairs if b is not None]
-    compared = [compare(a, b, block.averaged) for a, b in pairs]
-    if not compared or any(math.isnan(d) for d, *_ in compared):
+    # only the seeds where both runs have every accuracy task (a perplexity-only seed pairs with nothing)
+    differences = [(a, b, compare(a, b, block.averaged)) for a, b in pairs]
+    differences = [(a, b, c) for a, b, c in differences if not math.isnan(c[0])]
+    if not differences:
         return None
+    pairs, compared = [(a, b) for a, b, _ in differences], [c for *_, c in differences]
     combined = combine_seeds([d for d, *_ in compared], [se for _, se, *_ in compared])
     return {"seeds": len(pairs), "diff": combined["mean"], "diff_se": combined["se"], "sd_seeds": combined["sd"],
             "se_documents": combined["se_documents"], "significant": bool(abs(combined["mean"]) > Z * combined["se"]),
@@ -456,7 +469,7 @@ def protocols_table(block: Block) -> Table | None:
             continue
         rows.append({"method": method, "sparsity": sparsity,
                      "protocol": SAME_TOKENS if source == DEFAULTS["calib_source"] else f"published: {source}",
-                     "seeds": len(runs), "average": average["mean"], "average_se": average["se"],
+                     "seeds": average["seeds"], "average": average["mean"], "average_se": average["se"],
                      "diet_minus": versus["diff"], "diet_minus_se": versus["diff_se"],
                      "significant": versus["significant"], "paired": versus["paired"], "per_seed": versus["per_seed"],
                      "config_hash": ",".join(run["config_hash"] for run in runs)})
