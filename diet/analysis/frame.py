@@ -61,10 +61,10 @@ def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
 def default_tasks() -> list[str]:
     """conf/config.yaml's `tasks`, resolved through its task_sets (paper7)."""
     from diet.config.defaults import run_defaults
+    from diet.eval.tasks import resolve_task_names
 
     defaults = run_defaults()
-    tasks = defaults["tasks"]
-    return list(defaults["task_sets"][tasks] if isinstance(tasks, str) else tasks)
+    return resolve_task_names(defaults["tasks"], defaults.get("task_sets") or {})
 
 
 def profiled_label(profiled: list[str], evaluated: list[str],
