@@ -83,15 +83,9 @@ def compose(overrides: list[str]) -> dict[str, Any]:
 
 
 def reload(saved: dict[str, Any]) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from diet.export.reload import load_saved
 
-    if saved["format"] == "transformers":
-        return (AutoModelForCausalLM.from_pretrained(saved["path"], dtype="auto").eval(),
-                AutoTokenizer.from_pretrained(saved["path"]))
-    from diet.prune.checkpoint import load_pruned
-
-    model, tokenizer, _ = load_pruned(saved["path"])
-    return model, tokenizer
+    return load_saved(saved)
 
 
 def shapes_of(model: Any) -> dict[str, Any]:

@@ -32,6 +32,15 @@ def left_padded_batch() -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+def card_fractions(card: str) -> tuple[float, ...]:
+    """(actual, non-embedding, total) removed fractions as a saved model's card (README.md) states them."""
+    import re
+
+    found = re.search(r"actual ([0-9.]+) of it, ([0-9.]+) of the non-embedding and ([0-9.]+) of all", card)
+    assert found, card
+    return tuple(float(x) for x in found.groups())
+
+
 def logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         return model(**batch).logits

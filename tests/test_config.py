@@ -232,6 +232,17 @@ def test_cli_bad_sparsity_exits_2(tmp_path):
     assert "load_model" not in output  # failed before any model was loaded
 
 
+@pytest.mark.parametrize("method", ["diet", "dense"])
+def test_cli_missing_calib_source_exits_2_whatever_the_method(method, tmp_path):
+    """DIET and dense never read calib.source, but a typo'd path is a mistake in any cell of a sweep."""
+    missing = tmp_path / "nonexistent.txt"
+    result = run_cli(f"method={method}", f"calib.source={missing}", "model=tiny_gemma2", tmp_path=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert f"calib.source='{missing}': no such file" in output
+    assert "load_model" not in output  # failed before any model was loaded
+
+
 # --------------------------------------------------------------------------- config identity
 
 def cell_hash(*overrides: str, method: str = "diet") -> str:

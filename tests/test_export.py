@@ -208,3 +208,47 @@ def test_the_padded_reload_bound_catches_one_live_padded_channel(tmp_path):
     good, bad = reload_agreement(model, ok_dir, 96), reload_agreement(model, bad_dir, 96)
     assert good["identical"] and good["max_logit_difference"] <= good["rounding_bound"]
     assert not bad["identical"] and bad["max_logit_difference"] > 100 * bad["rounding_bound"]
+
+
+@pytest.mark.parametrize("cell", [["method=diet", "dims=mlp"], ["method=diet", "dims=heads"],
+                                  ["method=diet", "dims=mlp+heads"], ["method=diet", "dims=hidden"],
+                                  ["method=shortgpt", "sparsity=0.9"], ["method=flap"]],  # 1 of 2 layers
+                         ids=["mlp", "heads", "mlp+heads", "hidden", "shortgpt", "flap"])
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gemma2"])
+def test_the_card_states_the_records_sparsity_three_ways(model, cell, tmp_path, isolated_cache):
+    """One definition of actual sparsity and of the parameter fractions, in the record and on the card."""
+    from conftest import card_fractions, compose_config
+    from diet.run.pipeline import run_cell
+
+    cell = cell if any(o.startswith("sparsity=") for o in cell) else [*cell, "sparsity=0.3"]
+    record, _ = run_cell(compose_config([f"model={model}", *cell, "tasks=[arc_easy]", "eval.limit=2",
+                                         "calib.n=4", "wandb.mode=disabled", f"results_dir={tmp_path / 'records'}",
+                                         f"save_model={tmp_path / 'm'}"]))
+    actual, non_embedding, total = card_fractions((tmp_path / "m" / "README.md").read_text())
+    assert actual == round(record["sparsity"]["actual"], 4) > 0
+    assert non_embedding == round(record["parameters"]["removed_fraction_non_embedding"], 4) > 0
+    assert total == round(record["parameters"]["removed_fraction_total"], 4) > 0
+
+
+
+@pytest.mark.parametrize("build", [tiny_gemma2, tiny_llama], ids=["gemma2", "llama"])
+def test_a_hidden_width_transformers_refuses_still_saves_and_reloads_exactly(build, tmp_path):
+    """Hidden pruning to 45 of 64 dims with 4 query heads: transformers >= 5.25 refuses hidden_size 45 in a
+    config; the spec format writes an accepted width into config.json and load_pruned slices back to 45."""
+    import json
+
+    from diet.models.stock_config import stock_refusal
+    from diet.prune.hidden import prune_hidden
+
+    model = build()
+    prune_hidden(model, torch.arange(64) % 64 < 45)
+    batch = left_padded_batch()
+    saved = export_model(model, byte_level_tokenizer(), tmp_path / "h", "# c\n")
+    assert saved["format"] == SPEC and saved["why"]
+    spec = json.loads((tmp_path / "h" / "pruning_spec.json").read_text())
+    config = json.loads((tmp_path / "h" / "config.json").read_text())
+    assert spec["hidden_size"] == 45 and config["hidden_size"] == spec.get("config_hidden_size", 45)
+    assert stock_refusal(model.config, {"hidden_size": config["hidden_size"]}) is None
+    restored, _, _ = load_pruned(tmp_path / "h")
+    assert restored.config.hidden_size == 45 and torch.equal(logits(restored, batch), logits(model, batch))
+    assert model.config.hidden_size == 45  # the in-memory model is left as it was

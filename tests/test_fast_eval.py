@@ -339,6 +339,7 @@ def real_runs(task_objects) -> dict[str, Any]:
 
 
 @pytest.mark.real_model
+@pytest.mark.drift
 def test_real_gemma3_equals_stock(task_objects, real_runs):
     selected, instances = real_runs["selected"], real_runs["instances"]
     stock_results, fast_results = real_runs["stock_results"], real_runs["fast_results"]
@@ -364,6 +365,7 @@ def test_real_gemma3_equals_stock(task_objects, real_runs):
 
 
 @pytest.mark.real_model
+@pytest.mark.drift
 def test_real_gemma3_bounds_catch_a_mask_leak(real_runs, monkeypatch):
     """HellaSwag's four endings share a context: if they saw each other, the loglikelihoods would leave
     the rounding bounds far behind."""

@@ -10,7 +10,7 @@ import pytest
 from conftest import compose_config
 from diet.run.pipeline import run_cell
 
-pytestmark = pytest.mark.real_model
+pytestmark = [pytest.mark.real_model, pytest.mark.drift]  # drift: make test-latest runs it too
 
 TASKS = ["arc_easy", "rte", "winogrande", "hellaswag"]
 LIMIT = 8

@@ -151,3 +151,26 @@ def test_perplexity_only_seeds_beside_a_seven_task_seed(tmp_path):
     differences = tables["seed_differences__m__limitall"].data.set_index("vs")
     assert differences.loc["flap", "seeds"] == 1 and differences.loc["flap", "per_seed"] == "+5.0"
     assert differences.loc["dense", "seeds"] == 1 and differences.loc["dense", "per_seed"] == "-5.0"
+
+
+def test_holm_against_a_textbook_computation():
+    """Holm (1979) by hand: p = .01, .04, .03, .005 (m = 4) -> sorted .005, .01, .03, .04 times 4, 3, 2, 1 =
+    .02, .03, .06, .04 -> running maximum .02, .03, .06, .06; a NaN is no comparison and stays NaN."""
+    from diet.analysis.stats import holm, two_sided_p
+
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = holm([0.5, math.nan, 0.2])  # m = 2: .2 * 2 = .4, then max(.4, .5 * 1) = .5
+    assert adjusted[0] == pytest.approx(0.5) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.4)
+    assert holm([0.3, 0.4]) == pytest.approx([0.6, 0.6]) and holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
+    assert two_sided_p(2.0, 1.0) == pytest.approx(0.0455, abs=1e-4) and two_sided_p(0.0, 1.0) == 1.0
+
+
+def test_seed_differences_carry_the_holm_reading_of_their_family(seeded):
+    from diet.analysis.stats import holm, two_sided_p
+
+    table = seeded["seed_differences__m__random100"]
+    data = table.data
+    expected = holm([two_sided_p(d, se) for d, se in zip(data["diff"], data["diff_se"])])
+    assert list(data["p_holm"]) == pytest.approx(expected)
+    assert list(data["significant_holm"]) == [p < 0.05 for p in expected]
+    assert any("Holm-adjusted over the 3 comparisons" in note for note in table.notes)

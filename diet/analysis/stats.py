@@ -17,6 +17,7 @@ from diet.eval.tasks import chance_levels
 # BoolQ and RTE, uniform guessing among the options elsewhere)
 CHANCE: dict[str, float] = chance_levels()
 Z = 2.0  # "clearly" / "significant" = more than 2 standard errors
+ALPHA = 0.05  # family-wise error rate of the Holm-corrected reading
 VOTE_EPS = 1e-9  # same slack as diet.select.masks: threshold 0.142857 with 7 tasks needs 1 vote
 
 
@@ -60,3 +61,23 @@ def paired_difference(a: str, b: str) -> tuple[float, float]:
 def votes_needed(threshold: float, n_tasks: int) -> int:
     """k: the votes a channel needs at this threshold (as in the "vote" merge of diet.select.masks)."""
     return max(1, math.ceil(threshold * n_tasks - VOTE_EPS))
+
+
+def two_sided_p(diff: float, se: float) -> float:
+    """Two-sided p-value of diff / se under a normal null (NaN where either is NaN or se is not positive)."""
+    if math.isnan(diff) or math.isnan(se) or se <= 0:
+        return math.nan
+    return math.erfc(abs(diff) / se / math.sqrt(2.0))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order (Holm 1979): the k-th smallest of m p-values
+    times (m - k + 1), made monotone by a running maximum, capped at 1. NaN entries are not comparisons:
+    they stay NaN and do not count in m."""
+    ranked = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    m, adjusted, running = len(ranked), [math.nan] * len(pvalues), 0.0
+    for k, (p, i) in enumerate(ranked):
+        running = max(running, min(1.0, (m - k) * p))
+        adjusted[i] = running
+    return adjusted
+

@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
 from diet.analysis.blocks import DEFAULTS, DIET_METHODS, LABELS, Block, blocks_from_frame, method_rank, row_key, task_rank
 from diet.registry import Registry
 from diet.analysis.frame import ABLATION_KEYS
-from diet.analysis.stats import CHANCE, Z, difference, mean_se, paired_difference, votes_needed
+from diet.analysis.stats import ALPHA, CHANCE, Z, difference, holm, mean_se, paired_difference, two_sided_p, votes_needed
 from diet.eval.tasks import is_perplexity
 
 CELL_NOTE = "cells: score ± standard error, in points (x100); (n=...) = documents per task"
@@ -78,6 +78,23 @@ def compare(run: dict[str, Any], ref: dict[str, Any], tasks: list[str]) -> tuple
     own, other = (mean_se([r["tasks"][t][0] for t in tasks], [r["tasks"][t][1] for t in tasks]) for r in (run, ref))
     diff, se, significant = difference(100 * own[0], 100 * own[1], 100 * other[0], 100 * other[1])
     return diff, se, significant, False
+
+
+def holm_columns(rows: list[dict[str, Any]], prefixes: Sequence[str]) -> int:
+    """Add `<prefix>p_holm` and `<prefix>significant_holm` to every row beside each `<prefix>diff` /
+    `<prefix>diff_se`, Holm-adjusted over every comparison the rows make together (the table's family);
+    returns the family's size."""
+    slots = [(row, prefix) for row in rows for prefix in prefixes if row.get(f"{prefix}diff") is not None]
+    adjusted = holm([two_sided_p(row[f"{prefix}diff"], row[f"{prefix}diff_se"]) for row, prefix in slots])
+    for (row, prefix), p in zip(slots, adjusted):
+        row[f"{prefix}p_holm"] = p
+        row[f"{prefix}significant_holm"] = None if math.isnan(p) else bool(p < ALPHA)
+    return sum(not math.isnan(p) for p in adjusted)
+
+
+def holm_note(family: int) -> str:
+    return (f"p_holm: two-sided p of diff / se (normal), Holm-adjusted over the {family} comparisons of this table; "
+            f"significant_holm = p_holm < {ALPHA:g} (family-wise), the reading to quote")
 
 
 SIGNIFICANCE_NOTE = (f"significant = |diff| > {Z:g} se; paired: se from the per-document differences (both records "
@@ -185,14 +202,17 @@ def differences_table(block: Block) -> Table | None:
                              **row_pairs[run["config_hash"]], "config_hash": run["config_hash"]})
     if not rows:
         return None
+    family = holm_columns(rows, ("avg_", "above_chance_"))
     columns = ["method", "variant", "sparsity", "average", "average_se"]
     for short in ("avg", "above_chance"):
-        columns += [f"vs_{short}", f"{short}_diff", f"{short}_diff_se", f"{short}_significant", f"{short}_paired"]
+        columns += [f"vs_{short}", f"{short}_diff", f"{short}_diff_se", f"{short}_significant",
+                    f"{short}_p_holm", f"{short}_significant_holm", f"{short}_paired"]
     frame = _frame([{c: row.get(c) for c in columns + ["config_hash"]} for row in rows], drop_empty=("variant",))
     frame = frame.dropna(axis=1, how="all")  # no above-chance baseline at all: drop those columns
-    notes = ["difference to the best non-DIET baseline at the same sparsity (vs_*), in points; " + SIGNIFICANCE_NOTE,
-             above_chance_note(block), *block_notes(block)]
-    formats = {"sparsity": "{:.2f}", "avg_diff": "{:+.1f}", "above_chance_diff": "{:+.1f}"}
+    notes = ["difference to the best non-DIET baseline at the same sparsity (vs_*), in points; " + SIGNIFICANCE_NOTE
+             + " (uncorrected)", holm_note(family), above_chance_note(block), *block_notes(block)]
+    formats = {"sparsity": "{:.2f}", "avg_diff": "{:+.1f}", "above_chance_diff": "{:+.1f}",
+               "avg_p_holm": "{:.3f}", "above_chance_p_holm": "{:.3f}"}
     return Table(f"differences__{block.label}", frame, notes, formats, group=common_group(block.main))
 
 
@@ -437,12 +457,17 @@ def seed_differences_table(block: Block) -> Table | None:
                              **difference_row})
     if not rows:
         return None
+    family = holm_columns(rows, ("",))
+    order = ["method", "sparsity", "vs", "vs_variant", "seeds", "diff", "diff_se", "sd_seeds", "se_documents",
+             "significant", "p_holm", "significant_holm", "paired", "per_seed", "config_hash"]
+    rows = [{column: row.get(column) for column in order} for row in rows]
     notes = [f"diff = DIET minus `vs`, 7-task average in points, over {len(rows)} comparisons in this table; "
              "per seed the paired difference on the same documents (dense: one run, against every DIET seed), "
              "then combined over seeds as in seeds__*; significant = |diff| > "
-             f"{Z:g} se, uncorrected for the number of comparisons", *([block.first_n_note] if block.first_n_note else [])]
+             f"{Z:g} se, uncorrected for the number of comparisons", holm_note(family),
+             *([block.first_n_note] if block.first_n_note else [])]
     return Table(f"seed_differences__{block.label}", _frame(rows, drop_empty=("vs_variant",)), notes,
-                 formats={"sparsity": "{:.2f}", "diff": "{:+.1f}"}, group=common_group(block.runs))
+                 formats={"sparsity": "{:.2f}", "diff": "{:+.1f}", "p_holm": "{:.3f}"}, group=common_group(block.runs))
 
 
 SAME_TOKENS = "same tokens (DIET's task samples)"

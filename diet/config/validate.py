@@ -84,14 +84,16 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
                 f"{', '.join(method.dims)}"
             )
         choice("sparsity_of", cfg.get("sparsity_of", "dim"), SPARSITY_OF)
-        if method.calib_source:
-            from diet.methods.calibrated import source_file
-            from diet.eval.tasks import is_perplexity
+    # a path option is checked when set, whatever the method: a typo must not wait for the sweep's one cell
+    # whose method reads it (DIET ignores calib.source)
+    from diet.methods.calibrated import source_file
+    from diet.eval.tasks import is_perplexity
 
-            path = source_file(cfg)
-            if path is not None and "wikitext" in path.name.lower() and any(is_perplexity(t) for t in tasks):
-                raise DietConfigError(f"calib.source={cfg['calib']['source']!r} is WikiText and its perplexity is "
-                                      f"evaluated: calibrating on the reported text is not allowed (use c4)")
+    path = source_file(cfg)
+    if method.prunes and method.calib_source and path is not None and "wikitext" in path.name.lower() \
+            and any(is_perplexity(t) for t in tasks):
+        raise DietConfigError(f"calib.source={cfg['calib']['source']!r} is WikiText and its perplexity is "
+                              f"evaluated: calibrating on the reported text is not allowed (use c4)")
     method.check(dict(cfg["method"]))
     save_model = cfg.get("save_model")
     if not (save_model is None or isinstance(save_model, (bool, str))):

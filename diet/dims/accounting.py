@@ -98,4 +98,12 @@ def dims_accounting(dims: str, units_before: dict[str, int], units_after: list[d
     return by_dim
 
 
+def actual_sparsity(dims: str, by_dim: Mapping[str, Mapping[str, Any]] | None) -> float:
+    """THE actual sparsity of a pruned model, for its record, its model card and experiments.show: the
+    fraction of MLP channels removed whenever MLP channels were (dims with mlp; ShortGPT's dropped layers),
+    else the fraction of the pruned dimension's units (heads, hidden); 0 for a model nothing was removed from
+    (`by_dim` None). The parameter fractions beside it: diet.run.pipeline.parameters_section."""
+    if not by_dim:
+        return 0.0
+    return float(by_dim["mlp" if "mlp" in by_dim else dims]["removed_fraction"])
 

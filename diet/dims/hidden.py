@@ -52,11 +52,21 @@ class HiddenDims(Dimension):
     def config_expresses(self, spec: Mapping[str, Any], config: Any) -> bool:
         from diet.prune.checkpoint import PrunedCheckpointError, SPEC_FILE
 
-        # hidden pruning rewrites config.hidden_size itself (diet.prune.hidden): the two must agree
-        if spec.get("hidden_size") is not None and int(spec["hidden_size"]) != int(config.hidden_size):
-            raise PrunedCheckpointError(f"{SPEC_FILE} has hidden_size {spec['hidden_size']}, config.json has "
-                                        f"{config.hidden_size}")
-        return True
+        # hidden pruning rewrites config.hidden_size itself (diet.prune.hidden): the two agree, unless
+        # save_pruned wrote a wider one that transformers accepts (config_hidden_size), sliced back by rebuild
+        width = spec.get("hidden_size")
+        if width is None or int(width) == int(config.hidden_size):
+            return True
+        if spec.get("config_hidden_size") is not None and int(spec["config_hidden_size"]) == int(config.hidden_size):
+            return False
+        raise PrunedCheckpointError(f"{SPEC_FILE} has hidden_size {width}, config.json has {config.hidden_size}")
+
+    def rebuild(self, model: nn.Module, spec: Mapping[str, Any]) -> None:
+        from diet.prune.hidden import prune_hidden
+
+        width = spec.get("hidden_size")
+        if width is not None and int(width) < adapter_for(model).hidden_width():  # shapes only: weights load next
+            prune_hidden(model, torch.arange(adapter_for(model).hidden_width()) < int(width))
 
     def prune(self, model: nn.Module, keep: list[Tensor]) -> None:
         from diet.prune.hidden import prune_hidden

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -30,11 +31,13 @@ from torch import nn
 from diet.config.bind import bind
 from diet.io import atomic_write_text, default_mode
 from diet.models.adapters import adapter_for
+from diet.models.stock_config import PRIVATE, config_values
 from diet.prune.checkpoint import move_into_place, save_pruned
 from diet.rounding import fp32_bound
 from diet.export.stock_layout import stock_layout
 
 STANDARD, SPEC = "transformers", "diet-spec"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,23 +52,9 @@ def export_options(cfg: Mapping[str, Any]) -> ExportOptions:
     return bind(ExportOptions, cfg.get("export") or {}, "export")
 
 
-@contextlib.contextmanager
-def stock_config(model: nn.Module, overrides: Mapping[str, Any]) -> Iterator[None]:
+def stock_config(model: nn.Module, overrides: Mapping[str, Any]) -> contextlib.AbstractContextManager:
     """The model's config as a stock one for the duration of a save_pretrained (restored afterwards)."""
-    config = model.config
-    saved = {key: getattr(config, key, None) for key in overrides}
-    pruning = getattr(config, "diet_pruning", None)
-    if pruning is not None:
-        delattr(config, "diet_pruning")
-    try:
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        yield
-    finally:
-        for key, value in saved.items():
-            setattr(config, key, value)
-        if pruning is not None:
-            config.diet_pruning = pruning
+    return config_values(model.config, overrides, drop=PRIVATE)
 
 
 def probe_batch(model: nn.Module) -> torch.Tensor:
@@ -141,6 +130,18 @@ def _save_tokenizer(tokenizer: Any, directory: Path, prepend: bool | None) -> No
                            f"run evaluated; pass add_bos_token={prepend} when loading {directory}")
 
 
+def _save_stock(model: nn.Module, layout: Any, staging: Path, padded_width: int | None) -> dict[str, Any]:
+    """save_pretrained with the stock config, then the reload check; a transformers release that refuses the
+    shape on saving or reloading gives {"identical": False, "refused": why} (the export falls back to the spec
+    format) instead of a traceback."""
+    try:
+        with stock_config(model, layout.overrides):
+            model.save_pretrained(staging, safe_serialization=True, state_dict=layout.state)
+        return reload_agreement(model, staging, padded_width)
+    except Exception as error:  # noqa: BLE001 - its validators raise ValueError, StrictDataclass*Error, ...
+        return {"identical": False, "refused": " ".join(str(error).split())[:500]}
+
+
 def export_model(model: nn.Module, tokenizer: Any, directory: str | Path, card: str,
                  spec: Mapping[str, Any] | None = None, *, pad: bool = False,
                  bos_prepended: bool | None = None) -> dict[str, Any]:
@@ -158,13 +159,14 @@ def export_model(model: nn.Module, tokenizer: Any, directory: str | Path, card: 
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
         os.chmod(staging, default_mode(directory=True))
         try:
-            with stock_config(model, layout.overrides):
-                model.save_pretrained(staging, safe_serialization=True, state_dict=layout.state)
-            _save_tokenizer(tokenizer, staging, bos_prepended)
-            agreement = reload_agreement(model, staging, layout.padded and layout.padded["intermediate_size"])
+            agreement = _save_stock(model, layout, staging, layout.padded and layout.padded["intermediate_size"])
+            if not agreement.get("refused"):
+                _save_tokenizer(tokenizer, staging, bos_prepended)
             if layout.padded is not None:
                 layout.padded.update(agreement)
-            if agreement["identical"]:
+            if agreement.get("refused"):
+                reason = f"transformers could not save or reload the stock checkpoint: {agreement['refused']}"
+            elif agreement["identical"]:
                 atomic_write_text(staging / "README.md", card)
                 move_into_place(staging, directory)
                 saved_format = STANDARD
@@ -175,6 +177,7 @@ def export_model(model: nn.Module, tokenizer: Any, directory: str | Path, card: 
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     if saved_format == SPEC:
+        log.warning("saving in diet's spec format (load with diet.prune.checkpoint.load_pruned): %s", reason)
         save_pruned(model, tokenizer, directory, spec)
         atomic_write_text(directory / "README.md", card)
     padded = layout is not None and saved_format == STANDARD and layout.padded is not None
@@ -214,8 +217,9 @@ def model_card(facts: Mapping[str, Any], metrics: Mapping[str, Mapping[str, Any]
     evaluated (and, once evaluated, the run's scores), the command, the base weights' licence."""
     lines = [f"# {facts['model']} pruned with {facts['method']} (diet)", "",
              f"- base model: {facts['model']} ({facts['model_type']}, source {facts['source']})",
-             f"- method: {facts['method']}, target sparsity {facts['sparsity']} of the {facts['dims']} dimension, "
-             f"actual {facts['actual']:.4f}",
+             f"- method: {facts['method']}, target sparsity {facts['sparsity']} of the {facts['dims']} dimension; "
+             f"actual {facts['actual']:.4f} of it, {facts['removed_non_embedding']:.4f} of the non-embedding and "
+             f"{facts['removed_total']:.4f} of all parameters",
              f"- calibration: {facts['calibration']}",
              f"- parameters: {facts['params_before']:,} -> {facts['params_after']:,}",
              f"- evaluation: lm-eval 0-shot, BOS prepended: {facts['bos_prepended']} "

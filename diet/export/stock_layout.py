@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from diet.models.adapters import adapter_for
+from diet.models.stock_config import stock_refusal
 from diet.prune.modules import module_names
 
 
@@ -49,6 +50,15 @@ def _pad_groups(tensor: torch.Tensor, dim: int, groups: int, size: int) -> torch
     return torch.cat([_pad(block, dim, size) for block in blocks], dim=dim)
 
 
+def stock_head_count(config: Any, overrides: dict[str, Any], kept: int, kv_heads: int) -> int | None:
+    """The fewest query heads >= `kept` (a multiple of the KV heads, at most the dense count) that the
+    installed transformers accepts in a stock config; None when none is."""
+    for count in range(kept, int(config.num_attention_heads) + 1):
+        if count % kv_heads == 0 and stock_refusal(config, {**overrides, "num_attention_heads": count}) is None:
+            return count
+    return None
+
+
 def stock_layout(model: nn.Module, pad: bool = False) -> tuple[StockLayout | None, str]:
     """The stock description of `model`, or (None, why there is none)."""
     adapter = adapter_for(model)
@@ -63,7 +73,17 @@ def stock_layout(model: nn.Module, pad: bool = False) -> tuple[StockLayout | Non
     if uneven and not pad:
         return None, "; ".join(uneven) + " (export.pad=true saves a stock checkpoint zero-padded to the widest layer)"
     width, head_count = max(widths), max(heads)
-    layout = StockLayout({"intermediate_size": width, "num_attention_heads": head_count})
+    overrides = {"intermediate_size": width, "num_attention_heads": head_count}
+    refusal = stock_refusal(model.config, overrides)
+    if refusal is not None:
+        padded_heads = stock_head_count(model.config, overrides, head_count, adapter.num_kv_heads())
+        if padded_heads is None or not pad:
+            hint = (f" (export.pad=true saves a stock checkpoint zero-padded to {padded_heads} query heads)"
+                    if padded_heads is not None else "")
+            return None, f"transformers refuses the stock config: {refusal}{hint}"
+        uneven.append(f"transformers refuses {head_count} query heads ({refusal})")
+        head_count = overrides["num_attention_heads"] = padded_heads
+    layout = StockLayout(overrides)
     if not uneven and not any(biased):
         return layout, "uniform shapes"
     names = {key: found[0] for key, found in module_names(model).items()}
@@ -97,6 +117,6 @@ def stock_layout(model: nn.Module, pad: bool = False) -> tuple[StockLayout | Non
     if uneven:
         layout.padded = {"intermediate_size": width, "num_attention_heads": head_count, "zero_parameters": int(added),
                          "kept_mlp_widths": widths, "kept_heads": heads}
-        layout.notes.append(f"zero-padded to the widest layer: {added:,} zero parameters; size and speed are those "
-                            f"of the padded width")
+        layout.notes.append(f"zero-padded to a stock shape: {added:,} zero parameters; size and speed are those "
+                            f"of the padded shape")
     return layout, "; ".join(uneven) + " -> zero-padded" if uneven else "uniform shapes with stock biases"

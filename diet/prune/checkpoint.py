@@ -23,6 +23,7 @@ from diet.errors import DietConfigError
 from diet.io import default_mode, atomic_write_json, sha256_file
 from diet.dims.choice import dimensions
 from diet.models.adapters import adapter_for
+from diet.models.stock_config import accepted_hidden_size, config_values, stock_refusal
 from diet.prune.modules import record_shapes
 
 
@@ -96,8 +97,17 @@ def save_pruned(
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     os.chmod(staging, default_mode(directory=True))
+    # config.json keeps a hidden_size the installed transformers accepts (hidden pruning can leave one it
+    # refuses); the spec holds the true width and load_pruned slices down to it (diet.dims.hidden)
+    saved_hidden = accepted_hidden_size(model.config)
+    if saved_hidden is None:
+        raise PrunedCheckpointError(f"transformers refuses this config at any hidden_size: "
+                                    f"{stock_refusal(model.config)}")
+    if saved_hidden != int(model.config.hidden_size):
+        full_spec["config_hidden_size"] = saved_hidden
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        with config_values(model.config, {"hidden_size": saved_hidden}):
+            model.save_pretrained(staging, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         weights = sorted(path.name for path in staging.glob("*.safetensors"))

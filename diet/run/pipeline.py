@@ -86,24 +86,28 @@ def average_score(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"score": float(np.mean(scores)) if scores else None, "tasks": tasks, "n_tasks": len(scores)}
 
 
-def card_facts(cfg: dict[str, Any], cfg_hash: str, loaded: Any, model: torch.nn.Module,
-               params_before: dict[str, int], widths_before: list[int], method: Any,
-               calib_tasks: list[str]) -> dict[str, Any]:
-    """What a saved model's card (diet.export.save.model_card) says about the run that made it."""
+def card_facts(cfg: dict[str, Any], cfg_hash: str, chosen: "SelectedCell", model: torch.nn.Module,
+               removed: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """What a saved model's card (diet.export.save.model_card) says about the run that made it; its actual
+    sparsity and parameter fractions are computed as the record's (sparsity_section, parameters_section)."""
     import sys
 
-    from diet.models.adapters import adapter_for, parameter_counts
+    from diet.dims.accounting import dim_units
+    from diet.models.adapters import parameter_counts
 
-    calib = cfg["calib"]
+    calib, method, loaded = cfg["calib"], chosen.method, chosen.loaded
     calibration = "none" if not method.prunes or "calib" not in method.uses else (
-        f"{calib['n']} train samples per task of {', '.join(calib_tasks)}, seed {cfg['seed']}"
+        f"{calib['n']} train samples per task of {', '.join(chosen.ctx.calib_tasks)}, seed {cfg['seed']}"
         if not method.calib_source or calib.get("source", "tasks") == "tasks"
         else f"generic text {calib['source']}, seed {cfg['seed']} (windows as recorded)")
+    sparsity = sparsity_section(cfg, chosen, [dim_units(model)], [removed])
+    parameters = parameters_section(chosen.params_before, [parameter_counts(model)])
     return {"model": loaded.name, "model_type": model.config.model_type, "source": loaded.info.get("source"),
-            "method": method.name, "sparsity": cfg["sparsity"] if method.prunes else 0.0, "dims": cfg["dims"],
-            "actual": 1.0 - sum(adapter_for(model).mlp_widths()) / sum(widths_before),
-            "calibration": calibration, "params_before": params_before["total"],
-            "params_after": parameter_counts(model)["total"],
+            "method": method.name, "sparsity": sparsity["target"], "dims": cfg["dims"], "actual": sparsity["actual"],
+            "removed_non_embedding": parameters["removed_fraction_non_embedding"],
+            "removed_total": parameters["removed_fraction_total"],
+            "calibration": calibration, "params_before": parameters["before"]["total"],
+            "params_after": parameters["after"]["total"],
             "bos_prepended": bos_prepended(loaded.tokenizer, cfg["model"]["add_bos_token"]),
             "command": f"python -m experiments.{Path(sys.argv[0]).stem} " + " ".join(sys.argv[1:]), "code": code_tag(),
             "config_hash": cfg_hash}
@@ -153,10 +157,10 @@ def select_cell(cfg: dict[str, Any], facts: dict[str, Any], effective: dict[str,
 
 
 def save_model(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell, model: torch.nn.Module,
-               save_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Export the pruned `model` to `save_dir` (diet.export.save); returns (card facts, what the record stores)."""
-    card = card_facts(cfg, cfg_hash, chosen.loaded, model, chosen.params_before, chosen.widths_before,
-                      chosen.method, chosen.ctx.calib_tasks)
+               removed: dict[str, dict[str, int]], save_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Export the pruned `model` (`removed`: what apply_selection removed from it) to `save_dir`
+    (diet.export.save); returns (card facts, what the record stores)."""
+    card = card_facts(cfg, cfg_hash, chosen, model, removed)
     saved = export_model(model, chosen.loaded.tokenizer, save_dir, model_card(card),
                          {"method": chosen.method.name, "config_hash": cfg_hash},
                          pad=export_options(cfg).pad, bos_prepended=card["bos_prepended"])
@@ -181,9 +185,9 @@ def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
     chosen = select_cell(cfg, facts, effective)
     model = chosen.loaded.model
     with chosen.timer("prune"):
-        apply_selection(model, chosen.selection)
+        removed = apply_selection(model, chosen.selection)
     with chosen.timer("save_model"):
-        card, saved = save_model(cfg, cfg_hash, chosen, model, save_dir)
+        card, saved = save_model(cfg, cfg_hash, chosen, model, removed, save_dir)
     log_saved_model(saved, cfg["wandb"], save_dir.name, export_options(cfg).wandb_artifact)
     return {**saved, "config_hash": cfg_hash, "parameters_after": card["params_after"],
             "parameters_before": card["params_before"], "timings": chosen.timer.seconds,
@@ -205,10 +209,9 @@ def eval_settings(cfg: dict[str, Any], options: EvalOptions | None = None) -> An
 @dataclass
 class EvaluatedCell:
     """What pruning and evaluating a selected cell produced: per evaluated model (one, or one per task for
-    an oracle) its sizes and removed parameters, the scores of every task, and the saved model if any."""
+    an oracle) its units, parameters and what was removed, the scores of every task, and the saved model if any."""
 
     metrics: dict[str, dict[str, Any]]
-    mlp_widths: list[list[int]]
     units: list[dict[str, int]]
     parameters: list[dict[str, int]]
     removed: list[dict[str, dict[str, int]]]
@@ -250,7 +253,7 @@ def prune_and_evaluate(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell,
     `kept_dir`: evaluate task by task, keeping finished tasks there (eval.by_task); `settings`: evaluation
     settings other than the config's (a re-check on listed documents)."""
     from diet.dims.accounting import dim_units
-    from diet.models.adapters import adapter_for, parameter_counts
+    from diet.models.adapters import parameter_counts
 
     selection, timer, loaded = chosen.selection, chosen.timer, chosen.loaded
     settings = settings or eval_settings(cfg)
@@ -258,7 +261,7 @@ def prune_and_evaluate(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell,
         jobs = [(tasks, selection)]
     else:
         jobs = [([task], selection.per_task[task]) for task in tasks]
-    done = EvaluatedCell({}, [], [], [], [], None)
+    done = EvaluatedCell({}, [], [], [], None)
     card = None
     for job_tasks, job_selection in jobs:
         job_model = loaded.model if selection.per_task is None else copy.deepcopy(loaded.model)
@@ -266,9 +269,8 @@ def prune_and_evaluate(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell,
             done.removed.append(apply_selection(job_model, job_selection))
         if save_dir is not None:  # after pruning, before evaluation (validation refuses per-task methods)
             with timer("save_model"):
-                card, done.saved = save_model(cfg, cfg_hash, chosen, job_model, save_dir)
+                card, done.saved = save_model(cfg, cfg_hash, chosen, job_model, done.removed[-1], save_dir)
             log.info("saved the pruned model (%s): %s", done.saved["format"], save_dir)
-        done.mlp_widths.append(adapter_for(job_model).mlp_widths())
         done.units.append(dim_units(job_model))
         done.parameters.append(parameter_counts(job_model))
         with timer("evaluate"):
@@ -281,26 +283,24 @@ def prune_and_evaluate(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell,
     return done
 
 
-def sparsity_section(cfg: dict[str, Any], chosen: SelectedCell, done: EvaluatedCell) -> dict[str, Any]:
-    """record["sparsity"]: the target, what was removed (`actual`: the MLP channel fraction, or for dims
-    without MLP the pruned dimension's fraction), per dimension (`by_dim`), and how sparsity_of was solved."""
-    from diet.dims.accounting import dims_accounting
+def sparsity_section(cfg: dict[str, Any], chosen: SelectedCell, units_after: list[dict[str, int]],
+                     removed: list[dict[str, dict[str, int]]]) -> dict[str, Any]:
+    """record["sparsity"]: the target, what was removed (`actual`: diet.dims.accounting.actual_sparsity),
+    per dimension (`by_dim`), and how sparsity_of was solved. `units_after` / `removed`: per evaluated model
+    (one, or one per task for an oracle: the mean over the task models)."""
+    from diet.dims.accounting import actual_sparsity, dims_accounting
 
     prunes = chosen.method.prunes
     dims = cfg.get("dims", "mlp")
-    # one model per task (oracle): the mean size over the task models
-    mlp_channels_after = float(np.mean([sum(widths) for widths in done.mlp_widths]))
-    by_dim = dims_accounting(dims, chosen.units_before, done.units, done.removed) if prunes else None
-    actual = 1.0 - mlp_channels_after / sum(chosen.widths_before)
-    if by_dim is not None and "mlp" not in by_dim:  # heads / hidden: the pruned dimension's fraction
-        actual = by_dim[dims]["removed_fraction"]
+    by_dim = dims_accounting(dims, chosen.units_before, units_after, removed) if prunes else None
+    mlp_channels_after = float(np.mean([units["mlp"] for units in units_after]))
     return {
         "target": float(cfg["sparsity"]) if prunes else 0.0,
-        "actual": actual,
+        "actual": actual_sparsity(dims, by_dim),
         "dims": cfg["dims"] if prunes else None,
         "mlp_channels_before": sum(chosen.widths_before),
         "mlp_channels_after": mlp_channels_after,
-        "models_evaluated": len(done.mlp_widths),
+        "models_evaluated": len(units_after),
         **({"by_dim": by_dim, **chosen.sparsity_facts} if prunes else {}),
     }
 
@@ -376,7 +376,7 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
         "tasks": done.metrics,
         "average": average_score(done.metrics),
         "calib_tasks": ctx.calib_tasks if "calib" in method.uses else None,  # the tasks profiled
-        "sparsity": sparsity_section(cfg, chosen, done),
+        "sparsity": sparsity_section(cfg, chosen, done.units, done.removed),
         "parameters": parameters_section(chosen.params_before, done.parameters),
         "mask": chosen.selection.stats or None,
         "model": {
