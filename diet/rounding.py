@@ -9,6 +9,13 @@ from typing import Any
 import torch
 
 EPS32 = torch.finfo(torch.float32).eps  # 1.19e-7: the spacing of float32 numbers at 1.0
+EPS_BF16 = torch.finfo(torch.bfloat16).eps  # 7.8e-3: bfloat16 keeps 8 significand bits
+
+
+def eps_of(dtype: torch.dtype) -> float:
+    """The rounding unit of the dtype a model computes in: its matmuls and residual stream round there.
+    (Log-softmax and loglikelihood sums are float32 at least, whatever the model: diet.eval.evaluate.scoring_dtype.)"""
+    return float(torch.finfo(dtype).eps)
 
 
 def fp32_bound(reference: torch.Tensor | float, depth: int, length: int, eps: float = EPS32) -> float:
@@ -45,7 +52,10 @@ def logits_bound(model: Any, reference: torch.Tensor) -> float:
     return fp32_bound(reference, depth=depth, length=length)
 
 
-def loglikelihood_bound(logit_scale: float, depth: int, length: int, tokens: int) -> float:
+def loglikelihood_bound(logit_scale: float, depth: int, length: int, tokens: int, eps: float = EPS32) -> float:
     """fp32_bound for a request's loglikelihood: log_softmax moves each log-prob by at most twice the
-    largest logit change (|d log p_i| <= |dz_i| + max_j |dz_j|), and a loglikelihood sums `tokens` of them."""
-    return 2 * tokens * fp32_bound(logit_scale, depth, length)
+    largest logit change (|d log p_i| <= |dz_i| + max_j |dz_j|), and a loglikelihood sums `tokens` of them.
+    `eps`: the model's compute dtype (eps_of); the same derivation holds for bfloat16, whose logits differ
+    between two computation orders by up to eps_bf16 * max|logit| * sqrt(length) * depth, while the
+    float32 log-softmax and sum add only float32 rounding on top (negligible beside it)."""
+    return 2 * tokens * fp32_bound(logit_scale, depth, length, eps=eps)

@@ -39,8 +39,12 @@ def find_run(block: Block, spec: str) -> dict[str, Any]:
 def format_pair(block: Block, a: dict[str, Any], b: dict[str, Any]) -> str:
     diff, se, significant, paired = compare(a, b, block.averaged)
     tasks = ", ".join(f"{task} {d:+.1f} ± {e:.1f}" for task in block.averaged for d, e in [compare(a, b, [task])[:2]])
+    above = ""
+    if block.above_chance:  # the tasks where dense is > 2 se above chance, as in the tables' avg_above_chance
+        d, e, s, _ = compare(a, b, block.above_chance)
+        above = f"; above chance ({', '.join(block.above_chance)}) {d:+.1f} ± {e:.1f}{' (significant)' if s else ''}"
     return (f"average {diff:+.1f} ± {se:.1f} ({'paired' if paired else 'unpaired'}"
-            f"{', significant' if significant else ''}); {tasks}")
+            f"{', significant' if significant else ''}){above}; {tasks}")
 
 
 def main(argv: list[str] | None = None) -> int:

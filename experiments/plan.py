@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                         help="device kind whose measured costs estimate the cells (default cuda)")
     parser.add_argument("-m", "--multirun", action="store_true", help="accepted for symmetry with experiments.run")
+    parser.add_argument("--todo", action="store_true",
+                        help="print only the overrides of each distinct cell not yet done nor running, one per line "
+                             "(to resubmit exactly those)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     try:
@@ -60,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except DietConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
+    if args.todo:
+        for cell in plan.todo:
+            if cell.running is None:
+                print(" ".join(cell.overrides))
+        return 0
     print(format_plan(plan, args.device))
     return 0
 

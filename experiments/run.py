@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from diet.errors import DietConfigError
-from diet.run.records import code_version
+from diet.run.records import mark_submitted_code
 
 log = logging.getLogger("diet")
 
@@ -33,6 +33,7 @@ def launcher_jobs() -> int:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from diet.run.claims import CellInProgress
     from diet.run.pipeline import run_cell
     from diet.analysis.report import format_table
     from diet.run.tracking import log_run
@@ -43,6 +44,9 @@ def main(cfg: DictConfig) -> None:
     except DietConfigError as error:
         log.error("configuration error: %s", error)
         sys.exit(2)
+    except CellInProgress as busy:  # a duplicate of a running cell: nothing to do, not a failure of the sweep
+        print(f"in progress: {busy}")
+        return
     if record is None:
         print(f"already done: {path}")
         return
@@ -53,6 +57,7 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     # The code this process runs is what it imported now: record that commit and dirty state, not the
-    # working tree's at the time a long sweep writes its records (code_version is cached).
-    code_version()
+    # working tree's at the time a long sweep writes its records (code_version is cached); cluster jobs
+    # inherit it and stop if their checkout has moved since (diet.run.records.check_submitted_code).
+    mark_submitted_code()
     main()

@@ -89,7 +89,31 @@ def test_gpu_check_runs_every_stage_on_a_tiny_model(tmp_path):
     assert tiny["pruned"]["0.5"]["mlp_widths"] == [width // 2]
     evaluation = tiny["fast_vs_stock"]
     assert evaluation["identical_predictions"] and evaluation["requests"] > 0
+    assert evaluation["within_rounding_bound"] and 0 <= evaluation["max_diff_over_bound"] <= 1
     assert "fast vs stock on" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_gpu_check_needs_no_data_folder_and_skips_only_what_does_not_fit(tmp_path, monkeypatch):
+    """A GPU machine with only the repository: hand-made documents in the tasks' schema; a shape the device's
+    memory cannot hold is skipped with both figures, never for time."""
+    from benchmarks import gpu_check
+
+    monkeypatch.setenv("DIET_DATA_DIR", str(tmp_path / "no-data-here"))
+    monkeypatch.setattr(gpu_check, "local_data_dir", lambda: None)
+    report = gpu_check.main(["--device", "cpu", "--tiny", "--dtype", "bfloat16", "--profile-tokens", "500",
+                             "--eval-docs", "3", "--out", str(tmp_path)])
+    assert report["data"].startswith("hand-made") and not report["skipped"]
+    evaluation = report["shapes"]["tiny"]["fast_vs_stock"]
+    assert evaluation["requests"] == 2 * 3 * 4 and evaluation["within_rounding_bound"]  # bf16 bound, bf16 model
+    assert "hand-made documents" in (tmp_path / "gpu_check.md").read_text()
+    monkeypatch.setattr(gpu_check, "memory_free", lambda device: 1 << 20)
+    report = gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path / "small")])
+    assert not report["shapes"] and "GiB free on cpu" in report["skipped"]["tiny"]
+    from diet.models.tiny import GEMMA2_SHAPES, tiny_gemma2
+
+    assert gpu_check.shape_parameters(gpu_check.TINY) == sum(
+        p.numel() for p in tiny_gemma2(**gpu_check.TINY).parameters())
+    assert 9.2e9 < gpu_check.shape_parameters(GEMMA2_SHAPES["9b"]) < 9.3e9
 
 
 def test_gpu_check_compares_bfloat16_masks_with_float32(tmp_path):

@@ -243,6 +243,14 @@ def test_cli_missing_calib_source_exits_2_whatever_the_method(method, tmp_path):
     assert "load_model" not in output  # failed before any model was loaded
 
 
+def test_cli_cuda_device_that_is_not_there_exits_2(tmp_path):
+    """cuda:99: not there without a GPU, nor on any real node (the message differs, the exit code does not)."""
+    result = run_cli("model.device=cuda:99", "model=tiny_gemma2", tmp_path=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "configuration error: model.device='cuda:99'" in output and "load_model" not in output
+
+
 # --------------------------------------------------------------------------- config identity
 
 def cell_hash(*overrides: str, method: str = "diet") -> str:

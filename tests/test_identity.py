@@ -141,3 +141,40 @@ def test_the_view_records_nested_paths_and_unidentified_names_them():
     assert unidentified({"mask.scope"}, effective, seeded) == ["mask.scope"]
     with pytest.raises(DietConfigError, match="mask.scope"):
         check_reads({"mask.scope"}, effective, seeded)
+
+
+def _hash(overrides: list[str]) -> str:
+    cfg = compose_config(overrides)
+    return config_hash(effective_config(cfg, validate(cfg)["tasks"]))
+
+
+def test_dtype_auto_is_resolved_before_hashing(monkeypatch):
+    """A Gemma-2-shaped `dtype: auto, device: auto` cell is bfloat16 on a GPU and float32 on the CPU: two cells,
+    never one record for both. Written-out dtypes keep their old hash."""
+    import torch
+
+    cell = ["model=tiny_gemma2", "model.dtype=auto", "model.device=auto", "method=diet", "tasks=[arc_easy]"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    on_cpu = _hash(cell)
+    assert on_cpu == _hash([*cell[:1], "model.dtype=float32", *cell[2:]])  # auto on the CPU is float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    on_gpu = _hash(cell)
+    assert on_gpu != on_cpu and on_gpu == _hash([*cell[:1], "model.dtype=bfloat16", *cell[2:]])
+    cfg = compose_config(cell)
+    assert effective_config(cfg, validate(cfg)["tasks"])["model"]["dtype"] == "bfloat16"
+
+
+def test_a_cuda_device_that_is_not_there_stops_in_preflight(tmp_path, monkeypatch):
+    import torch
+
+    from diet.run.pipeline import run_cell
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    import diet.models
+
+    monkeypatch.setattr(diet.models, "load_model", lambda *a, **k: pytest.fail("no model may load"))
+    cfg = compose_config(["model=tiny_gemma2", "model.device=cuda", "tasks=[arc_easy]", "eval.limit=2",
+                          f"results_dir={tmp_path / 'records'}", "wandb.mode=disabled"])
+    with pytest.raises(DietConfigError, match="model.device='cuda' but torch .* sees no CUDA device"):
+        run_cell(cfg)
+    assert compose_config(["target=gpu", "model=gemma2_2b"])["model"]["device"] == "cuda"

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from filelock import FileLock
 
 from diet.io import atomic_write, atomic_write_json, sha256_file, stable_hash
+from diet.locks import file_lock
 from diet.calib.profiler import ActivationProfile
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class ProfileCache:
             return cached, True
         data_path, _ = self.paths(key)
         self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(data_path) + ".lock"):
+        with file_lock(str(data_path) + ".lock"):
             cached = self.load(key, warn=False)  # another process may have finished it while we waited
             if cached is not None:
                 return cached, True

@@ -120,14 +120,17 @@ class _Accumulator:
         self.adapter = adapter_for(model)
         self.layers = list(range(self.adapter.num_layers())) if layers is None else list(layers)
         self.profile = ActivationProfile()
-        self.token_mask: torch.Tensor | None = None
+        self.token_mask: torch.Tensor | None = None  # on the model's device, set once per batch
         self.all_real = False  # no padding in the current batch: skip the token selection
         self.handles: list = []
+        # the batch's finiteness checks, read back once per batch (end_batch): no host sync inside a hook
+        self.checks: list[tuple[str, int, torch.Tensor]] = []
         layers = self.adapter.num_layers()
         for site in SITES:
             for sums in (self.profile.sum_abs, self.profile.sum_sq, self.profile.sum):
                 sums[site] = [None] * layers  # type: ignore[list-item]
-        self.profile.block_cos = [0.0] * layers
+        # running sums live on the activations' device (float64) until finish(): cos sums too
+        self.cosine: list[torch.Tensor | None] = [None] * layers
 
     def _add(self, site: str, layer: int, activation: torch.Tensor) -> None:
         rows = activation.detach().reshape(-1, activation.shape[-1])
@@ -144,20 +147,39 @@ class _Accumulator:
             (self.profile.sum_abs, rows.abs().sum(dim=0)),
             (self.profile.sum_sq, rows.square().sum(dim=0)),
         )
-        # any NaN/inf activation makes its channel's sum of squares non-finite
-        if not torch.isfinite(batch_sums[2][1]).all():
-            raise FloatingPointError(
-                f"non-finite activation at layer {layer} ({site}) during profiling: "
-                f"check model.dtype (bfloat16/float16 overflow?) and the inputs"
-            )
+        # any NaN/inf activation makes its channel's sum of squares non-finite (checked in end_batch)
+        self.checks.append((site, layer, torch.isfinite(batch_sums[2][1]).all()))
         for sums, batch_sum in batch_sums:
-            total = batch_sum.to(device="cpu", dtype=torch.float64)
+            total = batch_sum.to(torch.float64)
             sums[site][layer] = total if sums[site][layer] is None else sums[site][layer] + total
 
     def _add_cosine(self, layer: int, before: torch.Tensor, after: torch.Tensor) -> None:
         cosine = torch.nn.functional.cosine_similarity(before.float(), after.float(), dim=-1)
         keep = self.token_mask.to(cosine.device)
-        self.profile.block_cos[layer] += float(cosine.masked_fill(~keep, 0).sum(dtype=torch.float64))
+        total = cosine.masked_fill(~keep, 0).sum(dtype=torch.float64)
+        self.cosine[layer] = total if self.cosine[layer] is None else self.cosine[layer] + total
+
+    def end_batch(self) -> None:
+        """One host read per batch: every finiteness flag of the batch at once; the first failing one is named."""
+        if not self.checks:
+            return
+        flags = torch.stack([flag.to("cpu") for *_, flag in self.checks]).tolist()
+        failed = [(site, layer) for (site, layer, _), ok in zip(self.checks, flags) if not ok]
+        self.checks.clear()
+        if failed:
+            site, layer = failed[0]
+            raise FloatingPointError(
+                f"non-finite activation at layer {layer} ({site}) during profiling: "
+                f"check model.dtype (bfloat16/float16 overflow?) and the inputs"
+            )
+
+    def finish(self) -> ActivationProfile:
+        """The profile with its sums moved to the host (float64), once, at the end."""
+        for sums in (self.profile.sum_abs, self.profile.sum_sq, self.profile.sum):
+            for site in sums:
+                sums[site] = [None if t is None else t.to("cpu") for t in sums[site]]  # type: ignore[misc]
+        self.profile.block_cos = [0.0 if t is None else float(t) for t in self.cosine]
+        return self.profile
 
     def attach(self, stop_after: int | None = None) -> None:
         for index in self.layers:
@@ -240,7 +262,7 @@ def profile_activations(
         for batch in tqdm(list(length_sorted_batches(sequences, batch_size)), desc=desc, leave=False):
             ids, mask, positions = pad_batch([sequences[i] for i in batch], pad_id, padding_side)
             counted = mask.bool() & (positions != 0) if exclude_first else mask.bool()
-            accumulator.token_mask = counted
+            accumulator.token_mask = counted.to(device)  # once per batch, not once per hook
             accumulator.all_real = bool(counted.all())
             try:
                 backbone(
@@ -251,8 +273,9 @@ def profile_activations(
                 )
             except _StopForward:
                 pass
+            accumulator.end_batch()
             accumulator.profile.n_tokens += int(counted.sum())
             accumulator.profile.n_samples += len(batch)
     finally:
         accumulator.detach()
-    return accumulator.profile
+    return accumulator.finish()

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
 from diet.config.validate import calib_tasks, document_selection
+from diet.devices import resolved_precision
 from diet.errors import DietConfigError
 from diet.eval.documents import identity as documents_identity
 from diet.io import stable_hash
@@ -83,7 +84,10 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
     from diet.methods import METHODS
 
     method = METHODS.get(cfg["method"]["name"])
+    # dtype as it resolves on this machine (auto: bfloat16 on a GPU, float32 on the CPU): two precisions are two
+    # cells. The device stays out (same dtype, different kernels: float rounding only, like the batch size).
     model = {k: v for k, v in cfg["model"].items() if k not in ("device",)}
+    model["dtype"] = resolved_precision(cfg["model"])[1]
     # batch size, backend, by_task and chunk_docs change how requests are computed, not the results (the fast
     # backend equals stock lm-eval per request: tests/test_fast_eval.py; by_task and chunk_docs only batch a
     # task's requests apart: tests/test_task_results.py, tests/test_chunks.py), so they are not part of a

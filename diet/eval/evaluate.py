@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import torch
 from torch import nn
 
 from diet.eval.documents import DocumentSelection
@@ -63,6 +64,14 @@ def _fast_backend() -> type:
     return FastHFLM
 
 
+def scoring_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the log-softmax and of the per-request sums of continuation log-probs (lm-eval's
+    `softmax_dtype`, which both backends honour): float32 at least, whatever the model computes in. In
+    bfloat16 a loglikelihood of -20 to -100 is only known to +-0.1-0.25 nats and ties go to the first
+    choice. A no-op for float32 models (every record before it); float64 test models keep float64."""
+    return torch.float64 if model_dtype == torch.float64 else torch.float32
+
+
 def make_lm(model: nn.Module, tokenizer: Any, settings: EvalSettings, device: str) -> Any:
     """The `settings.backend` lm-eval LM (an HFLM subclass) around the live model (no reload, no copy)."""
     lm_class = BACKENDS.get(settings.backend)()
@@ -73,6 +82,7 @@ def make_lm(model: nn.Module, tokenizer: Any, settings: EvalSettings, device: st
         add_bos_token=settings.add_bos_token,
         device=device,
         max_length=settings.max_length,
+        softmax_dtype=scoring_dtype(next(model.parameters()).dtype),
     )
 
 

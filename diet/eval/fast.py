@@ -207,6 +207,13 @@ class FastHFLM(HFLM):
         window = getattr(config, "sliding_window", None)
         full = np.zeros((len(rows), length, length), dtype=bool)
         sliding = np.zeros_like(full) if mask_layout(config) == "mapping" else None
+        # the window cannot bind when no position reaches it: the sliding mask is the full one (built once)
+        binds = sliding is not None and window is not None and max(max(row.positions) for row in rows) >= window
+        if sliding is not None and not binds:
+            sliding = None
+            shared = True
+        else:
+            shared = False
         diagonal = np.arange(length)
         for b, row in enumerate(rows):
             n = len(row)
@@ -222,6 +229,9 @@ class FastHFLM(HFLM):
             allowed_t = torch.from_numpy(allowed).to(self.device).unsqueeze(1)
             return torch.where(allowed_t, torch.zeros((), dtype=dtype, device=self.device), torch.finfo(dtype).min)
 
+        if shared:
+            mask = additive(full)
+            return {"full_attention": mask, "sliding_attention": mask}
         if sliding is None:
             return additive(full)
         return {"full_attention": additive(full), "sliding_attention": additive(sliding)}
@@ -285,6 +295,9 @@ class FastHFLM(HFLM):
                     torch.tensor(pending["pair_row"], dtype=torch.long, device=self.device),
                     torch.tensor(pending["pair_target"], dtype=torch.long, device=self.device),
                 )
+            # one read back per flush (not two host syncs per request); the per-request sums then run on the
+            # host copy, in the scoring dtype (on the CPU: exactly the computation as before)
+            pair_logprob, pair_greedy = pair_logprob.cpu(), pair_greedy.cpu()
             for index, first, count in pending["spans"]:
                 answer = (float(pair_logprob[first:first + count].sum()), bool(pair_greedy[first:first + count].all()))
                 results[index] = answer

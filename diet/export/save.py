@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -57,6 +57,23 @@ def stock_config(model: nn.Module, overrides: Mapping[str, Any]) -> contextlib.A
     return config_values(model.config, overrides, drop=PRIVATE)
 
 
+@contextlib.contextmanager
+def waiting_on_the_host(model: nn.Module) -> Iterator[None]:
+    """On a GPU: the model waits in host memory (and the GPU cache is emptied) while the block runs, then goes
+    back, so a reload of a 9B export never holds two copies of the weights on the GPU. On the CPU: nothing."""
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        yield
+        return
+    model.to("cpu")
+    torch.cuda.empty_cache()
+    try:
+        yield
+    finally:
+        torch.cuda.empty_cache()
+        model.to(device)
+
+
 def probe_batch(model: nn.Module) -> torch.Tensor:
     vocab = model.get_input_embeddings().weight.shape[0]
     generator = torch.Generator().manual_seed(0)
@@ -73,11 +90,15 @@ def reload_agreement(model: nn.Module, directory: Path, padded_width: int | None
     from transformers import AutoModelForCausalLM
 
     parameter = next(model.parameters())
-    reloaded = AutoModelForCausalLM.from_pretrained(
-        str(directory), dtype=parameter.dtype, attn_implementation=model.config._attn_implementation
-    ).to(parameter.device).eval()
     ids = probe_batch(model).to(parameter.device)
-    expected, got = model(input_ids=ids).logits, reloaded(input_ids=ids).logits
+    expected = model(input_ids=ids).logits
+    with waiting_on_the_host(model):  # one copy of the weights on a GPU at a time, compared on the same device
+        placement = {"device_map": str(parameter.device)} if parameter.device.type == "cuda" else {}
+        reloaded = AutoModelForCausalLM.from_pretrained(
+            str(directory), dtype=parameter.dtype, attn_implementation=model.config._attn_implementation, **placement
+        ).eval()
+        got = reloaded(input_ids=ids).logits
+        del reloaded
     difference = float((expected - got).abs().max())
     if padded_width is None:
         return {"identical": bool(torch.equal(expected, got)), "max_logit_difference": difference}

@@ -88,7 +88,7 @@ def stock_layout(model: nn.Module, pad: bool = False) -> tuple[StockLayout | Non
         return layout, "uniform shapes"
     names = {key: found[0] for key, found in module_names(model).items()}
     kv, head_dim = adapter.num_kv_heads(), adapter.head_dim()
-    state = dict(model.state_dict())
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}  # padded copies on the host
     added = 0
     for i in layers:
         mlp, attn = adapter.mlp(i), adapter.attention(i)

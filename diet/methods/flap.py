@@ -58,18 +58,20 @@ class FlapOptions:
                                   f"{', '.join(ALLOCATIONS)}")
 
 
-def _down_weights(model: torch.nn.Module) -> list[torch.Tensor]:
-    adapter = adapter_for(model)
-    return [adapter.mlp(i).down.weight.detach().to("cpu", torch.float64) for i in range(adapter.num_layers())]
+def _down_weight(model: torch.nn.Module, layer: int) -> torch.Tensor:
+    """One layer's down_proj weight in float64 on its own device: one layer at a time (all of Gemma-2 9B's in
+    float64 would be 16 GiB), and only per-channel or per-hidden vectors go to the host."""
+    return adapter_for(model).mlp(layer).down.weight.detach().to(torch.float64)
 
 
 @torch.no_grad()
 def fluctuation_scores(model: torch.nn.Module, profile: ActivationProfile) -> list[torch.Tensor]:
-    """Per layer, per MLP channel: Var(a_j) * ||W_down[:, j]||^2 (float64)."""
-    return [
-        var.to(torch.float64) * down.square().sum(0)
-        for var, down in zip(profile.variance("mlp"), _down_weights(model))
-    ]
+    """Per layer, per MLP channel: Var(a_j) * ||W_down[:, j]||^2 (float64, on the host)."""
+    scores = []
+    for layer, var in enumerate(profile.variance("mlp")):
+        down = _down_weight(model, layer)
+        scores.append((var.to(down.device, torch.float64) * down.square().sum(0)).cpu())
+    return scores
 
 
 def standardise(scores: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -88,9 +90,14 @@ def compensation_bias(
 ) -> list[torch.Tensor | None]:
     """Per layer W_down[:, removed] @ mean(a)[removed] (float64); None where nothing is removed."""
     biases: list[torch.Tensor | None] = []
-    for down, mean, mask in zip(_down_weights(model), profile.mean("mlp"), keep):
+    for layer, (mean, mask) in enumerate(zip(profile.mean("mlp"), keep)):
         removed = ~mask.cpu()
-        biases.append(down[:, removed] @ mean.to(torch.float64)[removed] if bool(removed.any()) else None)
+        if not bool(removed.any()):
+            biases.append(None)
+            continue
+        down = _down_weight(model, layer)
+        removed = removed.to(down.device)
+        biases.append((down[:, removed] @ mean.to(down.device, torch.float64)[removed]).cpu())
     return biases
 
 

@@ -20,7 +20,7 @@ from diet.models.adapters import adapter_for
 def magnitude_scores(model: torch.nn.Module) -> list[torch.Tensor]:
     """Per layer, per MLP channel, the L2 norm of its down_proj column (float64)."""
     adapter = adapter_for(model)
-    return [adapter.mlp(layer).down.weight.detach().to("cpu", torch.float64).norm(dim=0)
+    return [adapter.mlp(layer).down.weight.detach().to(torch.float64).norm(dim=0).cpu()  # per layer, on its device
             for layer in range(adapter.num_layers())]
 
 

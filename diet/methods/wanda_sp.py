@@ -48,7 +48,9 @@ from diet.calib.sequential import sequential_profiles
 def _wanda_metric(weight: torch.Tensor, sum_sq: torch.Tensor, n_samples: int) -> torch.Tensor:
     """FLAP's W_metric.mean(axis=0): mean over output rows of |W| * sqrt(scaler_row), per input column."""
     scaler_row = sum_sq.to(torch.float64) / max(n_samples, 1)
-    return (weight.detach().to("cpu", torch.float64).abs() * scaler_row.sqrt()).mean(dim=0)
+    # on the weight's device (one layer at a time); only the per-channel vector goes to the host
+    weight = weight.detach().to(torch.float64)
+    return (weight.abs() * scaler_row.to(weight.device).sqrt()).mean(dim=0).cpu()
 
 
 @torch.no_grad()

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-from filelock import FileLock
 from torch import nn
 
+from diet.devices import DTYPES, dtype_name, resolve_device, resolve_dtype  # noqa: F401 (re-exported)
 from diet.errors import DietConfigError
 from diet.io import stable_hash
+from diet.locks import file_lock
 from diet.models.adapters import adapter_for, parameter_counts
 from diet.paths import cache_dir
 from diet.run.preflight import load_failure
@@ -28,9 +29,6 @@ from diet.registry import Registry
 log = logging.getLogger(__name__)
 
 SOURCES: Registry[Callable[[Mapping[str, Any]], tuple[nn.Module, Any]]] = Registry("model source")
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 @dataclass
 class LoadedModel:
@@ -43,27 +41,18 @@ class LoadedModel:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if dtype not in DTYPES:
-        raise DietConfigError(f"model.dtype={dtype!r} is not allowed: use auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
-
-
-def _pretrained(path: str | Path, dtype: torch.dtype, attn: str | None, **kwargs: Any) -> tuple[nn.Module, Any]:
+def _pretrained(path: str | Path, cfg: Mapping[str, Any]) -> tuple[nn.Module, Any]:
+    """from_pretrained in the resolved dtype, straight onto a GPU when one is asked for (`device_map`: no
+    full copy in host memory first)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    device = str(cfg.get("_device") or "cpu")
+    placement = {"device_map": device} if device.startswith("cuda") else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, attn_implementation=attn, token=token, **kwargs
+            str(path), dtype=cfg["_dtype"], attn_implementation=cfg.get("attn_implementation"), token=token,
+            **placement,
         )
         tokenizer = AutoTokenizer.from_pretrained(str(path), token=token)
     except DietConfigError:
@@ -78,7 +67,7 @@ def _convert_gguf_once(gguf_path: Path, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
+    with file_lock(str(target) + ".lock"):
         if (target / "config.json").exists():
             return target
         log.info("converting %s into %s (once; about a minute)", gguf_path.name, target)
@@ -121,10 +110,10 @@ def load_gguf_package(cfg: Mapping[str, Any]) -> tuple[nn.Module, Any]:
         module = importlib.import_module(package)
         gguf_dir = cache_dir() / "gguf" / cfg["name"]
         gguf_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(gguf_dir) + ".lock"):
+        with file_lock(str(gguf_dir) + ".lock"):
             gguf_path = Path(module.assemble(output_path=gguf_dir / "model.gguf", overwrite=True))
         _convert_gguf_once(gguf_path, target)
-    return _pretrained(target, cfg["_dtype"], cfg.get("attn_implementation"))
+    return _pretrained(target, cfg)
 
 
 @SOURCES.register("gguf_wheel_file")
@@ -136,7 +125,7 @@ def load_gguf_wheel_file(cfg: Mapping[str, Any]) -> tuple[nn.Module, Any]:
         if not files:
             raise DietConfigError(f"no .gguf file inside package {cfg['package']!r}")
         _convert_gguf_once(files[0], target)
-    return _pretrained(target, cfg["_dtype"], cfg.get("attn_implementation"))
+    return _pretrained(target, cfg)
 
 
 @SOURCES.register("pretrained")
@@ -144,7 +133,7 @@ def load_pretrained(cfg: Mapping[str, Any]) -> tuple[nn.Module, Any]:
     """Any hub id (gated ones take HF_TOKEN from the environment) or local folder."""
     if not cfg.get("name_or_path"):
         raise DietConfigError("model.source=pretrained needs model.name_or_path (a hub id or a local folder)")
-    return _pretrained(cfg["name_or_path"], cfg["_dtype"], cfg.get("attn_implementation"))
+    return _pretrained(cfg["name_or_path"], cfg)
 
 
 @SOURCES.register("tiny_random")
@@ -186,7 +175,7 @@ def load_model(cfg: Mapping[str, Any]) -> LoadedModel:
     start = time.perf_counter()
     device = resolve_device(str(cfg.get("device", "auto")))
     dtype = resolve_dtype(str(cfg.get("dtype", "auto")), device)
-    cfg["_dtype"] = dtype
+    cfg["_dtype"], cfg["_device"] = dtype, device
     source = "pretrained" if cfg.get("name_or_path") else cfg["source"]
     model, tokenizer = SOURCES.get(source)(cfg)
     adapter_for(model)  # fail here, at load, on an unsupported architecture
@@ -204,7 +193,7 @@ def load_model(cfg: Mapping[str, Any]) -> LoadedModel:
         tokenizer=tokenizer,
         name=str(cfg["name"]),
         device=device,
-        dtype=str(dtype).replace("torch.", ""),
+        dtype=dtype_name(dtype),
         fingerprint=model_fingerprint(model),
         info=info,
     )

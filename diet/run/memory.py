@@ -15,15 +15,30 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident set since the last reset_peak_rss (VmHWM), else since the process started."""
+def proc_kib_field(path: str, key: str) -> int | None:
+    """A `Key:   <n> kB` line of a /proc file, in bytes; None where the file or the line is missing."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set since the last reset_peak_rss (VmHWM), else since the process started."""
+    peak = proc_kib_field("/proc/self/status", "VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def available_bytes(device: str) -> int | None:
+    """Free memory where the work would go: CUDA's free bytes on a GPU, MemAvailable on the CPU (None: unknown)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    return proc_kib_field("/proc/meminfo", "MemAvailable")
 
 
 def _on_cuda(device: str) -> bool:

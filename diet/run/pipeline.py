@@ -21,16 +21,26 @@ from diet.config.validate import validate
 from diet.export.save import check_save_path, export_model, export_options, model_card, save_path
 from diet.io import atomic_write_text
 from diet.prune.apply import apply_selection
+from diet.run.claims import claim_cell
 from diet.run.preflight import preflight
 from diet.run.record_schema import Record, problems
 from diet.run.threads import apply_threads
 from diet.run.task_results import clear, partial_dir
 from diet.select.masks import selection_fingerprint
 from diet.run.tracking import log_saved_model
-from diet.run.records import (SCHEMA_VERSION, code_tag, code_version, find_existing, library_versions, machine,
-                          record_stem, write_record)
+from diet.run.records import (SCHEMA_VERSION, check_submitted_code, code_tag, code_version, find_existing,
+                              library_versions, machine, record_stem, write_record)
 
 log = logging.getLogger(__name__)
+
+
+def free_device_memory() -> None:
+    """Collect what was just dropped and hand the GPU's cached blocks back (a no-op on the CPU)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def seed_everything(seed: int) -> None:
@@ -276,7 +286,9 @@ def prune_and_evaluate(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell,
         with timer("evaluate"):
             done.metrics.update(evaluate_job(job_model, loaded, job_tasks, data_dir, settings, cfg_hash, kept_dir,
                                              done, selection_fingerprint(job_selection.stats)))
-        del job_model
+        if selection.per_task is not None:  # an oracle's task model: freed before the next task's copy
+            del job_model
+            free_device_memory()
     done.metrics = {task: done.metrics[task] for task in tasks}
     if card is not None:  # the card now has the run's scores
         atomic_write_text(save_dir / "README.md", model_card(card, done.metrics))
@@ -322,6 +334,8 @@ def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any, reused: dict[s
     """record["eval"]: the harness, the documents scored and how (`reused_tasks`: tasks an interrupted
     eval.by_task run had finished, with the code that evaluated them; `reused_within_rounding`: those of them
     evaluated on weights equal up to float rounding, with the largest relative norm difference)."""
+    from diet.eval.evaluate import scoring_dtype
+
     options = eval_options(cfg)
     settings, documents = eval_settings(cfg, options), options.documents()
     return {
@@ -333,6 +347,7 @@ def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any, reused: dict[s
         "documents": documents.label(),
         "batch_size": settings.batch_size,
         "backend": settings.backend,
+        "scoring_dtype": str(scoring_dtype(next(loaded.model.parameters()).dtype)).replace("torch.", ""),
         "add_bos_token": settings.add_bos_token,
         "bos_prepended": bos_prepended(loaded.tokenizer, settings.add_bos_token),
         "data": "online" if data_dir is None else str(data_dir),
@@ -349,18 +364,33 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
     `parallel_jobs`: how many cells the launcher runs at once on this machine (sets the default threads)."""
     facts = validate(cfg)  # fails in seconds, before any model is loaded
     preflight(cfg)  # writable output folders, a loadable model: also before any model is loaded
+    check_submitted_code()  # a cluster job whose checkout moved after submission
     threads = apply_threads(cfg.get("threads"), parallel_jobs)
     tasks, data_dir, method_cls = facts["tasks"], facts["data_dir"], facts["method"]
     effective = effective_config(cfg, tasks)
     cfg_hash = config_hash(effective)
     results_dir = Path(cfg["results_dir"])
-    existing = find_existing(results_dir, method_cls.name, cfg["model"]["name"], cfg_hash)
-    if existing is not None and not cfg.get("force", False):
-        log.info("cell already done, skipping (force=true reruns it): %s", existing)
-        return None, existing
     stem = record_stem(method_cls.name, cfg["model"]["name"], cfg_hash)
+    done_already = lambda: None if cfg.get("force", False) else find_existing(  # noqa: E731
+        results_dir, method_cls.name, cfg["model"]["name"], cfg_hash)
+    if done_already() is not None:
+        log.info("cell already done, skipping (force=true reruns it): %s", done_already())
+        return None, done_already()
     save_dir = save_path(cfg, stem)
     check_save_path(save_dir)
+    with claim_cell(results_dir, stem):  # another job on this cell: CellInProgress, nothing written
+        existing = done_already()  # finished by another job between the check above and the claim
+        if existing is not None:
+            log.info("cell finished by another job meanwhile, skipping: %s", existing)
+            return None, existing
+        return _run_claimed(cfg, facts, effective, cfg_hash, stem, save_dir, threads)
+
+
+def _run_claimed(cfg: dict[str, Any], facts: dict[str, Any], effective: dict[str, Any], cfg_hash: str, stem: str,
+                 save_dir: Path | None, threads: dict[str, int]) -> tuple[dict[str, Any], Path]:
+    """run_cell's work once the cell is claimed: select, prune, evaluate, write the record."""
+    tasks, data_dir = facts["tasks"], facts["data_dir"]
+    results_dir = Path(cfg["results_dir"])
     kept_dir = partial_dir(results_dir, stem) if facts["options"].eval.by_task else None
     if kept_dir is not None and cfg.get("force", False):
         clear(kept_dir)  # a forced rerun evaluates every task again

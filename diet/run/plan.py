@@ -16,7 +16,8 @@ from typing import Any, Iterable
 from diet.config.identity import config_hash, effective_config
 
 from diet.config.validate import document_selection, validate
-from diet.run.records import find_existing, iter_records
+from diet.run.claims import describe, live_claim
+from diet.run.records import find_existing, iter_records, record_stem
 from diet.eval.tasks import is_perplexity
 
 
@@ -31,6 +32,7 @@ class PlannedCell:
     estimate_s: float | None = None
     basis: str = ""             # where the estimate comes from
     same_as: str | None = None  # an earlier cell of the sweep with the same hash (a method ignores the option)
+    running: str | None = None  # who holds the cell's claim (diet.run.claims), when a live job runs it now
 
 
 @dataclass
@@ -121,6 +123,9 @@ def plan_cells(cfgs: Iterable[tuple[list[str], dict[str, Any]]], results_dir: Pa
         method, model = facts["method"].name, cfg["model"]["name"]
         cell = PlannedCell(overrides, method, model, cfg_hash, cell_documents(cfg, facts["tasks"], facts["data_dir"]))
         cell.done = find_existing(results_dir, method, model, cfg_hash) if results_dir.is_dir() else None
+        if cell.done is None:
+            held = live_claim(results_dir, record_stem(method, model, cfg_hash))
+            cell.running = describe(held) if held is not None else None
         if cfg_hash in first:
             cell.same_as = first[cfg_hash]
             plan.cells.append(cell)
@@ -141,6 +146,7 @@ def format_plan(plan: Plan, device: str) -> str:
     lines = ["| cell | method | hash | documents | status | estimate |", "|---|---|---|---:|---|---:|"]
     for cell in plan.cells:
         status = f"done ({cell.done.name})" if cell.done else (f"same cell as `{cell.same_as}`" if cell.same_as
+                                                                  else f"running ({cell.running})" if cell.running
                                                                   else "to run")
         estimate = "" if cell.done or cell.same_as else (
             "?" if cell.estimate_s is None else f"{cell.estimate_s / 3600:.2f} h")

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
+from diet.devices import check_device, resolve_device
 from diet.errors import DietConfigError
 from diet.paths import cache_root
 
@@ -23,6 +24,7 @@ def preflight(cfg: Mapping[str, Any]) -> None:
     """Raise DietConfigError unless the run's output folders are writable and its model can be loaded."""
     for option, path in output_dirs(cfg):
         check_writable(option, path)
+    check_device(resolve_device(str(cfg["model"].get("device") or "auto")))
     check_model(cfg["model"])
 
 

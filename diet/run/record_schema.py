@@ -76,6 +76,7 @@ class EvalInfo(TypedDict):
     docs: NotRequired[str | None]             # random | first (None: all documents)
     docs_seed: NotRequired[int | None]
     documents: NotRequired[str]               # all | first<N> | random<N>s<seed>
+    scoring_dtype: NotRequired[str]           # log-softmax and loglikelihood sums (float32 whatever the model)
     by_task: NotRequired[bool]                # evaluated one task at a time (eval.by_task)
     chunk_docs: NotRequired[int]              # ... and N documents at a time inside a task (eval.chunk_docs)
     # tasks (or chunks of a task: `<task>.docs<start>-<stop>`) an interrupted by_task run finished -> the code

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import diet
-from diet.io import atomic_write_json
+from diet.io import atomic_create_text
 
 SCHEMA_VERSION = 1
 PACKAGES = ("torch", "transformers", "lm_eval", "datasets", "hydra-core", "omegaconf", "wandb", "pandas", "numpy")
@@ -31,9 +33,37 @@ def code_version() -> dict[str, Any]:
             ["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         info.update(commit=commit, dirty=bool(status))
+        if status:  # which uncommitted change: two dirty trees of one commit are told apart
+            diff = subprocess.run(["git", "diff", "HEAD", "--", *CODE_PATHS], cwd=root, capture_output=True,
+                                  check=True).stdout
+            info["dirty_sha"] = hashlib.sha256(diff + status.encode()).hexdigest()[:12]
     except (OSError, subprocess.CalledProcessError):
         pass
     return info
+
+
+SUBMITTED_CODE = "DIET_SUBMITTED_CODE"  # set by experiments.run when a sweep is submitted; jobs inherit it
+
+
+def mark_submitted_code() -> None:
+    """Fix the code version at submit time: cluster jobs start later, in new processes, from the same
+    checkout, and inherit this environment variable (sbatch exports the submitting environment)."""
+    os.environ[SUBMITTED_CODE] = json.dumps(code_version(), sort_keys=True)
+
+
+def check_submitted_code() -> None:
+    """A job whose checkout changed after its sweep was submitted would run other code than was submitted and
+    record it under the wrong name: it stops instead (before any model is loaded)."""
+    from diet.errors import DietConfigError
+
+    submitted = os.environ.get(SUBMITTED_CODE)
+    if not submitted:  # not submitted by experiments.run (a test, a notebook, a launcher that exported it empty)
+        return
+    now = code_version()
+    if json.loads(submitted) != now:
+        raise DietConfigError(f"the checkout changed since this sweep was submitted (submitted: {submitted}; now: "
+                              f"{json.dumps(now, sort_keys=True)}): resubmit the sweep, or run it from a checkout "
+                              f"that stays at the submitted commit")
 
 
 def code_tag() -> str:
@@ -87,13 +117,14 @@ def find_existing(results_dir: Path, method: str, model: str, cfg_hash: str) -> 
 
 
 def write_record(record: dict[str, Any], results_dir: Path) -> Path:
-    """Atomically write a record; an existing file of the same name is kept and the new one suffixed."""
+    """Atomically create a record file; a file of the same name is never replaced (a force=true rerun of an
+    identical cell, or another writer racing for the name): the new record is suffixed __rerunN instead."""
     path = record_path(results_dir, record["method"], record["model"]["name"], record["config_hash"])
+    text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
     counter = 1
-    while path.exists():  # force=true rerun of an identical cell: keep both
+    while not atomic_create_text(path, text):
         path = path.with_name(f"{path.stem.split('__rerun')[0]}__rerun{counter}.json")
         counter += 1
-    atomic_write_json(path, record)
     return path
 
 

@@ -37,17 +37,26 @@ PARTIAL_DIR = ".partial"
 ROUNDING_TOL = 64 * torch.finfo(torch.float32).eps
 
 
+DIGEST_CHUNK = 1 << 24  # elements: 128 MiB in float64, never a float64 copy of a whole 256k-vocab embedding
+
+
 def tensor_digests(model: torch.nn.Module) -> dict[str, list[Any]]:
-    """name -> [shape, dtype, sha256 of the bytes (16 hex), L1 norm, L2 norm] (norms in float64)."""
+    """name -> [shape, dtype, sha256 of the bytes (16 hex), L1 norm, L2 norm] (norms in float64, summed over
+    chunks of DIGEST_CHUNK elements, so the float64 copy is one chunk at a time)."""
     import hashlib
 
     digests = {}
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             flat = tensor.detach().reshape(-1).contiguous()
-            sha = hashlib.sha256(flat.cpu().view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
-            norms = [float(torch.linalg.vector_norm(flat, order, dtype=torch.float64)) for order in (1, 2)]
-            digests[name] = [list(tensor.shape), str(tensor.dtype), sha, *norms]
+            digest, l1s, l2s = hashlib.sha256(), [], []
+            for start in range(0, max(flat.numel(), 1), DIGEST_CHUNK):
+                chunk = flat[start:start + DIGEST_CHUNK]
+                digest.update(chunk.cpu().view(torch.uint8).numpy().tobytes())
+                l1s.append(float(torch.linalg.vector_norm(chunk, 1, dtype=torch.float64)))
+                l2s.append(float(torch.linalg.vector_norm(chunk, 2, dtype=torch.float64)))
+            l2 = l2s[0] if len(l2s) == 1 else sum(x * x for x in l2s) ** 0.5  # one chunk: as before chunking
+            digests[name] = [list(tensor.shape), str(tensor.dtype), digest.hexdigest()[:16], sum(l1s), l2]
     return digests
 
 

@@ -15,12 +15,40 @@ from typing import Any
 from diet.errors import DietConfigError
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity: cgroups, taskset, Slurm's cpus_per_task)."""
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> int | None:
+    """Whole cores the cgroup's CPU quota allows (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` /
+    `cpu.cfs_period_us`), at least 1; None without a quota. A container or Slurm job may see every core in its
+    affinity mask and still be throttled to a few: threads beyond the quota only oversubscribe."""
+    import math
+    from pathlib import Path
+
+    base = Path(root)
     try:
-        return len(os.sched_getaffinity(0))
+        fields = (base / "cpu.max").read_text().split()
+        if fields and fields[0] != "max":
+            return max(1, math.floor(int(fields[0]) / int(fields[1])))
+        if fields:
+            return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        quota = int((base / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((base / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return max(1, math.floor(quota / period)) if quota > 0 and period > 0 else None
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity (taskset, cpusets), capped by Slurm's
+    SLURM_CPUS_PER_TASK and by the cgroup's CPU quota where they are set."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    limits = [cores, int(slurm) if slurm.isdigit() and int(slurm) > 0 else None, cgroup_cpu_quota()]
+    return min(limit for limit in limits if limit is not None)
 
 
 def resolve_threads(threads: Any, parallel_jobs: int = 1, cores: int | None = None) -> int:
