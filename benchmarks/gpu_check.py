@@ -306,6 +306,22 @@ def evaluation_vs_float32(model: Any, device: str, tasks: list[str], docs: int, 
     return {**compare_samples(low, high, tasks), "acc_low_precision": low["acc"], "acc_float32": high["acc"]}
 
 
+EXPORT_BELOW = 5e9  # parameters: the export stage runs for the 2B shape (a 9B export writes ~14 GB to disk)
+
+
+def export_once(model: Any) -> dict[str, Any]:
+    """diet's export of a pruned model into a temporary folder: its format and reload check (the peak memory
+    of this stage is what a run with save_model adds)."""
+    import tempfile
+
+    from diet.export.save import export_model
+    from diet.models.tiny import byte_level_tokenizer
+
+    with tempfile.TemporaryDirectory(prefix="gpu_check_export_") as folder:
+        saved = export_model(model, byte_level_tokenizer(), Path(folder) / "model", "# gpu check\n")
+    return {"format": saved["format"], "why": saved["why"]}
+
+
 def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtype: Any, data: Path) -> dict[str, Any]:
     import torch
 
@@ -347,6 +363,9 @@ def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtyp
                                  "mlp_widths": sorted(set(adapter_for(copy_).mlp_widths())),
                                  "parameters": parameter_counts(copy_)["total"]}
         pruned[str(sparsity)]["speedup"] = round(dense_latency / pruned[str(sparsity)]["latency_s"], 3)
+        if sparsity == SPARSITIES[0] and shape_parameters(shape) < EXPORT_BELOW:
+            with stages(f"export_{sparsity}"):  # save + stock reload check, the model parked on the host
+                pruned[str(sparsity)]["export"] = export_once(copy_)
         del copy_
     with stages("fast_vs_stock"):
         evaluation = fast_vs_stock(model, args.device, args.tasks.split(","), args.eval_docs, data)
@@ -395,6 +414,8 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{r['precision'].get('mask_jaccard_vs_float32', 'same dtype')}",
                   f"- forward 1 x 128: dense {r['dense_latency_s'] * 1000:.1f} ms; "
                   + "; ".join(f"{s}: {v['latency_s'] * 1000:.1f} ms ({v['speedup']:.2f}x)" for s, v in pr.items()),
+                  *[f"- export at {s}: {v['export']['format']} ({v['export']['why']})" for s, v in pr.items()
+                    if "export" in v],
                   f"- fast vs stock on {ev['requests']} requests: {ev['speedup']:.2f}x, max |loglikelihood diff| "
                   f"{ev['max_abs_loglikelihood_diff']:.2e} = {ev['max_diff_over_bound']:.3g} of its rounding bound "
                   f"(within: {ev['within_rounding_bound']}), identical predictions: {ev['identical_predictions']}",

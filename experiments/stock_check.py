@@ -62,6 +62,13 @@ def max_length_argument(record: dict) -> str:
     return "" if value is None else f",max_length={value}"
 
 
+def scoring_argument(record: dict) -> str:
+    """The run's scoring dtype (log-softmax and sums: float32 whatever the model), as lm-eval's HFLM takes it;
+    records from before it was recorded scored in the model's dtype (float32 on the CPU)."""
+    value = record["eval"].get("scoring_dtype")
+    return "" if value is None else f",softmax_dtype={value}"
+
+
 def stock_results(record: dict, work: Path) -> dict:
     data_dir = Path(record["eval"]["data"])
     tasks = list(record["tasks"])
@@ -70,7 +77,8 @@ def stock_results(record: dict, work: Path) -> dict:
     command = [
         sys.executable, "-m", "lm_eval", "--model", "hf",
         "--model_args", f"pretrained={model_dir},dtype={record['model']['dtype']},"
-                        f"add_bos_token={record['eval']['add_bos_token']}" + max_length_argument(record),
+                        f"add_bos_token={record['eval']['add_bos_token']}" + max_length_argument(record)
+                        + scoring_argument(record),
         "--device", record["model"]["device"], "--tasks", ",".join(tasks), "--include_path", str(yamls),
         "--batch_size", str(record["eval"]["batch_size"]), "--num_fewshot", "0", "--output_path", str(work / "out"),
     ]
