@@ -13,6 +13,7 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,7 +22,7 @@ from diet.config.identity import config_hash, effective_config
 from diet.config.validate import validate
 from diet.errors import DietConfigError
 from diet.eval.evaluate import BACKENDS, EvalSettings, make_lm
-from diet.eval.fast import FastHFLM, PackedRow, mask_layout, pack_requests
+from diet.eval.fast import FastHFLM, mask_layout, pack_requests
 from diet.models.tiny import TINY_ARCHITECTURES, byte_level_tokenizer, tiny_gemma2
 from diet.eval.tasks import build_tasks
 
@@ -82,12 +83,13 @@ def instance_bounds(lm: Any, instances: list[Any], logit_scale: float, eps: floa
     return request_bounds(lm.model, [lm._encode_pair(*i.args)[1] for i in instances], logit_scale, eps)
 
 
-def leaky_ancestors(row: PackedRow) -> Any:
+def leaky_attention(positions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """A packing bug: plain causal attention over the packed row, so continuations that share a context
     also see the continuations packed before them."""
-    import numpy as np
-
-    return np.tril(np.ones((len(row), len(row)), dtype=bool))
+    length = positions.shape[1]
+    index = torch.arange(length)
+    real = index[None, :] < lengths[:, None]
+    return (index[None, None, :] <= index[None, :, None]) & real[:, :, None] & real[:, None, :]
 
 
 # -- the packing plan ---------------------------------------------------------------------------------
@@ -113,6 +115,36 @@ def test_pack_requests_builds_a_prefix_trie_covering_every_request():
     assert set(shared.paths) == {0, 1, 2, 4} and len(shared) == 5 + 1 + 2   # context once, then the suffixes
     capped = pack_requests(inputs, max_row_tokens=6, min_shared_fraction=0.25)
     assert all(len(row) <= 7 for row in capped) and len(capped) > len(rows)
+
+
+@pytest.mark.parametrize("window", [3, 64])
+def test_device_masks_equal_the_tries_ancestors(window):
+    """The masks built on the device from position ids (preorder subtree ranges) equal the trie's ancestor
+    sets row by row (PackedRow.ancestors), with the sliding window applied, and padding queries see themselves."""
+    import random
+
+    rng = random.Random(window)
+    stems = [[2] + [rng.randrange(4, 40) for _ in range(rng.randrange(2, 9))] for _ in range(6)]
+    inputs = [stem + [rng.randrange(4, 40) for _ in range(rng.randrange(0, 5))] for stem in stems for _ in range(4)]
+    rows = sorted(pack_requests(inputs, max_row_tokens=40, min_shared_fraction=0.25), key=lambda r: -len(r))
+    model = tiny_gemma2(sliding_window=window)
+    _, fast = lm_pair(model, byte_level_tokenizer(), batch_size=8)
+    length = len(rows[0])
+    masks = fast._batch_masks(rows, length, torch.float32)
+    minimum = torch.finfo(torch.float32).min
+    for b, row in enumerate(rows):
+        expected = np.zeros((length, length), dtype=bool)
+        expected[:len(row), :len(row)] = row.ancestors()
+        expected[range(len(row), length), range(len(row), length)] = True
+        assert np.array_equal(masks["full_attention"][b, 0].numpy() == 0, expected)
+        positions = np.zeros(length, dtype=int)
+        positions[:len(row)] = row.positions
+        near = expected & ((positions[:, None] - positions[None, :]) < window)
+        near[range(len(row), length), range(len(row), length)] = True
+        assert np.array_equal(masks["sliding_attention"][b, 0].numpy() == 0, near)
+        assert set(masks["full_attention"][b, 0].unique().tolist()) <= {0.0, minimum}
+    assert (masks["sliding_attention"] is masks["full_attention"]) == (window == 64)  # shared when it never binds
+    assert sum(len(row.paths) > 1 for row in rows) >= 3  # rows really share prefixes
 
 
 def test_mask_layout_per_architecture():
@@ -282,7 +314,7 @@ def test_tiny_bounds_catch_a_mask_leak(task_objects, tiny, tiny_logit_scale, mon
     stock, fast = lm_pair(model, tokenizer, batch_size=8)
     instances = [i for doc in instances_by_doc(task_objects["hellaswag"], 2).values() for i in doc]
     expected = stock.loglikelihood(instances, disable_tqdm=True)
-    monkeypatch.setattr(PackedRow, "ancestors", leaky_ancestors)
+    monkeypatch.setattr("diet.eval.fast.trie_attention", leaky_attention)
     leaked = fast.loglikelihood(instances, disable_tqdm=True)
     ratios = [abs(a[0] - b[0]) / bound
               for a, b, bound in zip(expected, leaked, instance_bounds(stock, instances, tiny_logit_scale))]
@@ -424,7 +456,7 @@ def test_real_gemma3_bounds_catch_a_mask_leak(real_runs, monkeypatch):
     the rounding bounds far behind."""
     members = [n for n, i in enumerate(real_runs["instances"]) if i.task_name == "hellaswag"]
     assert len(members) >= 64
-    monkeypatch.setattr(PackedRow, "ancestors", leaky_ancestors)
+    monkeypatch.setattr("diet.eval.fast.trie_attention", leaky_attention)
     leaked = real_runs["fast"].loglikelihood([real_runs["instances"][n] for n in members], disable_tqdm=True)
     stock, bounds = real_runs["stock_results"], real_runs["bounds"]
     ratios = [abs(stock[n][0] - got[0]) / bounds[n] for n, got in zip(members, leaked)]

@@ -61,7 +61,8 @@ class PackedRow:
         return len(self.tokens)
 
     def ancestors(self) -> np.ndarray:
-        """[L, L] bool: node q may attend to node k (k is q or an ancestor of q)."""
+        """[L, L] bool: node q may attend to node k (k is q or an ancestor of q). The reference the device-built
+        masks (trie_attention) are tested against; scoring itself builds them on the device."""
         size = len(self.tokens)
         allowed = np.zeros((size, size), dtype=bool)
         for node, parent in enumerate(self.parents):
@@ -115,6 +116,19 @@ def pack_requests(
         row.paths[index] = path
         prev, prev_path = seq, path
     return rows
+
+
+def trie_attention(positions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """[B, L, L] bool: in each packed row (a trie in depth-first preorder, its nodes' depths = `positions`, its
+    first `lengths[b]` nodes real), node i may attend to node j exactly when j is i or an ancestor of i, i.e.
+    j <= i < end_j with end_j the first later node no deeper than j (else the row's end). All on the device."""
+    length = positions.shape[1]
+    index = torch.arange(length, device=positions.device)
+    real = index[None, :] < lengths[:, None]
+    query, key = index[None, :, None], index[None, None, :]
+    later = (key > query) & (positions[:, None, :] <= positions[:, :, None]) & real[:, None, :]  # [B, j, k]
+    end = torch.where(later.any(-1), later.to(torch.uint8).argmax(-1), lengths[:, None])     # [B, L]
+    return (key <= query) & (query < end[:, None, :]) & real[:, :, None] & real[:, None, :]
 
 
 def mask_layout(config: Any) -> str | None:
@@ -201,40 +215,45 @@ class FastHFLM(HFLM):
             )
         return (context_enc + continuation_enc)[-(self.max_length + 1):][:-1]
 
-    def _batch_masks(self, rows: Sequence[PackedRow], length: int, dtype: torch.dtype) -> Any:
-        """Additive float masks [B, 1, L, L] (0 = attend, dtype min = masked), per layer type if needed."""
+    def _batch_masks(self, rows: Sequence[PackedRow], length: int, dtype: torch.dtype,
+                     positions: torch.Tensor | None = None) -> Any:
+        """Additive float masks [B, 1, L, L] (0 = attend, dtype min = masked), per layer type if needed, built on
+        the device from the rows' position ids (`positions`: [B, L], on the device; built here when None).
+
+        Every packed row is a trie in depth-first preorder (pack_requests appends each input's unshared suffix
+        as a branch off its predecessor's path, inputs sorted lexicographically), so node j's subtree is the
+        contiguous range [j, end_j), end_j = the first later node no deeper than j: node i may attend to node
+        j (j is i or an ancestor of i) exactly when j <= i < end_j. Padding queries see themselves only."""
         config = self.model.config
         window = getattr(config, "sliding_window", None)
-        full = np.zeros((len(rows), length, length), dtype=bool)
-        sliding = np.zeros_like(full) if mask_layout(config) == "mapping" else None
+        device = self.device
+        if positions is None:
+            positions = torch.zeros((len(rows), length), dtype=torch.long)
+            for b, row in enumerate(rows):
+                positions[b, :len(row)] = torch.tensor(row.positions, dtype=torch.long)
+            positions = positions.to(device)
+        n = torch.tensor([len(row) for row in rows], device=device)
+        index = torch.arange(length, device=device)
+        real = index[None, :] < n[:, None]                                          # [B, L]
+        query, key = index[None, :, None], index[None, None, :]
+        padding_diagonal = (query == key) & ~real[:, :, None]  # padding queries see themselves only (never read)
+        full = trie_attention(positions, n) | padding_diagonal
+        layout = mask_layout(config)
         # the window cannot bind when no position reaches it: the sliding mask is the full one (built once)
-        binds = sliding is not None and window is not None and max(max(row.positions) for row in rows) >= window
-        if sliding is not None and not binds:
-            sliding = None
-            shared = True
-        else:
-            shared = False
-        diagonal = np.arange(length)
-        for b, row in enumerate(rows):
-            n = len(row)
-            allowed = row.ancestors()
-            full[b, :n, :n] = allowed
-            full[b, diagonal[n:], diagonal[n:]] = True  # padding queries see themselves only (never read)
-            if sliding is not None:
-                positions = np.asarray(row.positions)
-                sliding[b, :n, :n] = allowed & ((positions[:, None] - positions[None, :]) < window)
-                sliding[b, diagonal[n:], diagonal[n:]] = True
+        binds = layout == "mapping" and window is not None and max(max(row.positions) for row in rows) >= window
+        zero, masked = torch.zeros((), dtype=dtype, device=device), torch.finfo(dtype).min
 
-        def additive(allowed: np.ndarray) -> torch.Tensor:
-            allowed_t = torch.from_numpy(allowed).to(self.device).unsqueeze(1)
-            return torch.where(allowed_t, torch.zeros((), dtype=dtype, device=self.device), torch.finfo(dtype).min)
+        def additive(allowed: torch.Tensor) -> torch.Tensor:
+            return torch.where(allowed.unsqueeze(1), zero, masked)
 
-        if shared:
-            mask = additive(full)
-            return {"full_attention": mask, "sliding_attention": mask}
-        if sliding is None:
+        if layout != "mapping":
             return additive(full)
-        return {"full_attention": additive(full), "sliding_attention": additive(sliding)}
+        full_mask = additive(full)
+        if not binds:
+            return {"full_attention": full_mask, "sliding_attention": full_mask}
+        near = (positions[:, :, None] - positions[:, None, :]) < window
+        sliding = (full & near) | padding_diagonal
+        return {"full_attention": full_mask, "sliding_attention": additive(sliding)}
 
     def _score_rows(
         self, hidden: torch.Tensor, pair_row: torch.Tensor, pair_target: torch.Tensor
@@ -329,11 +348,12 @@ class FastHFLM(HFLM):
                         pending["pair_target"].append(target)
                     pending["spans"].append((index, first, len(continuation)))
 
+            device_positions = position_ids.to(self.device)  # also what the masks are built from, on the device
             with torch.no_grad(), self._autocast():
                 out = backbone(
                     input_ids=input_ids.to(self.device),
-                    attention_mask=self._batch_masks(batch_rows, length, dtype),
-                    position_ids=position_ids.to(self.device),
+                    attention_mask=self._batch_masks(batch_rows, length, dtype, device_positions),
+                    position_ids=device_positions,
                     use_cache=False,
                 )
                 hidden = out[0].reshape(len(batch_rows) * length, -1)
