@@ -54,3 +54,11 @@ def test_make_install_passes_the_torch_index_as_an_option_not_a_requirement():
     lines = make_dry_run()
     assert any("--require-hashes -r requirements/lock.txt" in line for line in lines)
     assert any("experiments.check_env" in line for line in lines)
+
+
+def test_make_gpu_check_never_installs():
+    """A GPU machine keeps the CUDA build it was installed with: gpu-check checks for CUDA and runs the check."""
+    result = subprocess.run(["make", "-n", "gpu-check", "VENV=/nonexistent-venv"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, check=True)
+    assert "pip" not in result.stdout and "torch.cuda.is_available()" in result.stdout
+    assert "benchmarks/gpu_check.py --device cuda" in result.stdout
