@@ -158,7 +158,7 @@ def test_preflight_probes_and_creates_folders(tmp_path, monkeypatch):
 
 def test_preflight_accepts_a_cached_hub_model(tmp_path, monkeypatch):
     """A hub id whose config.json is in the Hugging Face cache loads offline: no error, no network."""
-    from diet.run.preflight import check_model, looks_local
+    from diet.models.availability import check_model, looks_local
 
     snapshot = tmp_path / "hub" / "models--google--gemma-2-2b" / "snapshots" / ("0" * 40)
     snapshot.mkdir(parents=True)

@@ -22,8 +22,8 @@ from diet.errors import DietConfigError
 from diet.io import stable_hash
 from diet.locks import file_lock
 from diet.models.adapters import adapter_for, parameter_counts
+from diet.models.availability import load_failure
 from diet.paths import cache_dir
-from diet.run.preflight import load_failure
 from diet.registry import Registry
 
 log = logging.getLogger(__name__)
