@@ -61,19 +61,30 @@ def atomic_create_text(path: str | Path, text: str) -> bool:
         except FileExistsError:
             return False
         except OSError:  # no hard links here (some FUSE / object-store mounts)
-            try:
-                created = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, default_mode())
-            except FileExistsError:
-                return False
-            with os.fdopen(created, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            return True
+            return exclusive_create_text(path, text)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
+def exclusive_create_text(path: str | Path, text: str) -> bool:
+    """Create `path` with `text` unless it exists (O_EXCL: of two creators exactly one wins, False for the
+    other); the content is written after the create, so a reader may briefly see it incomplete."""
+    try:
+        created = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, default_mode())
+    except FileExistsError:
+        return False
+    with os.fdopen(created, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return True
+
+
+def json_text(obj: Any) -> str:
+    """The JSON text of every file diet writes (records, caches): indented, keys sorted, newline-terminated."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return atomic_write_text(path, json_text(obj))
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from diet.devices import DTYPES, dtype_name, resolve_device, resolve_dtype  # noqa: F401 (re-exported)
+from diet.devices import dtype_name, resolve_device, resolve_dtype
 from diet.errors import DietConfigError
 from diet.io import stable_hash
 from diet.locks import file_lock

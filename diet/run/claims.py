@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from diet.io import exclusive_create_text
+
 CLAIMS_DIR = ".claims"
 CLAIM_HOURS = 24.0  # a claim from another host is trusted this long (longer than any cell's time limit)
 
@@ -74,14 +76,9 @@ def _create(path: Path, content: dict[str, Any]) -> bool:
     for _ in range(3):  # the folder may be removed by a job releasing the last claim in between
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
+            return exclusive_create_text(path, json.dumps(content))
         except FileNotFoundError:
             continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump(content, handle)
-        return True
     raise OSError(f"could not create the claim {path}: its folder keeps disappearing")
 
 

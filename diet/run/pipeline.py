@@ -334,6 +334,7 @@ def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any, reused: dict[s
     """record["eval"]: the harness, the documents scored and how (`reused_tasks`: tasks an interrupted
     eval.by_task run had finished, with the code that evaluated them; `reused_within_rounding`: those of them
     evaluated on weights equal up to float rounding, with the largest relative norm difference)."""
+    from diet.devices import dtype_name
     from diet.eval.evaluate import scoring_dtype
 
     options = eval_options(cfg)
@@ -347,7 +348,7 @@ def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any, reused: dict[s
         "documents": documents.label(),
         "batch_size": settings.batch_size,
         "backend": settings.backend,
-        "scoring_dtype": str(scoring_dtype(next(loaded.model.parameters()).dtype)).replace("torch.", ""),
+        "scoring_dtype": dtype_name(scoring_dtype(next(loaded.model.parameters()).dtype)),
         "add_bos_token": settings.add_bos_token,
         "bos_prepended": bos_prepended(loaded.tokenizer, settings.add_bos_token),
         "data": "online" if data_dir is None else str(data_dir),
@@ -373,9 +374,10 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
     stem = record_stem(method_cls.name, cfg["model"]["name"], cfg_hash)
     done_already = lambda: None if cfg.get("force", False) else find_existing(  # noqa: E731
         results_dir, method_cls.name, cfg["model"]["name"], cfg_hash)
-    if done_already() is not None:
-        log.info("cell already done, skipping (force=true reruns it): %s", done_already())
-        return None, done_already()
+    existing = done_already()
+    if existing is not None:
+        log.info("cell already done, skipping (force=true reruns it): %s", existing)
+        return None, existing
     save_dir = save_path(cfg, stem)
     check_save_path(save_dir)
     with claim_cell(results_dir, stem):  # another job on this cell: CellInProgress, nothing written

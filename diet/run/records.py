@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import diet
-from diet.io import atomic_create_text
+from diet.io import atomic_create_text, json_text
 
 SCHEMA_VERSION = 1
 PACKAGES = ("torch", "transformers", "lm_eval", "datasets", "hydra-core", "omegaconf", "wandb", "pandas", "numpy")
@@ -120,7 +120,7 @@ def write_record(record: dict[str, Any], results_dir: Path) -> Path:
     """Atomically create a record file; a file of the same name is never replaced (a force=true rerun of an
     identical cell, or another writer racing for the name): the new record is suffixed __rerunN instead."""
     path = record_path(results_dir, record["method"], record["model"]["name"], record["config_hash"])
-    text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+    text = json_text(record)
     counter = 1
     while not atomic_create_text(path, text):
         path = path.with_name(f"{path.stem.split('__rerun')[0]}__rerun{counter}.json")
