@@ -122,10 +122,9 @@ def hand_made_tasks(directory: Path, docs: int) -> Path:
     return directory
 
 
-def task_data(args: argparse.Namespace) -> tuple[Path, str]:
-    """(data folder, what it is): the one named, the local data folder, else hand-made documents."""
-    import tempfile
-
+def task_data(args: argparse.Namespace, scratch: Path) -> tuple[Path, str]:
+    """(data folder, what it is): the one named, the local data folder, else hand-made documents written
+    under `scratch` (a folder the caller removes)."""
     if args.data:
         return Path(args.data), f"data folder {args.data}"
     local = local_data_dir()
@@ -135,7 +134,7 @@ def task_data(args: argparse.Namespace) -> tuple[Path, str]:
     if unknown:
         raise SystemExit(f"no data folder (DIET_DATA_DIR, ../shared/data or --data) and no hand-made documents for "
                          f"{unknown}: use --tasks arc_easy,hellaswag or pass --data DIR")
-    folder = hand_made_tasks(Path(tempfile.mkdtemp(prefix="gpu_check_tasks_")), max(args.eval_docs, 1))
+    folder = hand_made_tasks(scratch / "tasks", max(args.eval_docs, 1))
     print(f"no data folder: {args.eval_docs} hand-made documents per task in {folder} (machinery check)", flush=True)
     return folder, "hand-made documents (no data folder)"
 
@@ -427,6 +426,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import tempfile
+
     import torch
 
     from diet.models.tiny import GEMMA2_SHAPES
@@ -436,15 +437,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--device cuda but no CUDA device is visible: use --device cpu --tiny to test the script")
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
     shapes = {"tiny": TINY} if args.tiny else {f"gemma2_{s}_shape": GEMMA2_SHAPES[s] for s in args.shapes.split(",")}
-    data, data_note = task_data(args)
     start, results, skipped = time.perf_counter(), {}, {}
-    for name, shape in shapes.items():
-        needed, free = memory_needed(shape, dtype), memory_free(args.device)
-        if needed > free:  # every shape is tried when it fits; none is skipped for time
-            skipped[name] = f"needs about {needed / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on {args.device}"
-            print(f"[{name}] skipped: {skipped[name]}", flush=True)
-            continue
-        results[name] = check_shape(name, shape, args, dtype, data)
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as scratch:
+        data, data_note = task_data(args, Path(scratch))
+        for name, shape in shapes.items():
+            needed, free = memory_needed(shape, dtype), memory_free(args.device)
+            if needed > free:  # every shape is tried when it fits; none is skipped for time
+                skipped[name] = f"needs about {needed / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on {args.device}"
+                print(f"[{name}] skipped: {skipped[name]}", flush=True)
+                continue
+            results[name] = check_shape(name, shape, args, dtype, data)
     report = {"command": command_line("gpu_check.py", argv), "machine": machine(), "device": args.device,
               "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
               "data": data_note, "shapes": results, "skipped": skipped,

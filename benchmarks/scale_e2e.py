@@ -12,7 +12,7 @@ is `diet.run.pipeline.run_cell` itself: calibration on a few real train samples 
 tokenizer), profile, DIET (MLP channels + query heads, 0.5) and FLAP (MLP, global allocation + bias, 0.2)
 selection, physical pruning, the export (save_model, `export.pad=true` for FLAP's uneven widths), the
 fast evaluation on a few random documents per task, and a record. Then the saved folder is reloaded
-(plain transformers, or diet.prune.checkpoint.load_pruned) and evaluated again by both the fast and the stock
+(plain transformers, or diet.export.checkpoint.load_pruned) and evaluated again by both the fast and the stock
 lm-eval backends on the same documents: both must give the record's scores, and the per-request
 loglikelihoods of fast and stock must agree within the float32 rounding bound (diet.rounding.loglikelihood_bound).
 Per stage: seconds and peak memory from the record; the tensor shapes; what ran and what did not.
@@ -116,7 +116,7 @@ def backends_agree(model: Any, tokenizer: Any, cfg: dict[str, Any], record: dict
     out: dict[str, Any] = {}
     for backend in ("fast", "stock"):
         lm = make_lm(model, tokenizer, dataclasses.replace(settings, backend=backend), "cpu")
-        objects = build_tasks(tasks, validate(cfg)["data_dir"], with_train=False)
+        objects = build_tasks(tasks, validate(cfg).data_dir, with_train=False)
         samples = {t: record["tasks"][t]["doc_ids"] for t in tasks}
         start = time.perf_counter()
         results = simple_evaluate(model=lm, tasks=list(objects.values()), num_fewshot=0, samples=samples,

@@ -7,3 +7,11 @@ class DietConfigError(ValueError):
 
 class UnsupportedArchitectureError(DietConfigError):
     """The model's architecture has no adapter."""
+
+
+class NoRoomError(DietConfigError):
+    """The folder a model is saved to has too little free space. Raised before anything is written there."""
+
+
+class PrunedCheckpointError(RuntimeError):
+    """A pruned checkpoint folder is missing, corrupted or inconsistent with its pruning spec."""

@@ -16,12 +16,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from diet.config.identity import config_hash, effective_config
-from diet.config.validate import validate
+from diet.analysis.check_table import print_checks
 from diet.analysis.frame import newest_per_cell
-from diet.select.masks import selection_fingerprint as fingerprint
+from diet.run.recheck import recompute_selection, same_mask
 from diet.run.records import iter_records
-from experiments.check_table import print_checks
 
 
 def kind(record: dict[str, Any]) -> tuple:
@@ -43,44 +41,12 @@ def chosen_records(results_dir: Path, methods: list[str] | None, per_kind: int) 
     return out
 
 
-def recompute_cell(record: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
-    """(the loaded model and its selection: diet.run.pipeline.SelectedCell, validate's facts) of the record's
-    config with the current code; None when the current code gives that config another identity (superseded)."""
-    from diet.run.pipeline import select_cell
-
-    cfg = record["config"]
-    facts = validate(cfg)
-    effective = effective_config(cfg, facts["tasks"])
-    if config_hash(effective) != record["config_hash"]:
-        return None
-    return select_cell(cfg, facts, effective), facts
-
-
-def recompute_selection(record: dict[str, Any]) -> Any | None:
-    """The record's MaskSelection recomputed with the current code, None when superseded."""
-    cell = recompute_cell(record)
-    return None if cell is None else cell[0].selection
-
-
-def verified_selection(record: dict[str, Any]) -> Any:
-    """The record's MaskSelection recomputed with the current code; exits unless it reproduces the record's
-    mask, so whatever is computed from it (overlaps) is about the masks the record was scored with."""
-    name = Path(record.get("_path", "record")).name
+def check(record: dict[str, Any]) -> str:
+    """'same' | 'DIFFERENT' | 'superseded' (diet.run.recheck)."""
     selection = recompute_selection(record)
     if selection is None:
-        raise SystemExit(f"{name}: the current code gives this record another identity (superseded)")
-    if fingerprint(selection.stats) != fingerprint(record.get("mask")):
-        raise SystemExit(f"{name}: the current code does not reproduce its mask (python -m experiments.check_masks)")
-    return selection
-
-
-def check(record: dict[str, Any]) -> tuple[str, Any]:
-    """('same' | 'DIFFERENT' | 'superseded', the recomputed fingerprint)."""
-    selection = recompute_selection(record)
-    if selection is None:
-        return "superseded", None
-    got = fingerprint(selection.stats)
-    return ("same" if got == fingerprint(record.get("mask")) else "DIFFERENT"), got
+        return "superseded"
+    return "same" if same_mask(selection, record) else "DIFFERENT"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def mask_row(record: dict[str, Any]) -> tuple[list[str], bool]:
     """One row of the printed table: what kind of cell the record is and whether its mask is the same."""
-    result, _ = check(record)
+    result = check(record)
     _, method, dims, source, scope, merge, stat = kind(record)
     return [Path(record["_path"]).name, method, dims, source, scope, merge, stat, result], result == "DIFFERENT"
 

@@ -5,7 +5,7 @@ of each method").
     python -m experiments.check_rerun results/records                    # one cell per method, 40 docs/task
     python -m experiments.check_rerun results/records --method flap --docs 100
 
-Each chosen record's selection is recomputed (experiments/check_masks.py: profiles from the cache), the model
+Each chosen record's selection is recomputed (diet.run.recheck: profiles from the cache), the model
 pruned as the record's run pruned it, and `--docs` of the record's documents per task (drawn with `--seed`)
 scored again. A document scored on a subset gets the same outcome as on its full sample
 (tests/test_documents.py), so a re-check of a subset is exact: every document must match. Per method the
@@ -15,33 +15,16 @@ record of the primary study (random500s0, seed 0) is preferred. Exits 1 when a m
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
-import random
 from pathlib import Path
 from typing import Any
 
+from diet.analysis.check_table import print_checks
 from diet.analysis.frame import newest_per_cell
+from diet.run.recheck import rerun
 from diet.run.records import iter_records
 
-from experiments.check_masks import fingerprint, recompute_cell
-from experiments.check_table import print_checks
-
 PREFERRED_DOCUMENTS = "random500s0"
-
-
-def record_documents(entry: dict[str, Any]) -> dict[int, str]:
-    """doc index -> stored outcome ('0' / '1') of one task entry of a record."""
-    outcomes = entry["outcomes"]
-    ids = entry.get("doc_ids") or list(range(len(outcomes)))
-    return dict(zip(ids, outcomes))
-
-
-def subset(stored: dict[str, dict[int, str]], per_task: int, seed: int) -> dict[str, tuple[int, ...]]:
-    """A seeded random `per_task` of each task's stored documents (all of them when fewer)."""
-    return {task: tuple(sorted(random.Random(f"diet-rerun:{seed}:{task}").sample(sorted(docs),
-                                                                                min(per_task, len(docs)))))
-            for task, docs in stored.items()}
 
 
 def one_per_method(results_dir: Path, methods: list[str] | None) -> list[dict[str, Any]]:
@@ -56,32 +39,6 @@ def one_per_method(results_dir: Path, methods: list[str] | None) -> list[dict[st
         if kept is None or key > kept[0]:
             chosen[record["method"]] = (key, record)
     return [chosen[method][1] for method in sorted(chosen)]
-
-
-def rerun(record: dict[str, Any], per_task: int, seed: int) -> dict[str, Any]:
-    """Recompute the record's selection, prune, score a subset of its documents; what matched."""
-    from diet.run.pipeline import eval_settings, prune_and_evaluate
-
-    cell = recompute_cell(record)
-    if cell is None:
-        return {"result": "superseded"}
-    (chosen, facts), cfg = cell, record["config"]
-    same_mask = fingerprint(chosen.selection.stats) == fingerprint(record.get("mask"))
-    stored = {task: record_documents(entry) for task, entry in record["tasks"].items()}
-    docs = subset(stored, per_task, seed)
-    settings = dataclasses.replace(eval_settings(cfg), only_docs=docs)
-    done = prune_and_evaluate(cfg, record["config_hash"], chosen, facts["tasks"], facts["data_dir"], None,
-                              settings=settings)
-    differing = {}
-    for task, ids in docs.items():
-        got = record_documents(done.metrics[task])
-        wrong = [i for i in ids if got.get(i) != stored[task][i]]
-        if wrong:
-            differing[task] = wrong
-    checked = sum(len(ids) for ids in docs.values())
-    same = same_mask and not differing
-    return {"result": "same" if same else "DIFFERENT", "mask": "same" if same_mask else "DIFFERENT",
-            "documents": checked, "differing": differing}
 
 
 def main(argv: list[str] | None = None) -> int:

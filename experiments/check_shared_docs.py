@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from diet.analysis.frame import run_fields
-from experiments.check_rerun import record_documents
-from experiments.check_table import print_checks
+from diet.run.recheck import record_documents
+from diet.analysis.check_table import print_checks
 
 
 def same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:

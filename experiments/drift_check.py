@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from diet.io import atomic_write_text
-from experiments.check_env import installed_versions, locked_pins
+from diet.lockfile import installed_versions, locked_pins
 
 SUMMARY_WORDS = ("passed", "failed", "error", "skipped", "deselected")
 

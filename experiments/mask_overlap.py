@@ -17,7 +17,7 @@ from pathlib import Path
 
 from diet.select.masks import jaccard
 
-from experiments.check_masks import verified_selection
+from diet.run.recheck import verified_selection
 
 
 def label(record: dict) -> str:

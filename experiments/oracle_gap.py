@@ -26,7 +26,7 @@ from diet.analysis.frame import load_records
 from diet.analysis.stats import Z
 from diet.analysis.tables import compare
 from diet.io import atomic_write_text
-from experiments.block_lookup import find_block
+from diet.analysis.block_lookup import find_block
 
 # the options a compared variant may change; every other ablation option stays at its default
 VARIED = ("merge", "threshold", "scope", "stat", "exclude_bos")
@@ -54,7 +54,7 @@ def label(run: dict[str, Any]) -> str:
 def final_masks(record: dict[str, Any]) -> dict[str, list[torch.Tensor]]:
     """{"all": the merged MLP mask} or, for the oracle, {task: that task's own mask}; recomputed and checked
     against the record's mask hash."""
-    from experiments.check_masks import verified_selection
+    from diet.run.recheck import verified_selection
 
     selection = verified_selection(record)
     if selection.per_task is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from diet.analysis.blocks import Block
 from diet.analysis.tables import compare
-from experiments.block_lookup import find_block
+from diet.analysis.block_lookup import find_block
 
 
 def find_run(block: Block, spec: str) -> dict[str, Any]:

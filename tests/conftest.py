@@ -63,3 +63,32 @@ def offline_data(monkeypatch) -> Path:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     return DATA_DIR
+
+
+class MethodCall:
+    """A method run on a hand-made config outside the pipeline: its inputs built from `cfg` exactly as
+    diet.run.pipeline.select_cell builds them (diet.methods.inputs.build_inputs), a context with no data
+    folder and a no-op timer."""
+
+    def __init__(self, loaded: Any, cfg: dict[str, Any], tasks: list[str]) -> None:
+        import contextlib
+
+        from diet.methods import PruningContext
+
+        self.cfg, self.tasks = cfg, list(tasks)
+        self.ctx = PruningContext(loaded, None, lambda stage: contextlib.nullcontext())
+
+    @property
+    def notes(self) -> dict[str, Any]:
+        return self.ctx.notes
+
+    def inputs(self, method: str) -> Any:
+        from diet.methods import METHODS
+        from diet.methods.inputs import build_inputs
+
+        return build_inputs(METHODS.get(method), self.cfg, self.tasks)
+
+    def select(self, method: str) -> Any:
+        from diet.methods import METHODS
+
+        return METHODS.get(method)().select(self.ctx, self.inputs(method))

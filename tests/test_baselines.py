@@ -6,7 +6,6 @@ at a time), never from the code under test.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import random
@@ -14,11 +13,11 @@ import random
 import pytest
 import torch
 
-from conftest import compose_config, fp32_bound
-from diet.config.identity import config_hash, effective_config
+from conftest import MethodCall, compose_config, fp32_bound
+from diet.config.identity import effective_config
 from diet.config.validate import validate
 from diet.errors import DietConfigError
-from diet.methods import METHODS, PruningContext
+from diet.calib import sources
 from diet.methods import calibrated
 from diet.methods.diet import diet_task_masks
 from diet.methods.flap import standardise
@@ -27,10 +26,11 @@ from diet.models.adapters import parameter_counts
 from diet.models.loaders import LoadedModel
 from diet.models.tiny import byte_level_tokenizer, tiny_gemma2
 from diet.dims.layers import dropped
-from diet.prune.apply import apply_selection
+from diet.dims.apply import apply_selection
+from diet.run.cell import resolve
 from diet.run.pipeline import run_cell
 from diet.calib.profiler import ActivationProfile, profile_activations
-from diet.prune.checkpoint import load_pruned, save_pruned
+from diet.export.checkpoint import load_pruned, save_pruned
 
 LAYERS, WIDTH, HIDDEN = 3, 128, 64
 LENGTHS = [5, 17, 30, 9, 12]
@@ -137,7 +137,7 @@ def loaded(model) -> LoadedModel:
     return LoadedModel(model, byte_level_tokenizer(), "tiny", "cpu", "float32", "fingerprint")
 
 
-def make_ctx(model, tasks=("arc_easy",), **cfg_overrides) -> PruningContext:
+def make_ctx(model, tasks=("arc_easy",), **cfg_overrides) -> MethodCall:
     cfg = {
         "sparsity": 0.25, "seed": 0, "model": {"add_bos_token": True},
         "calib": {"n": 4, "max_length": 32, "batch_size": 2, "with_answer": True, "source": "tasks"},
@@ -152,21 +152,21 @@ def make_ctx(model, tasks=("arc_easy",), **cfg_overrides) -> PruningContext:
             cfg[section] = {**cfg[section], leaf: value}
         else:
             cfg[section] = value
-    return PruningContext(loaded(model), cfg, list(tasks), None, lambda stage: contextlib.nullcontext())
+    return MethodCall(loaded(model), cfg, list(tasks))
 
 
 @pytest.fixture
 def use_profiles(monkeypatch):
     """Calibration-based methods read these profiles instead of profiling task data."""
     def install(profiles: dict[str, ActivationProfile]) -> None:
-        fake = lambda ctx: {task: profiles[task] for task in ctx.tasks}  # noqa: E731
+        fake = lambda ctx, samples: {task: profiles[task] for task in samples.tasks}  # noqa: E731
         monkeypatch.setattr(calibrated, "task_profiles", fake)
         monkeypatch.setattr("diet.methods.diet.task_profiles", fake)
     return install
 
 
-def select(name, ctx):
-    return METHODS.get(name)().select(ctx)
+def select(name, call: MethodCall):
+    return call.select(name)
 
 
 # --------------------------------------------------------------------------- random, magnitude
@@ -252,7 +252,7 @@ def wanda_sp_reference(model, sequences, sparsity, heads=False):
 
 @pytest.fixture
 def use_sequences(monkeypatch, sequences):
-    monkeypatch.setattr("diet.methods.wanda_sp.calibration_sequences", lambda ctx, reference: sequences)
+    monkeypatch.setattr("diet.methods.wanda_sp.calibration_sequences", lambda ctx, calibration, reference: sequences)
 
 
 def test_wanda_sp_equals_flap_prune_wanda_sp(model, sequences, acts, use_sequences):
@@ -435,7 +435,7 @@ def test_diet_oracle_gives_each_task_its_own_mask(model, profile, acts, use_prof
     use_profiles({"arc_easy": profile, "rte": other})
     ctx = make_ctx(model, tasks=("arc_easy", "rte"), sparsity=0.4)
     selection = select("diet_oracle", ctx)
-    singles = diet_task_masks(ctx).parts["mlp"].masks
+    singles = diet_task_masks(ctx.ctx, ctx.inputs("diet_oracle")).parts["mlp"].masks
     assert selection.kept("mlp") is None and list(selection.per_task) == ["arc_easy", "rte"]
     task_acts = {"arc_easy": acts, "rte": hand_run(model, make_sequences(77))}
     for task, own in selection.per_task.items():
@@ -506,7 +506,7 @@ def test_stream_source_profiles_seeded_windows(model, tmp_path, isolated_cache):
     path = tmp_path / "calib.txt"
     path.write_text(TEXT, encoding="utf-8")
     ctx = make_ctx(model, calib__source=str(path), calib__windows=3, calib__window_length=20)
-    profile = calibrated.calibration_profile(ctx, (128, 128))
+    profile = calibrated.calibration_profile(ctx.ctx, ctx.inputs("wanda_sp").calibration, (128, 128))
     notes = ctx.notes["calib_source"]
     assert ctx.notes["profiles_computed"] == 1 and notes["sha256"] and notes["layout"] == "stream"
     assert (notes["windows"], notes["window_length"], notes["tokens"]) == (3, 20, 60)
@@ -517,15 +517,15 @@ def test_stream_source_profiles_seeded_windows(model, tmp_path, isolated_cache):
     for layer in range(LAYERS):
         torch.testing.assert_close(profile.sum_sq["mlp"][layer], expected.sum_sq["mlp"][layer])
     again = make_ctx(model, calib__source=str(path), calib__windows=3, calib__window_length=20)
-    calibrated.calibration_profile(again, (128, 128))
+    calibrated.calibration_profile(again.ctx, again.inputs("wanda_sp").calibration, (128, 128))
     assert again.notes["profiles_cached"] == 1 and again.notes["calib_source"]["tokens"] == 60
     path.write_text(TEXT.upper(), encoding="utf-8")  # new content: new cache entry
     changed = make_ctx(model, calib__source=str(path), calib__windows=3, calib__window_length=20)
-    calibrated.calibration_profile(changed, (128, 128))
+    calibrated.calibration_profile(changed.ctx, changed.inputs("wanda_sp").calibration, (128, 128))
     assert changed.notes["profiles_computed"] == 1
     with pytest.raises(DietConfigError, match="fewer than one window"):
-        calibrated.calibration_profile(make_ctx(model, calib__source=str(path), calib__windows=3,
-                                                calib__window_length=5000), (128, 128))
+        short = make_ctx(model, calib__source=str(path), calib__windows=3, calib__window_length=5000)
+        calibrated.calibration_profile(short.ctx, short.inputs("wanda_sp").calibration, (128, 128))
 
 
 def test_document_source_samples_like_get_c4(model, tmp_path):
@@ -554,11 +554,11 @@ def test_named_c4_source_is_the_data_folders_file(model, offline_data):
     from diet.calib.generic_text import sample_windows
 
     cfg = {"calib": {"source": "c4"}, "data": {"dir": str(offline_data)}}
-    path = calibrated.source_file(cfg)
+    path = sources.source_file(cfg)
     # the data folder as diet.paths.data_dir resolves it (CI links ../shared: compare real paths)
     assert path == offline_data.resolve() / "text" / "c4_en_train_head1000.jsonl" and path.is_file()
-    assert calibrated.window_plan({"calib": {"windows": None, "window_length": None}}, (128, 128)) == (128, 128)
-    assert calibrated.window_plan({"calib": {"windows": 7, "window_length": None}}, (1024, 128)) == (7, 128)
+    assert sources.window_plan({"calib": {"windows": None, "window_length": None}}, (128, 128)) == (128, 128)
+    assert sources.window_plan({"calib": {"windows": 7, "window_length": None}}, (1024, 128)) == (7, 128)
     windows = sample_windows(path, byte_level_tokenizer(), 4, 64, 0, True).sequences
     assert len(windows) == 4 and all(len(w) == 64 for w in windows)
 
@@ -566,12 +566,12 @@ def test_named_c4_source_is_the_data_folders_file(model, offline_data):
 def test_named_source_needs_the_data_folder(monkeypatch):
     monkeypatch.delenv("DIET_DATA_DIR")
     with pytest.raises(DietConfigError, match="calib.source='c4' is read from the offline data folder"):
-        calibrated.source_file({"calib": {"source": "c4"}, "data": {"dir": None}})
+        sources.source_file({"calib": {"source": "c4"}, "data": {"dir": None}})
 
 
 def cell_hash(*overrides):
     cfg = compose_config(["model=tiny_gemma2", "tasks=[arc_easy,rte]", *overrides])
-    return config_hash(effective_config(cfg, validate(cfg)["tasks"]))
+    return resolve(cfg).config_hash
 
 
 def test_config_checks_calib_source_and_method_options(tmp_path):

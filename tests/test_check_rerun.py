@@ -7,6 +7,7 @@ import json
 
 from conftest import compose_config
 from diet.run.pipeline import run_cell
+from diet.run.recheck import document_subset, record_documents
 from experiments import check_rerun
 
 TINY = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "calib.n=6", "eval.limit=12", "wandb.mode=disabled",
@@ -24,7 +25,7 @@ def test_rerun_matches_each_method_and_catches_a_changed_outcome(tmp_path, isola
     path = next(records.glob("*__diet__*.json"))
     record = json.loads(path.read_text())
     entry = record["tasks"]["rte"]
-    docs = check_rerun.subset({"rte": check_rerun.record_documents(entry)}, 5, 0)["rte"]
+    docs = document_subset({"rte": record_documents(entry)}, 5, 0)["rte"]
     ids = entry.get("doc_ids") or list(range(len(entry["outcomes"])))
     flip = ids.index(docs[2])
     entry["outcomes"] = entry["outcomes"][:flip] + "10"[int(entry["outcomes"][flip])] + entry["outcomes"][flip + 1:]
@@ -35,7 +36,7 @@ def test_rerun_matches_each_method_and_catches_a_changed_outcome(tmp_path, isola
 
 def test_subset_is_seeded_and_within_the_stored_documents():
     stored = {"rte": {i: "1" for i in range(3, 40, 2)}}
-    first = check_rerun.subset(stored, 6, 0)["rte"]
-    assert first == check_rerun.subset(stored, 6, 0)["rte"] and len(first) == 6 and set(first) <= set(stored["rte"])
-    assert first != check_rerun.subset(stored, 6, 1)["rte"]
-    assert check_rerun.subset(stored, 100, 0)["rte"] == tuple(sorted(stored["rte"]))
+    first = document_subset(stored, 6, 0)["rte"]
+    assert first == document_subset(stored, 6, 0)["rte"] and len(first) == 6 and set(first) <= set(stored["rte"])
+    assert first != document_subset(stored, 6, 1)["rte"]
+    assert document_subset(stored, 100, 0)["rte"] == tuple(sorted(stored["rte"]))

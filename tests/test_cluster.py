@@ -14,8 +14,9 @@ import pytest
 
 from conftest import DATA_DIR, REPO_ROOT, compose_config
 from diet.errors import DietConfigError
+from diet.run.cell import resolve
 from diet.run.claims import CellInProgress, claim_cell, claim_path, live_claim
-from diet.run.records import record_stem, write_record
+from diet.run.records import write_record
 
 CELL = ["model=tiny_gemma2", "method=dense", "tasks=[arc_easy]", "eval.limit=2", "wandb.mode=disabled"]
 
@@ -29,10 +30,7 @@ def plant_claim(results_dir, stem: str, **holder) -> "os.PathLike":
 
 
 def cell_stem(cfg) -> str:
-    from diet.config.identity import config_hash, effective_config
-    from diet.config.validate import validate
-
-    return record_stem("dense", cfg["model"]["name"], config_hash(effective_config(cfg, validate(cfg)["tasks"])))
+    return resolve(cfg).stem
 
 
 def test_a_claimed_cell_is_not_run_again_and_a_dead_claim_is_taken_over(tmp_path, isolated_cache):

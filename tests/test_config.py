@@ -22,6 +22,7 @@ from diet.config.identity import config_hash, effective_config
 
 from diet.config.validate import validate
 from diet.errors import DietConfigError
+from diet.run.cell import resolve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -72,9 +73,9 @@ def test_real_config_is_valid():
     assert cfg["method"] == {"name": "diet"}
     assert cfg["model"]["name"] == "tiny_gemma2"
     facts = validate(cfg)
-    assert facts["tasks"] == PAPER7
-    assert facts["data_dir"] == DATA_DIR.resolve()
-    assert facts["method"].name == "diet"
+    assert facts.tasks == PAPER7
+    assert facts.data_dir == DATA_DIR.resolve()
+    assert facts.method.name == "diet"
 
 
 # --------------------------------------------------------------------------- bad values
@@ -148,7 +149,7 @@ def test_unknown_method_suggests_near_miss():
 
 def test_unknown_task_set_from_custom_sets():
     cfg = compose_cfg("tasks=mine", "+task_sets.mine=[boolq,rte]")
-    assert validate(cfg)["tasks"] == ["boolq", "rte"]
+    assert validate(cfg).tasks == ["boolq", "rte"]
     cfg = compose_cfg("tasks=mien", "+task_sets.mine=[boolq,rte]")
     with pytest.raises(DietConfigError, match=r"^unknown task or task set 'mien': did you mean 'mine'\?"):
         validate(cfg)
@@ -174,7 +175,7 @@ def test_missing_train_file_names_the_path(tmp_path):
         validate(cfg)
     # dense needs no calibration data: the same folder is fine for it
     dense = compose_cfg("tasks=[arc_easy,rte]", f"data.dir={data}", method="dense")
-    assert validate(dense)["tasks"] == ["arc_easy", "rte"]
+    assert validate(dense).tasks == ["arc_easy", "rte"]
 
 
 def test_missing_eval_file_names_the_path(tmp_path):
@@ -200,7 +201,7 @@ def test_data_dir_from_environment(monkeypatch):
 
 def test_dense_ignores_pruning_options():
     cfg = compose_cfg("sparsity=1.5", "vote.threshold=0", "calib.n=0", "profile.stat=max", method="dense")
-    assert validate(cfg)["method"].name == "dense"
+    assert validate(cfg).method.name == "dense"
 
 
 # --------------------------------------------------------------------------- the command line
@@ -255,7 +256,7 @@ def test_cli_cuda_device_that_is_not_there_exits_2(tmp_path):
 
 def cell_hash(*overrides: str, method: str = "diet") -> str:
     cfg = compose_cfg(*overrides, method=method)
-    return config_hash(effective_config(cfg, validate(cfg)["tasks"]))
+    return resolve(cfg).config_hash
 
 
 def test_hash_format_and_determinism():
@@ -311,12 +312,12 @@ def test_hash_depends_on_what_every_cell_uses():
 
 
 def test_profiled_tasks_default_subset_and_leave_one_out():
-    assert validate(compose_cfg())["calib_tasks"] == PAPER7
-    assert validate(compose_cfg("calib.exclude=[boolq]"))["calib_tasks"] == PAPER7[1:]
-    assert validate(compose_cfg("calib.exclude=rte"))["calib_tasks"] == [t for t in PAPER7 if t != "rte"]
+    assert validate(compose_cfg()).calib_tasks == PAPER7
+    assert validate(compose_cfg("calib.exclude=[boolq]")).calib_tasks == PAPER7[1:]
+    assert validate(compose_cfg("calib.exclude=rte")).calib_tasks == [t for t in PAPER7 if t != "rte"]
     transfer = validate(compose_cfg("tasks=[arc_easy,openbookqa]", "calib.tasks=[boolq,rte]"))
-    assert transfer["tasks"] == ["arc_easy", "openbookqa"] and transfer["calib_tasks"] == ["boolq", "rte"]
-    assert validate(compose_cfg("calib.exclude=[boolq]", method="dense"))["calib_tasks"] == []  # no profiling
+    assert transfer.tasks == ["arc_easy", "openbookqa"] and transfer.calib_tasks == ["boolq", "rte"]
+    assert validate(compose_cfg("calib.exclude=[boolq]", method="dense")).calib_tasks == []  # no profiling
 
 
 def test_oracle_needs_every_evaluated_task_profiled():
@@ -370,8 +371,7 @@ def test_every_experiment_cell_is_valid(experiment, target):
     hashes = set()
     for cell in cells:
         cfg = hydra_compose(f"experiment={experiment}", *extra, *cell, f"data.dir={DATA_DIR}")
-        facts = validate(cfg)
-        hashes.add(config_hash(effective_config(cfg, facts["tasks"])))
+        hashes.add(resolve(cfg).config_hash)
     # every cell is its own result, except where a method ignores the option swept: dense ignores the
     # sparsity, unseeded methods the seed, methods without generic calibration calib.source
     from diet.methods import METHODS
@@ -405,7 +405,7 @@ def test_exclude_bos_enters_the_identity_only_when_set():
                                "profile.exclude_bos=no"))
 
 
-# --------------------------------------------------------------------------- typed options (diet.config.bind)
+# --------------------------------------------------------------------------- typed options (diet.bind)
 
 
 def test_every_shipped_method_yaml_binds_to_its_options_class():

@@ -4,29 +4,29 @@ KV groups; one real Gemma-3 270M check at the end (real_model)."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 
 import pytest
 import torch
 
-from conftest import EPS32, compose_config, left_padded_batch, logits, logits_bound
+from conftest import MethodCall, EPS32, compose_config, left_padded_batch, logits, logits_bound
 from diet.dims.accounting import removed_parameters, solve_dim_sparsity, unit_parameters
 from diet.dims.choice import dim_parts, scored_dims
 from diet.dims.heads import HeadLayout, equalize_groups, select_heads
 from diet.config.identity import config_hash, effective_config
 from diet.config.validate import validate
+from diet.dims.shapes import record_shapes
 from diet.errors import DietConfigError
-from diet.methods import METHODS, MaskSelection, PruningContext
+from diet.methods import MaskSelection
 from diet.methods import calibrated
 from diet.models.adapters import adapter_for, parameter_counts
 from diet.models.loaders import LoadedModel
 from diet.models.tiny import byte_level_tokenizer, tiny_gemma2
-from diet.prune.apply import apply_selection
+from diet.dims.apply import apply_selection
 from diet.run.pipeline import run_cell
 from diet.calib.profiler import profile_activations
-from diet.prune.checkpoint import load_pruned, save_pruned
+from diet.export.checkpoint import load_pruned, save_pruned
 from diet.prune.attention import check_head_mask, prune_attention_heads, zero_attention_heads
 from diet.prune.hidden import prune_hidden
 
@@ -81,6 +81,7 @@ def test_heads_sliced_equal_masked_with_gqa_and_left_padding(model, batch):
     assert (masked - dense).abs().max() > 1e-2  # the mask really changes the model
     assert (sliced - masked).abs().max() <= bound  # float32 rounding only (measured: 0)
     adapter = adapter_for(sliced_model)
+    record_shapes(sliced_model)
     assert adapter.head_counts() == [2, 4, 2] and model.config.diet_pruning["num_heads"] == [2, 4, 2]
     groups = [layer.self_attn.num_key_value_groups for layer in adapter.layers()]
     assert groups == [1, 2, 1]
@@ -214,7 +215,7 @@ def test_save_load_round_trip_is_exact(model, batch, tmp_path, dims):
 # --------------------------------------------------------------------------- methods
 
 
-def make_ctx(model, dims, tasks=("arc_easy", "rte"), **overrides) -> PruningContext:
+def make_ctx(model, dims, tasks=("arc_easy", "rte"), **overrides) -> MethodCall:
     cfg = {
         "sparsity": 0.5, "seed": 0, "dims": dims, "model": {"add_bos_token": True},
         "calib": {"n": 4, "max_length": 32, "batch_size": 2, "with_answer": True, "source": "tasks"},
@@ -225,7 +226,7 @@ def make_ctx(model, dims, tasks=("arc_easy", "rte"), **overrides) -> PruningCont
         **overrides,
     }
     loaded = LoadedModel(model, byte_level_tokenizer(), "tiny", "cpu", "float32", "fingerprint")
-    return PruningContext(loaded, cfg, list(tasks), None, lambda stage: contextlib.nullcontext())
+    return MethodCall(loaded, cfg, list(tasks))
 
 
 @pytest.fixture(scope="module")
@@ -241,13 +242,13 @@ def profiles():
 
 @pytest.fixture
 def fake_profiles(monkeypatch, profiles):
-    fake = lambda ctx: {task: profiles[task] for task in ctx.tasks}  # noqa: E731
+    fake = lambda ctx, samples: {task: profiles[task] for task in samples.tasks}  # noqa: E731
     monkeypatch.setattr(calibrated, "task_profiles", fake)
     monkeypatch.setattr("diet.methods.diet.task_profiles", fake)
     # sequential Wanda-sp runs its own passes over calibration sequences
     generator = torch.Generator().manual_seed(5)
     sequences = [[2] + torch.randint(4, 260, (n,), generator=generator).tolist() for n in (7, 19, 12)]
-    monkeypatch.setattr("diet.methods.wanda_sp.calibration_sequences", lambda ctx, reference: sequences)
+    monkeypatch.setattr("diet.methods.wanda_sp.calibration_sequences", lambda ctx, calibration, reference: sequences)
 
 
 @pytest.mark.parametrize(
@@ -256,7 +257,7 @@ def fake_profiles(monkeypatch, profiles):
     + [("wanda_sp", "heads"), ("wanda_sp", "mlp+heads"), ("diet", "mlp")],
 )
 def test_methods_select_valid_masks_for_each_dims(model, fake_profiles, method, dims):
-    selection = METHODS.get(method)().select(make_ctx(model, dims))
+    selection = make_ctx(model, dims).select(method)
     jobs = list(selection.per_task.values()) if selection.per_task else [selection]
     parts = dim_parts(dims)
     for job in jobs:
@@ -277,7 +278,8 @@ def test_methods_select_valid_masks_for_each_dims(model, fake_profiles, method, 
 def test_diet_heads_single_task_masks_follow_head_scores(model, profiles, fake_profiles):
     from diet.methods.diet import diet_task_masks
 
-    per_task = diet_task_masks(make_ctx(model, "heads", sparsity=0.5))
+    call = make_ctx(model, "heads", sparsity=0.5)
+    per_task = diet_task_masks(call.ctx, call.inputs("diet"))
     for task, profile in profiles.items():
         scores = profile.head_scores("mean_abs", HEAD_DIM)
         expected = [
@@ -304,7 +306,7 @@ def test_wanda_sp_head_scores_equal_loop_over_heads(model, profiles):
 
 
 def test_diet_union_merge_of_heads_is_equalised(model, fake_profiles):
-    selection = METHODS.get("diet")().select(make_ctx(model, "heads", merge="union"))
+    selection = make_ctx(model, "heads", merge="union").select("diet")
     check_head_mask(model, selection.kept("heads"))  # raises if groups differ
 
 
@@ -317,7 +319,7 @@ def test_params_sparsity_is_solved_and_exact(model, dims):
     before = parameter_counts(model)["non_embedding"]
     ctx = make_ctx(model, dims, sparsity=solved["sparsity"])
     pruned = copy.deepcopy(model)
-    apply_selection(pruned, METHODS.get("random")().select(ctx))
+    apply_selection(pruned, ctx.select("random"))
     removed = before - parameter_counts(pruned)["non_embedding"]
     assert removed / before == pytest.approx(solved["predicted_parameters"], abs=1e-12)
     # nearest achievable: the next step up or down in per-dimension sparsity is no closer to 20%

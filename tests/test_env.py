@@ -6,7 +6,8 @@ import shlex
 import subprocess
 
 from conftest import REPO_ROOT
-from experiments.check_env import compare, installed_versions, locked_pins, main
+from diet.lockfile import compare, installed_versions, locked_pins
+from experiments.check_env import main
 
 LOCKS = [REPO_ROOT / "requirements" / "lock.txt", REPO_ROOT / "requirements" / "lock-nodeps.txt"]
 

@@ -9,11 +9,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import left_padded_batch, logits
+from diet.dims.shapes import record_shapes
 from diet.export.save import SPEC, STANDARD, export_model
 from diet.models.adapters import adapter_for
 from diet.models.tiny import byte_level_tokenizer, tiny_gemma2, tiny_llama
 from diet.prune.layers import drop_decoder_layers
-from diet.prune.checkpoint import load_pruned
+from diet.export.checkpoint import load_pruned
 from diet.prune.mlp import prune_mlp_channels, set_down_bias
 from diet.prune.attention import prune_attention_heads
 from diet.export.stock_layout import stock_layout
@@ -35,6 +36,7 @@ def test_uniform_pruning_saves_a_stock_checkpoint(build, tmp_path):
     prune_mlp_channels(model, random_keep(adapter_for(model).mlp_widths(), 0.7))  # 30% of the channels
     heads = [torch.tensor([True, False, False, True]) for _ in adapter_for(model).layers()]  # 1 per KV group
     prune_attention_heads(model, heads)
+    record_shapes(model)  # as diet.dims.apply does: the config carries diet's own shape notes
     batch = left_padded_batch()
     expected = logits(model, batch)
     saved = export_model(model, byte_level_tokenizer(), tmp_path / "out", "# card\n")
@@ -252,3 +254,48 @@ def test_a_hidden_width_transformers_refuses_still_saves_and_reloads_exactly(bui
     restored, _, _ = load_pruned(tmp_path / "h")
     assert restored.config.hidden_size == 45 and torch.equal(logits(restored, batch), logits(model, batch))
     assert model.config.hidden_size == 45  # the in-memory model is left as it was
+
+
+def test_a_disk_without_room_fails_before_profiling_and_writes_nothing(tmp_path, isolated_cache, monkeypatch):
+    """CI once filled its disk with saved models: the export fell back to the spec format (as if transformers
+    had refused the shape) and failed again half-way. A folder without room is refused as soon as the model's
+    size is known, naming the folder and both sizes."""
+    from conftest import compose_config
+    from diet.errors import NoRoomError
+    from diet.export import room
+    from diet.run.pipeline import run_cell
+
+    import diet.methods.diet as diet_method
+
+    monkeypatch.setattr(room, "free_bytes", lambda path: room.MARGIN_BYTES)  # the margin fits, the weights do not
+    monkeypatch.setattr(diet_method.Diet, "select", lambda *a, **k: pytest.fail("profiled before the room check"))
+    cell = ["model=tiny_gemma2", "tasks=[arc_easy]", "eval.limit=4", "calib.n=4", "wandb.mode=disabled", "method=diet",
+            "sparsity=0.25", f"results_dir={tmp_path / 'records'}", f"save_model={tmp_path / 'model'}"]
+    with pytest.raises(NoRoomError, match=r"save_model=.*model.*needs about \d.* MiB .* only 256.0 MiB is free there"):
+        run_cell(compose_config(cell))
+    assert not (tmp_path / "model").exists() and not list(tmp_path.glob(".model.*"))
+
+
+def test_the_export_checks_the_exact_size_and_a_failing_disk_is_no_refusal(tmp_path, monkeypatch):
+    from diet.errors import NoRoomError
+    from diet.export import room
+
+    model = tiny_llama()
+    prune_mlp_channels(model, random_keep(adapter_for(model).mlp_widths(), 0.5))
+    needed = room.model_bytes(model)
+    dense = room.model_bytes(tiny_llama())
+    assert needed < dense and needed == sum(p.numel() * p.element_size() for p in model.state_dict().values()
+                                            if p is not model.lm_head.weight or not model.config.tie_word_embeddings)
+    monkeypatch.setattr(room, "free_bytes", lambda path: needed + room.MARGIN_BYTES - 1)
+    with pytest.raises(NoRoomError, match="needs about"):
+        export_model(model, byte_level_tokenizer(), tmp_path / "small", "# card\n")
+    monkeypatch.setattr(room, "free_bytes", lambda path: needed + room.MARGIN_BYTES)
+    assert export_model(model, byte_level_tokenizer(), tmp_path / "fits", "# card\n")["format"] == STANDARD
+
+    def full_disk(*args, **kwargs):  # as safetensors reports ENOSPC: not an OSError
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(type(model), "save_pretrained", full_disk)
+    with pytest.raises(RuntimeError, match="os error 28"):  # not saved in the spec format instead
+        export_model(model, byte_level_tokenizer(), tmp_path / "full", "# card\n")
+    assert not (tmp_path / "full").exists() and not list(tmp_path.glob(".full.*"))

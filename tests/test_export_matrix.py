@@ -41,7 +41,7 @@ def test_export_reloads_with_the_named_loader_to_the_same_outcomes(model, path, 
     if expected_format is not None:
         assert saved["format"] == expected_format, saved["why"]
     if saved["format"] == SPEC:
-        assert saved["why"] and saved["load_with"] == "diet.prune.checkpoint.load_pruned"
+        assert saved["why"] and saved["load_with"] == "diet.export.checkpoint.load_pruned"
 
     reloaded, tokenizer = load_saved(saved, cfg["model"]["attn_implementation"])
     zeros = (saved["padded"] or {}).get("zero_parameters", 0)
@@ -50,7 +50,7 @@ def test_export_reloads_with_the_named_loader_to_the_same_outcomes(model, path, 
     from diet.config.validate import validate
     from diet.eval.evaluate import evaluate
 
-    again = evaluate(reloaded, tokenizer, [TASK], validate(cfg)["data_dir"], eval_settings(cfg), "cpu")[TASK]
+    again = evaluate(reloaded, tokenizer, [TASK], validate(cfg).data_dir, eval_settings(cfg), "cpu")[TASK]
     ours = record["tasks"][TASK]
     assert again["doc_ids"] == ours["doc_ids"] and again["outcomes"] == ours["outcomes"], (path, saved["format"])
 

@@ -2,12 +2,13 @@
 
 Two runs with one identity share one record (the second is skipped as done), so an option that changes
 a result without changing the identity is a silent wrong result. These tests drive every registered
-method through selection on a tiny model and perturb every option it read.
+method through selection on a tiny model and perturb every option its inputs were built from.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ from diet.config.validate import validate
 from diet.errors import DietConfigError
 from diet.methods import METHODS
 from diet.methods.base import MaskSelection, Method
+from diet.methods.inputs import MergeRule, Target, build_inputs
+from diet.run.cell import resolve
 from diet.run.pipeline import select_cell
 
 TINY = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "eval.limit=4", "calib.n=4", "calib.windows=4",
@@ -86,15 +89,16 @@ def shared_cache(tmp_path_factory):
 def test_every_option_a_method_reads_changes_its_identity(overrides, tmp_path, shared_cache, monkeypatch):
     monkeypatch.setenv("DIET_CACHE", str(shared_cache))
     cfg = compose_config([*TINY, f"results_dir={tmp_path}", "sparsity=0.5", *overrides])
-    facts = validate(cfg)
-    chosen = select_cell(cfg, facts)  # runs check_reads: an unidentified read fails here
-    reads = chosen.ctx.cfg.reads
+    cell = resolve(cfg)
+    select_cell(cell)  # runs check_reads on what building the inputs read: an unidentified read fails here
+    view = ConfigView(cfg)
+    build_inputs(cell.method, view, cell.calib_tasks)  # as select_cell builds them
+    reads = view.reads
     if METHODS.get(cfg["method"]["name"]).prunes:
-        assert "sparsity" in reads  # the view really recorded what the method read
-    base = config_hash(effective_config(cfg, facts["tasks"]))
+        assert "sparsity" in reads  # the view really recorded what the method receives
     for path in sorted(reads - COMPUTATION_ONLY - {"data.dir"}):
         other = perturbed(cfg, path)
-        assert config_hash(effective_config(other, facts["tasks"])) != base, f"{path} read but not identified"
+        assert config_hash(effective_config(other, cell.tasks)) != cell.config_hash, f"{path} read but not identified"
 
 
 def test_any_method_option_changes_the_identity():
@@ -107,26 +111,33 @@ def test_any_method_option_changes_the_identity():
             assert config_hash(effective_config(other, ["arc_easy", "rte"])) != base, f"{path.name}: {key}"
 
 
+@dataclass(frozen=True)
+class _MergeInputs:
+    target: Target
+    merge: MergeRule
+
+
 class _ReadsMerge(Method):
-    """A method that reads `merge` without declaring it in `uses`: the bug the guard exists for."""
+    """A method that receives DIET's merge rule without declaring its sections in `uses`: the bug the guard
+    exists for (two cells differing only in `merge` would share one record)."""
 
     name = "reads_merge"
     uses = ("sparsity", "dims")
+    Inputs = _MergeInputs
 
-    def select(self, ctx):
-        ctx.cfg["merge"]
-        return MaskSelection()
+    def select(self, ctx, inputs):
+        raise AssertionError("select must not run: the inputs are checked first")
 
 
-def test_a_read_outside_the_identity_is_refused_before_pruning(tmp_path, monkeypatch, isolated_cache):
+def test_an_input_outside_the_identity_is_refused_before_profiling(tmp_path, monkeypatch, isolated_cache):
     monkeypatch.setitem(METHODS._items, "reads_merge", _ReadsMerge)
     cfg = compose_config([*TINY, f"results_dir={tmp_path}"])
     cfg["method"] = {"name": "reads_merge"}
-    facts = validate(cfg)
-    with pytest.raises(DietConfigError, match=r"read \['merge'\].*_ReadsMerge.uses"):
-        select_cell(cfg, facts)
-    monkeypatch.setattr(_ReadsMerge, "uses", ("sparsity", "dims", "merge"))
-    select_cell(cfg, facts)  # declared: accepted
+    with pytest.raises(DietConfigError, match=r"read \['merge', 'vote.exact', 'vote.threshold'\].*_ReadsMerge.uses"):
+        select_cell(resolve(cfg))
+    monkeypatch.setattr(_ReadsMerge, "uses", ("sparsity", "dims", "merge", "vote"))
+    monkeypatch.setattr(_ReadsMerge, "select", lambda self, ctx, inputs: MaskSelection())
+    assert select_cell(resolve(cfg)).inputs.merge == MergeRule("vote", 0.5, True)  # declared: accepted
 
 
 def test_the_view_records_nested_paths_and_unidentified_names_them():
@@ -145,7 +156,7 @@ def test_the_view_records_nested_paths_and_unidentified_names_them():
 
 def _hash(overrides: list[str]) -> str:
     cfg = compose_config(overrides)
-    return config_hash(effective_config(cfg, validate(cfg)["tasks"]))
+    return resolve(cfg).config_hash
 
 
 def test_dtype_auto_is_resolved_before_hashing(monkeypatch):
@@ -161,7 +172,7 @@ def test_dtype_auto_is_resolved_before_hashing(monkeypatch):
     on_gpu = _hash(cell)
     assert on_gpu != on_cpu and on_gpu == _hash([*cell[:1], "model.dtype=bfloat16", *cell[2:]])
     cfg = compose_config(cell)
-    assert effective_config(cfg, validate(cfg)["tasks"])["model"]["dtype"] == "bfloat16"
+    assert effective_config(cfg, validate(cfg).tasks)["model"]["dtype"] == "bfloat16"
 
 
 def test_a_cuda_device_that_is_not_there_stops_in_preflight(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from diet.eval.evaluate import evaluate
 from diet.methods import METHODS
 from diet.models.adapters import parameter_counts
 from diet.run.pipeline import eval_settings, run_cell
-from diet.prune.checkpoint import load_pruned
+from diet.export.checkpoint import load_pruned
 
 CELL = ["model=tiny_llama", "tasks=[arc_easy,rte]", "eval.limit=4", "calib.n=4", "calib.max_length=64",
         "wandb.mode=disabled"]
@@ -54,6 +54,6 @@ def test_every_method_on_a_tiny_llama(method, shared_cache, tmp_path):
     model, tokenizer = reload(saved)
     zeros = (saved.get("padded") or {}).get("zero_parameters", 0)  # what padding added, all of it zeros
     assert parameter_counts(model)["total"] == record["parameters"]["after"]["total"] + zeros
-    metrics = evaluate(model, tokenizer, ["arc_easy", "rte"], validate(cfg)["data_dir"], eval_settings(cfg))
+    metrics = evaluate(model, tokenizer, ["arc_easy", "rte"], validate(cfg).data_dir, eval_settings(cfg))
     for task in ("arc_easy", "rte"):  # the saved model reproduces the run's own scores exactly
         assert metrics[task]["score"] == record["tasks"][task]["score"] and metrics[task]["n"] == 4

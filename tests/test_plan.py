@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import compose_config
+from diet.run.cell import resolve
 from diet.run.pipeline import run_cell
 from experiments.plan import main, sweep_cells
 from diet.run.plan import plan_cells
@@ -76,8 +77,6 @@ def test_committed_study_cells_keep_their_identity():
     """New options enter a cell's hash only when set: today's config of the primary comparison still finds
     the committed records (dense; DIET and FLAP on C4 at seeds 0-2), so no finished cell would rerun."""
     from conftest import REPO_ROOT, compose_config
-    from diet.config.identity import config_hash, effective_config
-    from diet.config.validate import validate
     from diet.run.records import find_existing
 
     records = REPO_ROOT / "results" / "records"
@@ -85,5 +84,5 @@ def test_committed_study_cells_keep_their_identity():
         [[f"seed={s}", "method=flap", "calib.source=c4"] for s in (0, 1, 2)]
     for overrides in cells:
         cfg = compose_config(["experiment=fair_study_local", *overrides])
-        cfg_hash = config_hash(effective_config(cfg, validate(cfg)["tasks"]))
+        cfg_hash = resolve(cfg).config_hash
         assert find_existing(records, cfg["method"]["name"], "gemma3_270m", cfg_hash) is not None, overrides

@@ -11,11 +11,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from conftest import left_padded_batch, logits, logits_bound
+from diet.dims.shapes import record_shapes
 from diet.errors import DietConfigError
 from diet.io import sha256_file
 from diet.models.adapters import adapter_for, parameter_counts
 from diet.models.tiny import byte_level_tokenizer, tiny_gemma2
-from diet.prune.checkpoint import SPEC_FILE, PrunedCheckpointError, load_pruned, save_pruned
+from diet.export.checkpoint import SPEC_FILE, PrunedCheckpointError, load_pruned, save_pruned
 from diet.prune.mlp import prune_mlp_channels, zero_mlp_channels
 
 KEPT = [96, 41, 7]  # different kept counts per layer (of 128)
@@ -83,6 +84,7 @@ def test_new_shapes_and_parameter_count(model):
     before = parameter_counts(model)["total"]
     prune_mlp_channels(model, keep)
     assert adapter.mlp_widths() == KEPT
+    record_shapes(model)  # one level above the surgery: diet.dims.apply records after every removal
     assert model.config.diet_pruning["mlp_widths"] == KEPT
     assert model.config.intermediate_size == 128
     for layer, count in enumerate(KEPT):
@@ -181,7 +183,7 @@ def test_round_trip_is_exact(pruned, batch, tmp_path):
 
 def test_unpruned_round_trip_takes_the_stock_loader(model, batch, tmp_path, monkeypatch):
     save_pruned(model, None, tmp_path / "dense")
-    monkeypatch.setattr("diet.prune.checkpoint._load_strict", lambda *a: pytest.fail("custom loader used for dense shapes"))
+    monkeypatch.setattr("diet.export.checkpoint._load_strict", lambda *a: pytest.fail("custom loader used for dense shapes"))
     loaded, tokenizer, spec = load_pruned(tmp_path / "dense")
     assert tokenizer is None and spec["mlp_widths"] == [128, 128, 128]
     assert torch.equal(logits(loaded, batch), logits(model, batch))

@@ -719,9 +719,9 @@ def test_paired_prints_one_run_minus_another_per_document_and_refuses_an_ambiguo
 
 
 def test_a_report_names_its_model_when_several_scored_the_same_documents(tmp_path):
-    """experiments.block_lookup.find_block (oracle_gap, paired): one model on the documents needs no --model;
+    """diet.analysis.block_lookup.find_block (oracle_gap, paired): one model on the documents needs no --model;
     two do, and an unknown model is refused naming the ones there."""
-    from experiments.block_lookup import find_block
+    from diet.analysis.block_lookup import find_block
 
     write(tmp_path, make_record("dense", 0.0, same(0.5)))
     assert find_block(tmp_path, "first100").model == "m"

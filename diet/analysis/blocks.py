@@ -16,6 +16,7 @@ import pandas as pd
 from diet.analysis.frame import ABLATION_KEYS, ALL_PROFILED, RUN_COLUMNS
 from diet.analysis.stats import clearly_above_chance
 from diet.config.defaults import run_defaults
+from diet.eval.tasks import accuracy_tasks
 
 # Row order of every table: dense first, DIET and its oracle, then the baselines, then anything new.
 METHOD_ORDER = ("dense", "diet", "diet_oracle", "activation_pooled", "wanda_sp", "flap", "magnitude", "random",
@@ -129,8 +130,6 @@ class Block:
     @property
     def averaged(self) -> list[str]:
         """The task columns an average covers: the accuracy tasks (a perplexity is its own column)."""
-        from diet.eval.tasks import accuracy_tasks
-
         return accuracy_tasks(self.tasks)
 
     @property

@@ -14,6 +14,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from diet.calib.generic_text import NAMED_SOURCES
+from diet.config.defaults import method_defaults, run_defaults
+from diet.eval.tasks import resolve_task_names
 from diet.run.records import iter_records
 
 # Options the ablation tables vary: column name -> (config section, key or None for a top-level value).
@@ -60,9 +63,6 @@ def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
 
 def default_tasks() -> list[str]:
     """conf/config.yaml's `tasks`, resolved through its task_sets (paper7)."""
-    from diet.config.defaults import run_defaults
-    from diet.eval.tasks import resolve_task_names
-
     defaults = run_defaults()
     return resolve_task_names(defaults["tasks"], defaults.get("task_sets") or {})
 
@@ -95,8 +95,6 @@ def calib_source_label(record: dict[str, Any], identity: Any) -> str:
     """'tasks', a named source ('c4'), or the calibration file's name."""
     if identity == "tasks" or not isinstance(identity, dict):
         return str(identity)
-    from diet.calib.generic_text import NAMED_SOURCES
-
     configured = str(record["config"]["calib"].get("source"))
     return configured if configured in NAMED_SOURCES else Path(configured).name
 
@@ -126,8 +124,6 @@ def ablation_value(record: dict[str, Any], column: str) -> Any:
 def method_options_label(record: dict[str, Any]) -> str | None:
     """The method's own options that differ from conf/method/<name>.yaml ("method.allocation=layer, ..."),
     or None at its defaults: a FLAP run without bias compensation is a variant, not another seed of FLAP."""
-    from diet.config.defaults import method_defaults
-
     options = {k: v for k, v in (record["config"].get("method") or {}).items() if k != "name"}
     defaults = method_defaults(record["method"])
     changed = [f"method.{key}={options[key]}" for key in sorted(options) if options[key] != defaults.get(key)]

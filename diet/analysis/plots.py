@@ -23,7 +23,7 @@ from diet.analysis.blocks import METHOD_ORDER, Block, method_rank, task_rank  # 
 from diet.dims.choice import sort_key  # noqa: E402
 from diet.io import atomic_write  # noqa: E402
 from diet.registry import Registry  # noqa: E402
-from diet.analysis.tables import TABLES  # noqa: E402
+from diet.analysis.tables import score_columns, TABLES  # noqa: E402
 
 FIGSIZE = (6.4, 4.0)
 DPI = 100
@@ -127,8 +127,6 @@ def accuracy_by_dims(block: Block, records: Records) -> list[tuple[str, Figure]]
             ax.bar(x + offset, rows[column], width, yerr=rows[f"{column}_se"], capsize=3, color=palette[slot],
                    label=label)
             if dense is not None:
-                from diet.analysis.tables import score_columns
-
                 level = score_columns(dense, block)[column]
                 ax.axhline(level, color=palette[slot], linestyle="--", linewidth=1, label=f"dense, {label}")
         ax.set_xticks(x, [f"{d}\n{a:.1%} of dim\n{p:.1%} params" for d, a, p in

@@ -9,6 +9,7 @@ import pandas as pd
 
 from diet.analysis.blocks import task_rank
 from diet.analysis.stats import Z, mean_se
+from diet.analysis.tables import compare
 from diet.eval.tasks import accuracy_tasks, is_perplexity
 
 SE_NOTE = "scores: accuracy in points ± one standard error"
@@ -77,8 +78,6 @@ def within_noise(records: Sequence[dict[str, Any]]) -> list[tuple[str, float, fl
     reference: dense where shown), in points. The se is paired (per-document differences,
     diet.analysis.tables.compare) where both records hold outcomes of the same documents, else unpaired,
     sqrt(se_a^2 + se_b^2)."""
-    from diet.analysis.tables import compare
-
     if len(records) < 2:
         return []
     ref_run = as_run(records[0])

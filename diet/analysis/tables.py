@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from diet.analysis.blocks import DEFAULTS, DIET_METHODS, LABELS, Block, blocks_from_frame, method_rank, row_key, task_rank
+from diet.errors import DietConfigError
+from diet.methods import METHODS
 from diet.registry import Registry
 from diet.analysis.frame import ABLATION_KEYS
 from diet.analysis.stats import ALPHA, CHANCE, Z, difference, holm, mean_se, paired_difference, two_sided_p, votes_needed
@@ -402,9 +404,6 @@ def seeds_table(block: Block) -> Table | None:
 
 def is_seeded(method: str) -> bool:
     """Whether the calibration seed can change the method's result (diet.methods: `seeded`)."""
-    from diet.errors import DietConfigError
-    from diet.methods import METHODS
-
     try:
         return bool(METHODS.get(method).seeded)
     except DietConfigError:  # a method this code no longer has: assume it was seeded (pair only equal seeds)

@@ -24,6 +24,8 @@ from diet.devices import resolved_precision
 from diet.errors import DietConfigError
 from diet.eval.documents import identity as documents_identity
 from diet.io import stable_hash
+from diet.methods import METHODS
+from diet.calib.sources import source_file, source_identity
 
 # Config sections every run depends on; a method adds the ones its result depends on (Method.uses).
 BASE_SECTIONS = ("model", "tasks", "eval", "seed", "data_mode")
@@ -81,8 +83,6 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
     `method=dense` at every sparsity of a sweep is one cell, and the data folder's path on one
     machine does not matter (only online vs offline does).
     """
-    from diet.methods import METHODS
-
     method = METHODS.get(cfg["method"]["name"])
     # dtype as it resolves on this machine (auto: bfloat16 on a GPU, float32 on the CPU): two precisions are two
     # cells. The device stays out (same dtype, different kernels: float rounding only, like the batch size).
@@ -117,8 +117,6 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
     if method.version != 1:
         values["method_version"] = method.version
     if "calib" in method.uses:
-        from diet.methods.calibrated import source_file, source_identity
-
         generic = method.calib_source and source_file(cfg) is not None
         if generic:
             # generic text: the file by its content (not its path) and the windows drawn from it; the

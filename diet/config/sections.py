@@ -1,5 +1,5 @@
 """The run config's fixed sections as typed options classes: every key a field, every value checked by the
-field's type or its own check (`metadata["check"]`, diet/config/checks.py), so a section is valid exactly when
+field's type or its own check (`metadata["check"]`, diet/checks.py), so a section is valid exactly when
 it binds. conf/config.yaml writes the same defaults with their comments; tests/test_config.py holds the two
 equal, so the classes cannot drift from the file users read.
 
@@ -7,8 +7,9 @@ A stored record's config may predate an option: the missing key takes the class 
 option's absence meant something else when the record was written (`LEGACY_DEFAULTS`).
 
 The identity (diet/config/identity.py) still hashes the config as a dict, the form the committed records'
-hashes were computed from, and methods keep reading their sections through a `ConfigView` so that every read
-is checked against it; the typed sections are what validation binds and what the pipeline reads.
+hashes were computed from; methods receive typed inputs (diet.methods.inputs) built through a `ConfigView`, so
+that every option they are built from is checked against it; the typed sections are what validation binds and
+what the pipeline reads.
 """
 
 from __future__ import annotations
@@ -16,29 +17,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from diet.config.bind import bind, check_names
-from diet.config.checks import FLAG, in_range, one_of, positive
+from diet.bind import bind, check_names
+from diet.calib.profiler import STATS
+from diet.checks import FLAG, in_range, one_of, positive
 from diet.errors import DietConfigError
+from diet.eval.documents import DocumentSelection
+from diet.eval.evaluate import BACKENDS
 from diet.export.save import ExportOptions
+from diet.select.masks import SCOPES
 
 WANDB_MODES = ("offline", "online", "disabled")
 
 
 def _stats() -> list[str]:
-    from diet.calib.profiler import STATS
-
     return STATS.names()
 
 
 def _scopes() -> list[str]:
-    from diet.select.masks import SCOPES
-
     return SCOPES.names()
 
 
 def _backends() -> list[str]:
-    from diet.eval.evaluate import BACKENDS
-
     return BACKENDS.names()
 
 
@@ -98,8 +97,6 @@ class EvalOptions:
                                   "finish, which only eval.by_task=true does: set eval.by_task=true or drop it")
 
     def documents(self) -> Any:
-        from diet.eval.documents import DocumentSelection
-
         return DocumentSelection(self.limit, self.docs, self.docs_seed)
 
 

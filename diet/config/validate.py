@@ -5,15 +5,22 @@ Every failure names the bad value and what is allowed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from diet.dims.accounting import SPARSITY_OF  # dim, params
 from diet.dims.choice import dim_parts
-from diet.config.checks import choice, flag, number_in
-from diet.config.sections import eval_options, run_options
+from diet.checks import choice, flag, number_in
+from diet.config.sections import RunOptions, eval_options, run_options
 from diet.eval.documents import DocumentSelection
 from diet.errors import DietConfigError
+from diet.eval.tasks import accuracy_tasks, check_data_files, headline_metric, is_perplexity, resolve_task_names
+from diet.methods import METHODS
+from diet.calib.sources import source_file
+from diet.models.loaders import SOURCES
 from diet.paths import data_dir as resolve_data_dir
+from diet.select.masks import MERGES
 
 
 def document_selection(cfg: Mapping[str, Any]) -> DocumentSelection:
@@ -26,8 +33,6 @@ def document_selection(cfg: Mapping[str, Any]) -> DocumentSelection:
 def calib_tasks(cfg: Mapping[str, Any], tasks: list[str]) -> list[str]:
     """The tasks profiled for calibration: `calib.tasks` (default: the evaluated tasks) minus
     `calib.exclude`, in their listed order."""
-    from diet.eval.tasks import accuracy_tasks, is_perplexity, resolve_task_names
-
     calib = cfg["calib"]
     task_sets = cfg.get("task_sets") or {}
     if calib.get("tasks") is None:
@@ -57,14 +62,19 @@ def calib_tasks(cfg: Mapping[str, Any], tasks: list[str]) -> list[str]:
     return remaining
 
 
-def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Check every option; returns facts derived on the way (task list, profiled tasks, data dir, the typed
-    sections)."""
-    from diet.select.masks import MERGES
-    from diet.methods import METHODS
-    from diet.models.loaders import SOURCES
-    from diet.eval.tasks import check_data_files, headline_metric, resolve_task_names
+@dataclass(frozen=True)
+class CheckedConfig:
+    """What validation derives from a run config on the way (diet.run.cell.Cell carries it on)."""
 
+    method: type                 # the registered diet.methods.Method class
+    options: RunOptions          # every fixed section, bound
+    tasks: list[str]             # the evaluated tasks, task sets resolved
+    calib_tasks: list[str]       # the profiled tasks; [] for a method that profiles nothing
+    data_dir: Path | None        # the offline data folder; None online
+
+
+def validate(cfg: Mapping[str, Any]) -> CheckedConfig:
+    """Check every option, before any model is loaded; returns what was derived on the way."""
     method = METHODS.get(cfg["method"]["name"])
     options = run_options(cfg, method.prunes)  # each fixed section binds to its class (diet/config/sections.py)
     SOURCES.get(cfg["model"]["source"])
@@ -86,9 +96,6 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         choice("sparsity_of", cfg.get("sparsity_of", "dim"), SPARSITY_OF)
     # a path option is checked when set, whatever the method: a typo must not wait for the sweep's one cell
     # whose method reads it (DIET ignores calib.source)
-    from diet.methods.calibrated import source_file
-    from diet.eval.tasks import is_perplexity
-
     path = source_file(cfg)
     if method.prunes and method.calib_source and path is not None and "wikitext" in path.name.lower() \
             and any(is_perplexity(t) for t in tasks):
@@ -111,4 +118,4 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     data_dir = resolve_data_dir(cfg["data"]["dir"])
     check_data_files(tasks, data_dir)
     check_data_files(profiled, data_dir, need_train=True)
-    return {"tasks": tasks, "data_dir": data_dir, "method": method, "calib_tasks": profiled, "options": options}
+    return CheckedConfig(method=method, options=options, tasks=tasks, calib_tasks=profiled, data_dir=data_dir)

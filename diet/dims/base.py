@@ -22,6 +22,9 @@ from torch import Tensor, nn
 from diet.registry import Registry
 from diet.select import masks
 
+# the file of a spec-format checkpoint (diet.export.checkpoint) that holds what `shape_spec` records
+SPEC_FILE = "pruning_spec.json"
+
 DIMENSIONS: Registry["Dimension"] = Registry("dimension")  # name -> the (stateless) Dimension instance
 
 
@@ -111,7 +114,7 @@ class Dimension:
         """Zero the removed units' weights instead (the reference for exactness tests)."""
         raise NotImplementedError(f"dimension {self.name!r} has no zeroing reference")
 
-    # ------------------------------------------------------------------ checkpoint (diet.prune.checkpoint)
+    # ------------------------------------------------------------------ checkpoint (diet.export.checkpoint)
     def shape_spec(self, model: nn.Module) -> dict[str, Any]:
         """What a pruned model records of this dimension's shapes (config.diet_pruning, pruning_spec.json)
         when its stock config cannot express them; default: nothing (the config holds them)."""

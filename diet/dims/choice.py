@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 from diet.dims.base import DIMENSIONS, Dimension
 from diet.errors import DietConfigError
+from diet.registry import unknown_name_message
 
 DEFAULT_DIMS = "mlp"
 # combinations of several dimensions that are tested end to end (each part at the same sparsity)
@@ -31,8 +32,6 @@ def scored_dims() -> tuple[str, ...]:
 
 def dim_parts(dims: str) -> tuple[str, ...]:
     """'mlp+heads' -> ('mlp', 'heads'); names must be selectable, distinct and in pruning order."""
-    from diet.registry import unknown_name_message
-
     parts = tuple(str(dims).split("+")) if isinstance(dims, str) else ()
     allowed = single_dims()
     if not parts or any(part not in allowed for part in parts):

@@ -10,9 +10,11 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from diet.dims.base import register_dimension, Dimension, Layout, has_bias
+from diet.dims.base import register_dimension, Dimension, Layout, has_bias, SPEC_FILE
+from diet.errors import PrunedCheckpointError
 from diet.errors import DietConfigError
 from diet.models.adapters import adapter_for
+from diet.prune.attention import prune_attention_heads, resize_attention_heads, zero_attention_heads
 from diet.select import masks
 
 
@@ -102,8 +104,6 @@ class QueryHeads(Dimension):
         return equalize_groups(merged, [[v.double(), s] for v, s in zip(votes, summed)], HeadLayout.of(model))
 
     def prune(self, model: nn.Module, keep: list[Tensor]) -> None:
-        from diet.prune.attention import prune_attention_heads
-
         prune_attention_heads(model, keep)
 
     def shape_spec(self, model: nn.Module) -> dict[str, Any]:
@@ -115,8 +115,6 @@ class QueryHeads(Dimension):
         return [int(h) for h in spec.get("num_heads") or [config.num_attention_heads] * config.num_hidden_layers]
 
     def config_expresses(self, spec: Mapping[str, Any], config: Any) -> bool:
-        from diet.prune.checkpoint import PrunedCheckpointError, SPEC_FILE
-
         heads = self._heads(spec, config)
         if len(heads) != config.num_hidden_layers:
             raise PrunedCheckpointError(
@@ -124,13 +122,9 @@ class QueryHeads(Dimension):
         return all(h == config.num_attention_heads for h in heads)
 
     def rebuild(self, model: nn.Module, spec: Mapping[str, Any]) -> None:
-        from diet.prune.attention import resize_attention_heads
-
         heads = self._heads(spec, model.config)
         if any(h != model.config.num_attention_heads for h in heads):
             resize_attention_heads(model, heads)
 
     def zero(self, model: nn.Module, keep: list[Tensor]) -> None:
-        from diet.prune.attention import zero_attention_heads
-
         zero_attention_heads(model, keep)

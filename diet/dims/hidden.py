@@ -7,8 +7,10 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from diet.dims.base import register_dimension, Dimension, has_bias
+from diet.dims.base import register_dimension, Dimension, has_bias, SPEC_FILE
+from diet.errors import PrunedCheckpointError
 from diet.models.adapters import adapter_for
+from diet.prune.hidden import prune_hidden
 from diet.select import masks
 
 
@@ -50,8 +52,6 @@ class HiddenDims(Dimension):
         return {"hidden_size": adapter_for(model).hidden_width()}
 
     def config_expresses(self, spec: Mapping[str, Any], config: Any) -> bool:
-        from diet.prune.checkpoint import PrunedCheckpointError, SPEC_FILE
-
         # hidden pruning rewrites config.hidden_size itself (diet.prune.hidden): the two agree, unless
         # save_pruned wrote a wider one that transformers accepts (config_hidden_size), sliced back by rebuild
         width = spec.get("hidden_size")
@@ -62,13 +62,9 @@ class HiddenDims(Dimension):
         raise PrunedCheckpointError(f"{SPEC_FILE} has hidden_size {width}, config.json has {config.hidden_size}")
 
     def rebuild(self, model: nn.Module, spec: Mapping[str, Any]) -> None:
-        from diet.prune.hidden import prune_hidden
-
         width = spec.get("hidden_size")
         if width is not None and int(width) < adapter_for(model).hidden_width():  # shapes only: weights load next
             prune_hidden(model, torch.arange(adapter_for(model).hidden_width()) < int(width))
 
     def prune(self, model: nn.Module, keep: list[Tensor]) -> None:
-        from diet.prune.hidden import prune_hidden
-
         prune_hidden(model, keep[0])

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from diet.dims.base import register_dimension, Dimension
 from diet.models.adapters import adapter_for
+from diet.prune.layers import drop_decoder_layers
 
 
 @register_dimension
@@ -18,8 +19,6 @@ class DecoderLayers(Dimension):
         return [adapter_for(model).num_layers()]
 
     def prune(self, model: nn.Module, keep: list[Tensor]) -> None:
-        from diet.prune.layers import drop_decoder_layers
-
         drop_decoder_layers(model, dropped(keep))
 
 

@@ -6,8 +6,11 @@ from typing import Any, Mapping
 
 from torch import Tensor, nn
 
-from diet.dims.base import register_dimension, Dimension, has_bias
+from diet.dims.base import register_dimension, Dimension, has_bias, SPEC_FILE
+from diet.errors import PrunedCheckpointError
 from diet.models.adapters import adapter_for
+from diet.prune.mlp import prune_mlp_channels, set_down_bias, zero_mlp_channels
+from diet.prune.modules import empty_linear, module_names, replace_module
 from diet.select import masks
 
 
@@ -36,21 +39,15 @@ class MLPChannels(Dimension):
         return masks.task_mask(entry_scores, sparsity, scope=self.scope(scope), min_keep_fraction=min_keep_fraction)
 
     def prune(self, model: nn.Module, keep: list[Tensor]) -> None:
-        from diet.prune.mlp import prune_mlp_channels
-
         prune_mlp_channels(model, keep)
 
     def zero(self, model: nn.Module, keep: list[Tensor]) -> None:
-        from diet.prune.mlp import zero_mlp_channels
-
         zero_mlp_channels(model, keep)
 
     def shape_spec(self, model: nn.Module) -> dict[str, Any]:
         return {"mlp_widths": self.widths(model), "intermediate_size": int(model.config.intermediate_size)}
 
     def config_expresses(self, spec: Mapping[str, Any], config: Any) -> bool:
-        from diet.prune.checkpoint import PrunedCheckpointError, SPEC_FILE
-
         widths = [int(w) for w in spec["mlp_widths"]]
         if len(widths) != config.num_hidden_layers:
             raise PrunedCheckpointError(
@@ -58,8 +55,6 @@ class MLPChannels(Dimension):
         return all(width == config.intermediate_size for width in widths)
 
     def rebuild(self, model: nn.Module, spec: Mapping[str, Any]) -> None:
-        from diet.prune.modules import empty_linear, module_names, replace_module
-
         adapter, names = adapter_for(model), module_names(model)
         for layer, width in enumerate(int(w) for w in spec["mlp_widths"]):
             mlp = adapter.mlp(layer)
@@ -70,6 +65,4 @@ class MLPChannels(Dimension):
                 replace_module(model, names, mlp.down, empty_linear(width, hidden, mlp.down))
 
     def compensate(self, model: nn.Module, bias: list[Tensor | None]) -> None:
-        from diet.prune.mlp import set_down_bias
-
         set_down_bias(model, bias)

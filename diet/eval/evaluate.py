@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from diet.eval.documents import DocumentSelection
+from diet.eval.fast import FastHFLM
 from diet.registry import Registry
 from diet.eval.tasks import build_tasks, headline_metric
 
@@ -59,8 +60,6 @@ def _stock_backend() -> type:
 @BACKENDS.register("fast")
 def _fast_backend() -> type:
     """HFLM scoring shared contexts once and LM-head rows only where tokens are scored (diet/eval/fast.py)."""
-    from diet.eval.fast import FastHFLM
-
     return FastHFLM
 
 

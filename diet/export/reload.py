@@ -1,7 +1,7 @@
 """A saved pruned model back in memory, by the loader its record names (record["saved_model"]["load_with"]).
 
 Stock checkpoints load with plain transformers (no diet code, as any user's tool would); diet's spec format
-with diet.prune.checkpoint.load_pruned, which rebuilds the per-layer shapes from pruning_spec.json.
+with diet.export.checkpoint.load_pruned, which rebuilds the per-layer shapes from pruning_spec.json.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from diet.export.checkpoint import load_pruned
+
 
 def _stock(path: Path, attn_implementation: str | None) -> tuple[nn.Module, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -21,15 +23,14 @@ def _stock(path: Path, attn_implementation: str | None) -> tuple[nn.Module, Any]
 
 
 def _spec(path: Path, attn_implementation: str | None) -> tuple[nn.Module, Any]:
-    from diet.prune.checkpoint import load_pruned
-
     model, tokenizer, _ = load_pruned(path, attn_implementation=attn_implementation)  # None: the spec's own
     return model.eval(), tokenizer
 
 
 LOADERS: dict[str, Callable[[Path, str | None], tuple[nn.Module, Any]]] = {
     "transformers.AutoModelForCausalLM.from_pretrained": _stock,
-    "diet.prune.checkpoint.load_pruned": _spec,
+    "diet.export.checkpoint.load_pruned": _spec,
+    "diet.prune.checkpoint.load_pruned": _spec,  # the same loader, as records written before it moved name it
 }
 
 

@@ -9,7 +9,7 @@ family has MLP biases (Llama's `mlp_bias`), and non-uniform widths become stock 
 folder is reloaded with plain transformers and its logits on a probe batch must equal the in-memory
 model's exactly; otherwise (e.g. Gemma's hidden-dim pruning, whose embedding scale a stock config
 recomputes), and for what no stock config describes, the model is saved in diet's self-describing
-format (diet.prune.checkpoint.save_pruned, reloaded by diet.prune.checkpoint.load_pruned). The saved tokenizer prepends BOS
+format (diet.export.checkpoint.save_pruned, reloaded by diet.export.checkpoint.load_pruned). The saved tokenizer prepends BOS
 by default exactly when the run evaluated with it, and the folder gets a model card (README.md).
 """
 
@@ -28,12 +28,14 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
-from diet.config.bind import bind
+from diet.bind import bind
+from diet.errors import DietConfigError
 from diet.io import atomic_write_text, default_mode
 from diet.models.adapters import adapter_for
 from diet.models.stock_config import PRIVATE, config_values
-from diet.prune.checkpoint import move_into_place, save_pruned
+from diet.export.checkpoint import move_into_place, save_pruned
 from diet.rounding import fp32_bound
+from diet.export.room import check_room, is_io_failure, model_bytes, state_bytes
 from diet.export.stock_layout import stock_layout
 
 STANDARD, SPEC = "transformers", "diet-spec"
@@ -160,6 +162,8 @@ def _save_stock(model: nn.Module, layout: Any, staging: Path, padded_width: int 
             model.save_pretrained(staging, safe_serialization=True, state_dict=layout.state)
         return reload_agreement(model, staging, padded_width)
     except Exception as error:  # noqa: BLE001 - its validators raise ValueError, StrictDataclass*Error, ...
+        if is_io_failure(error):  # a full or failing disk is not a refusal: no fallback to another format
+            raise
         return {"identical": False, "refused": " ".join(str(error).split())[:500]}
 
 
@@ -174,6 +178,8 @@ def export_model(model: nn.Module, tokenizer: Any, directory: str | Path, card: 
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise FileExistsError(f"save_model={str(directory)!r} exists and is not empty: choose another folder")
     layout, reason = stock_layout(model, pad)
+    check_room(directory, state_bytes(layout.state.values()) if layout is not None and layout.state is not None
+               else model_bytes(model))
     saved_format = SPEC
     if layout is not None:
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -198,13 +204,13 @@ def export_model(model: nn.Module, tokenizer: Any, directory: str | Path, card: 
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     if saved_format == SPEC:
-        log.warning("saving in diet's spec format (load with diet.prune.checkpoint.load_pruned): %s", reason)
+        log.warning("saving in diet's spec format (load with diet.export.checkpoint.load_pruned): %s", reason)
         save_pruned(model, tokenizer, directory, spec)
         atomic_write_text(directory / "README.md", card)
     padded = layout is not None and saved_format == STANDARD and layout.padded is not None
     return {"path": str(directory), "format": saved_format, "why": reason, "weights_sha256": weights_sha256(directory),
             "load_with": "transformers.AutoModelForCausalLM.from_pretrained" if saved_format == STANDARD
-            else "diet.prune.checkpoint.load_pruned",
+            else "diet.export.checkpoint.load_pruned",
             "padded": layout.padded if padded else None,
             "notes": layout.notes if layout is not None and saved_format == STANDARD else []}
 
@@ -226,8 +232,6 @@ def save_path(cfg: Mapping[str, Any], stem: str) -> Path | None:
 
 def check_save_path(path: Path | None) -> None:
     """Before any model is loaded: never overwrite a saved model."""
-    from diet.errors import DietConfigError
-
     if path is not None and path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise DietConfigError(f"save_model={str(path)!r} exists and is not empty: a saved model is never "
                               f"overwritten; choose another folder or remove it")

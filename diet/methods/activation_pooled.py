@@ -8,10 +8,21 @@ hidden dims (`dims`) use DIET's head and hidden scores (diet/methods/diet.py) on
 
 from __future__ import annotations
 
-from diet.dims.choice import cfg_dims, parts_of, scored_dims
+from dataclasses import dataclass
+
+from diet.dims.choice import parts_of, scored_dims
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
+from diet.methods.by_dimension import selection_stats
 from diet.methods.calibrated import calibration_profile
-from diet.select.by_dimension import selection_stats
+from diet.methods.inputs import Calibration, MaskRule, ProfileStatistic, Target
+
+
+@dataclass(frozen=True)
+class PooledInputs:
+    target: Target
+    calibration: Calibration
+    profile: ProfileStatistic
+    mask: MaskRule
 
 
 @METHODS.register("activation_pooled")
@@ -22,19 +33,19 @@ class ActivationPooled(Method):
     # no published protocol: FLAP's generic budget (1024 x 128 tokens)
     reference_calib = (1024, 128)
     dims = scored_dims()
+    Inputs = PooledInputs
 
-    def select(self, ctx: PruningContext) -> MaskSelection:
-        cfg, model = ctx.cfg, ctx.loaded.model
-        stat, sparsity = cfg["profile"]["stat"], cfg["sparsity"]
+    def select(self, ctx: PruningContext, inputs: PooledInputs) -> MaskSelection:
+        model, sparsity, mask = ctx.loaded.model, inputs.target.sparsity, inputs.mask
         with ctx.timer("profile"):
-            profile = calibration_profile(ctx, self.reference_calib)
+            profile = calibration_profile(ctx, inputs.calibration, self.reference_calib)
         finals = {}
         with ctx.timer("mask"):
-            for dimension in parts_of(cfg_dims(cfg)):
+            for dimension in parts_of(inputs.target.dims):
                 layout = dimension.layout(model)
-                entry_scores = layout.split(dimension.statistic(profile, stat, model))
+                entry_scores = layout.split(dimension.statistic(profile, inputs.profile.stat, model))
                 finals[dimension.name] = layout.join(dimension.task_mask(
-                    entry_scores, sparsity, scope=cfg["mask"]["scope"], min_keep_fraction=cfg["mask"]["min_keep_fraction"]))
+                    entry_scores, sparsity, scope=mask.scope, min_keep_fraction=mask.min_keep_fraction))
         stats = selection_stats({}, finals)
         stats["calib_tokens"] = profile.n_tokens
         return MaskSelection(keep=finals, stats=stats)

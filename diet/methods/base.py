@@ -7,6 +7,8 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 
+from diet.bind import bind
+from diet.methods.inputs import NoInputs
 from diet.models.loaders import LoadedModel
 from diet.registry import Registry
 
@@ -15,26 +17,20 @@ METHODS: Registry[type["Method"]] = Registry("method")
 
 @dataclass
 class PruningContext:
-    """Everything a method may use to choose its mask."""
+    """What a method works on besides its inputs (diet.methods.inputs): the model, where the data is, the
+    stage timer, and the notes it leaves for the record. It holds no run config: a method's options arrive
+    typed in `select(ctx, inputs)`."""
 
     loaded: LoadedModel
-    cfg: Mapping[str, Any]             # the validated run config, as a ConfigView (diet.config.identity):
-                                       # every option read is checked to be part of the cell's identity
-    tasks: list[str]
     data_dir: Any
     timer: Callable[[str], Any]        # context manager factory: with timer("profile"): ...
     notes: dict[str, Any] = field(default_factory=dict)  # facts for the record (cache hits, ...)
-    calib_tasks: list[str] = field(default_factory=list)  # tasks profiled (calib.tasks/exclude); [] = tasks
-
-    def __post_init__(self) -> None:
-        if not self.calib_tasks:
-            self.calib_tasks = list(self.tasks)
 
 
 @dataclass
 class MaskSelection:
     """A method's answer: what to remove, plus what it wants recorded. Applied by the shared pruner
-    (diet.prune.apply), one dimension (diet.dims) after the other in pruning order."""
+    (diet.dims.apply), one dimension (diet.dims) after the other in pruning order."""
 
     keep: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # dimension -> per-layer masks, True = keep
     # dimension -> per-layer compensation its pruner adds after the removal (FLAP: the MLP down_proj bias)
@@ -56,8 +52,11 @@ class Method:
     name: ClassVar[str] = "base"
     # the method's own options (conf/method/<name>.yaml), a dataclass: its fields and defaults are the only ones
     Options: ClassVar[type] = NoOptions
-    # config sections (besides diet.config.identity.BASE_SECTIONS) that change this method's result; a
-    # read outside them is refused after selection (diet.config.identity.check_reads)
+    # everything `select` receives, a frozen dataclass of the shared input types (diet.methods.inputs) plus
+    # `options` (an Options instance); built once from the run config by diet.methods.inputs.build_inputs
+    Inputs: ClassVar[type] = NoInputs
+    # config sections (besides diet.config.identity.BASE_SECTIONS) that change this method's result; an input
+    # built from options outside them is refused before profiling (diet.config.identity.check_reads)
     uses: ClassVar[tuple[str, ...]] = ()
     prunes: ClassVar[bool] = True
     # the `dims` values (diet.dims.choice) this method can select; others fail in validation
@@ -79,8 +78,6 @@ class Method:
     @classmethod
     def options(cls, section: Mapping[str, Any]) -> Any:
         """conf/method/<name>.yaml bound to `Options`: unknown keys and wrong types fail, naming what is allowed."""
-        from diet.config.bind import bind
-
         return bind(cls.Options, section, "method", ignore=("name",))
 
     @classmethod
@@ -88,5 +85,5 @@ class Method:
         """Validate the method's own options before any model is loaded."""
         cls.options(options)
 
-    def select(self, ctx: PruningContext) -> MaskSelection:
+    def select(self, ctx: PruningContext, inputs: Any) -> MaskSelection:
         raise NotImplementedError

@@ -9,5 +9,5 @@ class Dense(Method):
     seeded = False  # data-free and deterministic: no seed changes the result
     prunes = False
 
-    def select(self, ctx: PruningContext) -> MaskSelection:
+    def select(self, ctx: PruningContext, inputs: object) -> MaskSelection:
         return MaskSelection()

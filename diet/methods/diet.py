@@ -10,16 +10,16 @@ layers: one global mask).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
 
 import torch
 
-from diet.dims.base import Dimension
-from diet.dims.choice import cfg_dims, parts_of, scored_dims
-from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
-from diet.methods.calibrated import task_profiles
 from diet.calib.profiler import ActivationProfile
-from diet.select.by_dimension import merge_part, selection_stats
+from diet.dims.base import Dimension
+from diet.dims.choice import parts_of, scored_dims
+from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
+from diet.methods.by_dimension import merge_part, selection_stats
+from diet.methods.calibrated import task_profiles
+from diet.methods.inputs import MaskRule, MergeRule, ProfileStatistic, Target, TaskSamples
 
 DIET_DIMS = scored_dims()
 
@@ -44,22 +44,35 @@ class TaskMasks:
     parts: dict[str, PartMasks] = field(default_factory=dict)
 
 
-def mask_options(cfg: Mapping[str, Any]) -> dict:
-    return dict(scope=cfg["mask"]["scope"], min_keep_fraction=cfg["mask"]["min_keep_fraction"])
+@dataclass(frozen=True)
+class TaskMaskInputs:
+    """DIET's per-task step: what to remove, the task samples, the statistic and the mask rule."""
+
+    target: Target
+    calibration: TaskSamples
+    profile: ProfileStatistic
+    mask: MaskRule
 
 
-def diet_task_masks(ctx: PruningContext) -> TaskMasks:
+@dataclass(frozen=True)
+class DietInputs(TaskMaskInputs):
+    merge: MergeRule
+
+
+def diet_task_masks(ctx: PruningContext, inputs: TaskMaskInputs) -> TaskMasks:
     """DIET's per-task step (shared by `diet` and `diet_oracle`): profile each task; per pruned dimension
     score its units by `profile.stat` (normalised per layer) and keep the top ones (MLP: under `mask.scope`)."""
-    cfg, model = ctx.cfg, ctx.loaded.model
-    stat, sparsity = cfg["profile"]["stat"], cfg["sparsity"]
+    model, sparsity, mask = ctx.loaded.model, inputs.target.sparsity, inputs.mask
     with ctx.timer("profile"):
-        profiles = task_profiles(ctx)
+        profiles = task_profiles(ctx, inputs.calibration)
     result: dict[str, PartMasks] = {}
     with ctx.timer("mask"):
-        for dimension in parts_of(cfg_dims(cfg)):
-            scores = {task: dimension.normalized_scores(profile, stat, model) for task, profile in profiles.items()}
-            task_masks = {task: dimension.task_mask(s, sparsity, **mask_options(cfg)) for task, s in scores.items()}
+        for dimension in parts_of(inputs.target.dims):
+            scores = {task: dimension.normalized_scores(profile, inputs.profile.stat, model)
+                      for task, profile in profiles.items()}
+            task_masks = {task: dimension.task_mask(s, sparsity, scope=mask.scope,
+                                                    min_keep_fraction=mask.min_keep_fraction)
+                          for task, s in scores.items()}
             result[dimension.name] = PartMasks(dimension, scores, task_masks)
     return TaskMasks(profiles, result)
 
@@ -69,14 +82,16 @@ class Diet(Method):
     name = "diet"
     uses = ("sparsity", "dims", "calib", "profile", "mask", "merge", "vote")
     dims = DIET_DIMS
+    Inputs = DietInputs
 
-    def select(self, ctx: PruningContext) -> MaskSelection:
-        cfg, model = ctx.cfg, ctx.loaded.model
-        per_task = diet_task_masks(ctx)
+    def select(self, ctx: PruningContext, inputs: DietInputs) -> MaskSelection:
+        model = ctx.loaded.model
+        per_task = diet_task_masks(ctx, inputs)
         finals, singles = {}, {}
         with ctx.timer("mask"):
             for part, pm in per_task.parts.items():
-                merged = merge_part(pm.dimension, pm.masks, pm.scores, cfg, model)
+                merged = merge_part(pm.dimension, pm.masks, pm.scores, inputs.merge, inputs.target.sparsity,
+                                    inputs.mask, model)
                 finals[part] = pm.dimension.layout(model).join(merged)
                 singles[part] = {task: pm.per_layer(task, model) for task in pm.masks}
         stats = selection_stats(singles, finals)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from diet.io import stable_hash
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
-from diet.methods.diet import DIET_DIMS, diet_task_masks
-from diet.select.by_dimension import selection_stats
+from diet.methods.diet import DIET_DIMS, TaskMaskInputs, diet_task_masks
+from diet.methods.by_dimension import selection_stats
 
 SINGLE_KEYS = ("kept_channels", "kept_per_layer", "actual_sparsity", "mask_hash")
 
@@ -21,9 +21,10 @@ class DietOracle(Method):
     uses = ("sparsity", "dims", "calib", "profile", "mask")
     dims = DIET_DIMS
     per_task_profiles = True
+    Inputs = TaskMaskInputs
 
-    def select(self, ctx: PruningContext) -> MaskSelection:
-        per_task = diet_task_masks(ctx)
+    def select(self, ctx: PruningContext, inputs: TaskMaskInputs) -> MaskSelection:
+        per_task = diet_task_masks(ctx, inputs)
         parts = per_task.parts
         tasks = list(next(iter(parts.values())).masks)
         model = ctx.loaded.model

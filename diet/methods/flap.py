@@ -41,6 +41,7 @@ from diet.select import masks
 from diet.errors import DietConfigError
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
 from diet.methods.calibrated import calibration_profile
+from diet.methods.inputs import Calibration, LayerFloor, Target
 from diet.models.adapters import adapter_for
 from diet.calib.profiler import ActivationProfile
 
@@ -56,6 +57,14 @@ class FlapOptions:
         if self.allocation not in ALLOCATIONS:
             raise DietConfigError(f"method.allocation={self.allocation!r} is not allowed: use one of "
                                   f"{', '.join(ALLOCATIONS)}")
+
+
+@dataclass(frozen=True)
+class FlapInputs:
+    target: Target
+    calibration: Calibration
+    floor: LayerFloor
+    options: FlapOptions
 
 
 def _down_weight(model: torch.nn.Module, layer: int) -> torch.Tensor:
@@ -109,17 +118,17 @@ class Flap(Method):
     # FLAP scripts/llama_7b.sh: --nsamples 1024 windows of model.seqlen = 128 tokens (main.py get_llm)
     reference_calib = (1024, 128)
     Options = FlapOptions
+    Inputs = FlapInputs
 
-    def select(self, ctx: PruningContext) -> MaskSelection:
-        cfg, options = ctx.cfg, self.options(ctx.cfg["method"])
+    def select(self, ctx: PruningContext, inputs: FlapInputs) -> MaskSelection:
+        options = inputs.options
         allocation = options.allocation
         with ctx.timer("profile"):
-            profile = calibration_profile(ctx, self.reference_calib)
+            profile = calibration_profile(ctx, inputs.calibration, self.reference_calib)
         with ctx.timer("mask"):
             standardised = standardise(fluctuation_scores(ctx.loaded.model, profile))
-            final = masks.select_top(
-                standardised, cfg["sparsity"], scope=allocation, min_keep_fraction=cfg["mask"]["min_keep_fraction"]
-            )
+            final = masks.select_top(standardised, inputs.target.sparsity, scope=allocation,
+                                     min_keep_fraction=inputs.floor.min_keep_fraction)
             bias = compensation_bias(ctx.loaded.model, profile, final) if options.bias else None
         stats = masks.mask_stats({}, final)
         stats.update(

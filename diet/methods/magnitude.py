@@ -12,7 +12,10 @@ from __future__ import annotations
 import torch
 
 from diet.select import masks
+from dataclasses import dataclass
+
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
+from diet.methods.inputs import Target
 from diet.models.adapters import adapter_for
 
 
@@ -24,6 +27,11 @@ def magnitude_scores(model: torch.nn.Module) -> list[torch.Tensor]:
             for layer in range(adapter.num_layers())]
 
 
+@dataclass(frozen=True)
+class MagnitudeInputs:
+    target: Target
+
+
 @METHODS.register("magnitude")
 class Magnitude(Method):
     name = "magnitude"
@@ -31,7 +39,9 @@ class Magnitude(Method):
     uses = ("sparsity", "dims")
     version = 2  # 2: the reference's down_proj column norm; 1 also counted the gate and up rows
 
-    def select(self, ctx: PruningContext) -> MaskSelection:
+    Inputs = MagnitudeInputs
+
+    def select(self, ctx: PruningContext, inputs: MagnitudeInputs) -> MaskSelection:
         with ctx.timer("mask"):
-            final = masks.select_top(magnitude_scores(ctx.loaded.model), ctx.cfg["sparsity"], scope="layer")
+            final = masks.select_top(magnitude_scores(ctx.loaded.model), inputs.target.sparsity, scope="layer")
         return MaskSelection(keep={"mlp": final}, stats=masks.mask_stats({}, final))

@@ -7,11 +7,20 @@ hidden the top ones of one global draw.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from diet.dims.base import random_scores
-from diet.dims.choice import cfg_dims, parts_of, scored_dims
+from diet.dims.choice import parts_of, scored_dims
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
+from diet.methods.by_dimension import selection_stats
+from diet.methods.inputs import Seed, Target
 from diet.select import masks
-from diet.select.by_dimension import selection_stats
+
+
+@dataclass(frozen=True)
+class RandomInputs:
+    target: Target
+    seed: Seed
 
 
 @METHODS.register("random")
@@ -19,12 +28,13 @@ class Random(Method):
     name = "random"
     uses = ("sparsity", "dims")  # the run's `seed` is a base section
     dims = scored_dims()
+    Inputs = RandomInputs
 
-    def select(self, ctx: PruningContext) -> MaskSelection:
-        model, seed, sparsity = ctx.loaded.model, ctx.cfg["seed"], ctx.cfg["sparsity"]
+    def select(self, ctx: PruningContext, inputs: RandomInputs) -> MaskSelection:
+        model, seed, sparsity = ctx.loaded.model, inputs.seed.value, inputs.target.sparsity
         finals = {}
         with ctx.timer("mask"):
-            for dimension in parts_of(cfg_dims(ctx.cfg)):
+            for dimension in parts_of(inputs.target.dims):
                 layout = dimension.layout(model)
                 scores = layout.split(random_scores(dimension.widths(model), seed + dimension.random_stream))
                 finals[dimension.name] = layout.join(masks.select_top(scores, sparsity, scope="layer"))

@@ -14,12 +14,21 @@ ShortGPT is compared at the nearest achievable parameter budget, and the record 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from diet.select import masks
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
 from diet.methods.calibrated import calibration_profile
+from diet.methods.inputs import Calibration, Target
 from diet.models.adapters import adapter_for
+from diet.select import masks
+
+
+@dataclass(frozen=True)
+class ShortGPTInputs:
+    target: Target              # its sparsity sets the parameter budget; the layers dimension is ShortGPT's own
+    calibration: Calibration
 
 
 def layer_parameters(model: torch.nn.Module) -> list[int]:
@@ -60,15 +69,16 @@ class ShortGPT(Method):
     calib_source = True
     # sramshetty/ShortGPT short_hf.py: 1024-token windows of PG19 (not available offline: C4 instead)
     reference_calib = (128, 1024)
+    Inputs = ShortGPTInputs
 
-    def select(self, ctx: PruningContext) -> MaskSelection:
+    def select(self, ctx: PruningContext, inputs: ShortGPTInputs) -> MaskSelection:
         model = ctx.loaded.model
         with ctx.timer("profile"):
-            profile = calibration_profile(ctx, self.reference_calib)
+            profile = calibration_profile(ctx, inputs.calibration, self.reference_calib)
         with ctx.timer("mask"):
             influence = profile.block_influence()
             params = layer_parameters(model)
-            target = channel_removed_parameters(model, ctx.cfg["sparsity"])
+            target = channel_removed_parameters(model, inputs.target.sparsity)
             drop, removed = layers_to_drop(influence, params, target)
         total_layers, widths = len(params), adapter_for(model).mlp_widths()
         stats = {

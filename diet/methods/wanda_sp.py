@@ -30,19 +30,21 @@ Named deviations (tests/test_baselines.py checks each):
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 
-from diet.dims.choice import cfg_dims, dim_parts
-from diet.dims.heads import HeadLayout, select_heads
-from diet.select.by_dimension import selection_stats
-from diet.select import masks
-from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
-from diet.methods.calibrated import calibration_sequences, exclude_bos
-from diet.models.adapters import adapter_for
 from diet.calib.profiler import ActivationProfile
 from diet.calib.sequential import sequential_profiles
+from diet.dims.choice import dim_parts
+from diet.dims.heads import HeadLayout, select_heads
+from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
+from diet.methods.by_dimension import selection_stats
+from diet.methods.calibrated import calibration_sequences
+from diet.methods.inputs import Calibration, Target
+from diet.models.adapters import adapter_for
+from diet.select import masks
 
 
 def _wanda_metric(weight: torch.Tensor, sum_sq: torch.Tensor, n_samples: int) -> torch.Tensor:
@@ -119,6 +121,12 @@ def sequential_wanda_sp(model: torch.nn.Module, sequences: list[list[int]], spar
     return finals, tokens
 
 
+@dataclass(frozen=True)
+class WandaSPInputs:
+    target: Target
+    calibration: Calibration
+
+
 @METHODS.register("wanda_sp")
 class WandaSP(Method):
     name = "wanda_sp"
@@ -128,14 +136,16 @@ class WandaSP(Method):
     reference_calib = (128, 128)  # prune_wanda_sp: get_loaders("c4", nsamples=128, seqlen=model.seqlen=128)
     version = 2  # 2: the reference scoring (down_proj only, sequential); 1 added a gate/up weight term
 
-    def select(self, ctx: PruningContext) -> MaskSelection:
-        parts = dim_parts(cfg_dims(ctx.cfg))
+    Inputs = WandaSPInputs
+
+    def select(self, ctx: PruningContext, inputs: WandaSPInputs) -> MaskSelection:
+        parts, calibration = dim_parts(inputs.target.dims), inputs.calibration
         model = ctx.loaded.model
         with ctx.timer("profile"):
-            sequences = calibration_sequences(ctx, self.reference_calib)
-            finals, tokens = sequential_wanda_sp(model, sequences, ctx.cfg["sparsity"], parts,
-                                                 ctx.cfg["calib"]["batch_size"], ctx.loaded.tokenizer.pad_token_id or 0,
-                                                 exclude_bos(ctx.cfg))
+            sequences = calibration_sequences(ctx, calibration, self.reference_calib)
+            finals, tokens = sequential_wanda_sp(model, sequences, inputs.target.sparsity, parts,
+                                                 calibration.batch_size, ctx.loaded.tokenizer.pad_token_id or 0,
+                                                 calibration.exclude_bos)
         stats = selection_stats({}, finals)
         stats.update(calib_tokens=tokens, sequential=True)
         return MaskSelection(keep=finals, stats=stats)

@@ -23,6 +23,7 @@ from diet.io import stable_hash
 from diet.locks import file_lock
 from diet.models.adapters import adapter_for, parameter_counts
 from diet.models.availability import load_failure
+from diet.models.tiny import byte_level_tokenizer, TINY_ARCHITECTURES
 from diet.paths import cache_dir
 from diet.registry import Registry
 
@@ -138,8 +139,6 @@ def load_pretrained(cfg: Mapping[str, Any]) -> tuple[nn.Module, Any]:
 
 @SOURCES.register("tiny_random")
 def load_tiny_random(cfg: Mapping[str, Any]) -> tuple[nn.Module, Any]:
-    from diet.models.tiny import TINY_ARCHITECTURES, byte_level_tokenizer
-
     build = TINY_ARCHITECTURES.get(cfg.get("architecture", "gemma2"))
     model = build(seed=int(cfg.get("init_seed", 0)), **dict(cfg.get("overrides") or {}))
     return model.to(cfg["_dtype"]), byte_level_tokenizer()

@@ -3,7 +3,7 @@
 transformers >= 5.25 validates a config when it is built or saved (e.g. Gemma-3 and Llama refuse a
 `hidden_size` that is not a multiple of `num_attention_heads`, although their `head_dim` is set on its own),
 so a pruned shape can be refused although the model runs. The export (diet.export.stock_layout) and the
-spec format (diet.prune.checkpoint) ask here first instead of meeting a traceback inside save_pretrained.
+spec format (diet.export.checkpoint) ask here first instead of meeting a traceback inside save_pretrained.
 """
 
 from __future__ import annotations

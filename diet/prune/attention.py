@@ -11,8 +11,8 @@ group of a layer, so after slicing the kept heads are again G consecutive groups
 still pairs them with the right KV head once the attention module's `num_key_value_groups` is set to k.
 KV heads (k_proj / v_proj rows) are therefore never removed, and the KV cache keeps its shape. Layers
 may keep different k. `config.num_attention_heads` keeps its original value (like intermediate_size
-for MLP pruning); the per-layer counts live in `config.diet_pruning["num_heads"]` and in the checkpoint
-spec, from which `diet.prune.checkpoint.load_pruned` rebuilds the shapes.
+for MLP pruning); the per-layer counts are the adapter's `head_counts()`, recorded in `config.diet_pruning["num_heads"]`
+by diet.dims.apply and in the checkpoint spec, from which `diet.export.checkpoint.load_pruned` rebuilds the shapes.
 
 Heads sparsity s therefore removes n - keep_count(n, s) heads per group (diet.dims.heads.select_heads):
 the fraction removed is a multiple of 1/n (Gemma-3 270M: 4 heads, 1 KV head, s = 0.25 -> 3 kept; a
@@ -28,7 +28,7 @@ from torch import nn
 
 from diet.errors import DietConfigError
 from diet.models.adapters import adapter_for
-from diet.prune.modules import empty_linear, module_names, record_shapes, replace_module, slice_linear
+from diet.prune.modules import empty_linear, module_names, replace_module, slice_linear
 
 
 def check_head_mask(model: nn.Module, keep: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -73,7 +73,7 @@ def prune_attention_heads(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.
 
     q_proj loses the heads' output rows (and bias entries), o_proj the matching input columns (its bias
     stays); k/v_proj are untouched. Each attention module's num_key_value_groups becomes the new heads
-    per KV group; `model.config.diet_pruning["num_heads"]` records the per-layer counts.
+    per KV group; The adapter's `head_counts()` gives the per-layer counts.
     """
     masks = check_head_mask(model, keep)
     adapter = adapter_for(model)
@@ -87,7 +87,6 @@ def prune_attention_heads(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.
         replace_module(model, names, attn.q, slice_linear(attn.q, index, dim=0))
         replace_module(model, names, attn.o, slice_linear(attn.o, index, dim=1))
         _set_head_count(adapter.layers()[layer].self_attn, int(mask.sum()), kv)
-    record_shapes(model, adapter)
     return model
 
 
@@ -110,7 +109,7 @@ def zero_attention_heads(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.M
 
 def resize_attention_heads(model: nn.Module, heads: Sequence[int]) -> nn.Module:
     """Give each layer uninitialised q_proj / o_proj for `heads[i]` query heads (values loaded next):
-    used by diet.prune.checkpoint.load_pruned to rebuild a head-pruned checkpoint's shapes."""
+    used by diet.export.checkpoint.load_pruned to rebuild a head-pruned checkpoint's shapes."""
     adapter = adapter_for(model)
     head_dim, kv = adapter.head_dim(), adapter.num_kv_heads()
     names = module_names(model)

@@ -11,7 +11,7 @@ saves and reloads), `config.head_dim` is pinned first where it was derived from 
 Embedding scale: Gemma multiplies the embeddings by sqrt(hidden_size), computed by transformers from
 `config.hidden_size` when the model is built (a non-persistent buffer, never saved). Pruning keeps the
 ORIGINAL value: the embedding module (and its buffer) is kept, only its weight is sliced, and
-`diet.prune.checkpoint.save_pruned` writes the value into the spec, from which `load_pruned` restores it after
+`diet.export.checkpoint.save_pruned` writes the value into the spec, from which `load_pruned` restores it after
 the pruned config has built the model with sqrt(new width). (A hidden-pruned Gemma checkpoint loaded
 with plain `from_pretrained` would get the wrong scale: load it with `load_pruned`.)
 
@@ -30,7 +30,7 @@ from torch import nn
 
 from diet.errors import DietConfigError
 from diet.models.adapters import adapter_for
-from diet.prune.modules import module_names, record_shapes, replace_module, slice_linear
+from diet.prune.modules import module_names, replace_module, slice_linear
 
 
 def check_hidden_mask(model: nn.Module, keep: torch.Tensor) -> torch.Tensor:
@@ -88,5 +88,4 @@ def prune_hidden(model: nn.Module, keep: torch.Tensor) -> nn.Module:
                 if isinstance(getattr(module, "hidden_size", None), int):
                     module.hidden_size = width
     config.hidden_size = width
-    record_shapes(model, adapter)
     return model

@@ -8,7 +8,6 @@ from torch import nn
 
 from diet.errors import DietConfigError
 from diet.models.adapters import adapter_for
-from diet.prune.modules import record_shapes
 
 
 def drop_decoder_layers(model: nn.Module, drop: Sequence[int]) -> nn.Module:
@@ -32,6 +31,6 @@ def drop_decoder_layers(model: nn.Module, drop: Sequence[int]) -> nn.Module:
     config.num_hidden_layers = len(keep)
     if getattr(config, "layer_types", None):
         config.layer_types = [config.layer_types[i] for i in keep]
-    record_shapes(model, adapter)
-    model.config.diet_pruning["dropped_layers"] = drop_set
+    # the layers dimension's own note; the other shapes are recorded one level up (diet.dims.shapes)
+    model.config.diet_pruning = {**getattr(model.config, "diet_pruning", {}), "dropped_layers": drop_set}
     return model

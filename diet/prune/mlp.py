@@ -2,8 +2,8 @@
 
 A mask is `list[torch.BoolTensor]`, one per decoder layer, True = keep that MLP channel (row i of
 gate_proj/up_proj, column i of down_proj). After pruning, layers may have different widths; the widths are
-recorded in config.diet_pruning (diet.prune.modules.record_shapes) for the checkpoint format
-(diet.prune.checkpoint).
+recorded in config.diet_pruning by whoever applies the masks (diet.dims.shapes.record_shapes, called by
+diet.dims.apply) and in the checkpoint format (diet.export.checkpoint).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 
 from diet.errors import DietConfigError
 from diet.models.adapters import adapter_for
-from diet.prune.modules import module_names, record_shapes, replace_module, slice_linear
+from diet.prune.modules import module_names, replace_module, slice_linear
 
 
 def check_mask(model: nn.Module, keep: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -46,7 +46,7 @@ def prune_mlp_channels(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.Mod
     """Physically remove the MLP channels `keep` marks False, in place; returns `model`.
 
     gate/up lose output rows and down loses input columns (new nn.Linear modules, same dtype/device; a
-    down_proj bias is kept as is). `model.config.diet_pruning` records the per-layer widths.
+    down_proj bias is kept as is). The adapter's `mlp_widths()` gives the per-layer widths.
     """
     masks = check_mask(model, keep)
     adapter = adapter_for(model)
@@ -57,7 +57,6 @@ def prune_mlp_channels(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.Mod
         replace_module(model, names, mlp.gate, slice_linear(mlp.gate, index, dim=0))
         replace_module(model, names, mlp.up, slice_linear(mlp.up, index, dim=0))
         replace_module(model, names, mlp.down, slice_linear(mlp.down, index, dim=1))
-    record_shapes(model, adapter)
     return model
 
 

@@ -1,5 +1,4 @@
-"""Module surgery shared by every pruner: find a module's names, swap it, slice a Linear, record the
-per-layer shapes a pruned model's config needs (config.diet_pruning)."""
+"""Module surgery shared by every pruner: find a module's names, swap it, slice a Linear."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from diet.models.adapters import ModelAdapter
 
 
 def module_names(model: nn.Module) -> dict[int, list[str]]:
@@ -49,13 +47,3 @@ def slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
         if linear.bias is not None:
             bias = linear.bias.index_select(0, index) if dim == 0 else linear.bias.detach().clone()
     return linear_from(weight, bias, linear)
-
-
-def record_shapes(model: nn.Module, adapter: ModelAdapter) -> None:
-    from diet.dims.choice import dimensions
-
-    model.config.diet_pruning = {key: value for dimension in dimensions()
-                                 for key, value in dimension.shape_spec(model).items()}
-    scale = adapter.embedding_scale()
-    if scale is not None:
-        model.config.diet_pruning["embed_scale"] = scale

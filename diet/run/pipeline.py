@@ -15,21 +15,35 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from diet.config.identity import ConfigView, check_reads, config_hash, effective_config
+from diet.config.identity import ConfigView, check_reads
 from diet.config.sections import EvalOptions, eval_options
-from diet.config.validate import validate
-from diet.export.save import check_save_path, export_model, export_options, model_card, save_path
+from diet.devices import dtype_name
+from diet.dims.accounting import actual_sparsity, dim_units, dims_accounting, resolve_sparsity
+from diet.errors import DietConfigError
+from diet.eval.chunks import evaluate_in_chunks
+from diet.eval import evaluate as evaluation  # called through the module: tests count its calls
+from diet.eval.evaluate import EvalSettings, scoring_dtype
+from diet.eval.tasks import accuracy_tasks
+from diet.export.room import check_room, model_bytes
+from diet.export.save import check_save_path, export_model, model_card
+from diet.methods import MaskSelection, Method, PruningContext
+from diet.methods.inputs import build_inputs
+from diet import models  # load_model through the package: tests refuse loading there
+from diet.models.adapters import adapter_for, parameter_counts
+from diet.models.loaders import LoadedModel, weights_sha256
 from diet.io import atomic_write_text
-from diet.prune.apply import apply_selection
+from diet.dims.apply import apply_selection
+from diet.run.cell import Cell, resolve
 from diet.run.claims import claim_cell
+from diet.run.memory import peak_bytes, reset_peak
 from diet.run.preflight import preflight
 from diet.run.record_schema import Record, problems
 from diet.run.threads import apply_threads
-from diet.run.task_results import clear, partial_dir
+from diet.run.task_results import clear, partial_dir, TaskResults, tensor_digests
 from diet.select.masks import selection_fingerprint
 from diet.run.tracking import log_saved_model
-from diet.run.records import (SCHEMA_VERSION, check_submitted_code, code_tag, code_version, find_existing,
-                              library_versions, machine, record_stem, write_record)
+from diet.run.records import (SCHEMA_VERSION, check_submitted_code, code_tag, code_version, library_versions,
+                              machine, write_record)
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +76,6 @@ class StageTimer:
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
-        from diet.run.memory import peak_bytes, reset_peak
-
         log.info("[stage] %s ...", stage)
         if self._depth == 0:
             reset_peak(self.device)
@@ -89,28 +101,24 @@ def bos_prepended(tokenizer: Any, add_bos_token: bool) -> bool:
 def average_score(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The mean headline score over the accuracy tasks (a perplexity is never averaged with accuracies;
     None when only perplexity was evaluated)."""
-    from diet.eval.tasks import accuracy_tasks
-
     tasks = accuracy_tasks(metrics)
     scores = [metrics[task]["score"] for task in tasks]
     return {"score": float(np.mean(scores)) if scores else None, "tasks": tasks, "n_tasks": len(scores)}
 
 
-def card_facts(cfg: dict[str, Any], cfg_hash: str, chosen: "SelectedCell", model: torch.nn.Module,
+def card_facts(cell: Cell, chosen: "SelectedCell", model: torch.nn.Module,
                removed: dict[str, dict[str, int]]) -> dict[str, Any]:
     """What a saved model's card (diet.export.save.model_card) says about the run that made it; its actual
     sparsity and parameter fractions are computed as the record's (sparsity_section, parameters_section)."""
     import sys
 
-    from diet.dims.accounting import dim_units
-    from diet.models.adapters import parameter_counts
-
+    cfg = cell.cfg
     calib, method, loaded = cfg["calib"], chosen.method, chosen.loaded
     calibration = "none" if not method.prunes or "calib" not in method.uses else (
-        f"{calib['n']} train samples per task of {', '.join(chosen.ctx.calib_tasks)}, seed {cfg['seed']}"
+        f"{calib['n']} train samples per task of {', '.join(cell.calib_tasks)}, seed {cfg['seed']}"
         if not method.calib_source or calib.get("source", "tasks") == "tasks"
         else f"generic text {calib['source']}, seed {cfg['seed']} (windows as recorded)")
-    sparsity = sparsity_section(cfg, chosen, [dim_units(model)], [removed])
+    sparsity = sparsity_section(cell, chosen, [dim_units(model)], [removed])
     parameters = parameters_section(chosen.params_before, [parameter_counts(model)])
     return {"model": loaded.name, "model_type": model.config.model_type, "source": loaded.info.get("source"),
             "method": method.name, "sparsity": sparsity["target"], "dims": cfg["dims"], "actual": sparsity["actual"],
@@ -120,7 +128,7 @@ def card_facts(cfg: dict[str, Any], cfg_hash: str, chosen: "SelectedCell", model
             "params_after": parameters["after"]["total"],
             "bos_prepended": bos_prepended(loaded.tokenizer, cfg["model"]["add_bos_token"]),
             "command": f"python -m experiments.{Path(sys.argv[0]).stem} " + " ".join(sys.argv[1:]), "code": code_tag(),
-            "config_hash": cfg_hash}
+            "config_hash": cell.config_hash}
 
 
 @dataclass
@@ -128,78 +136,71 @@ class SelectedCell:
     """A loaded model and what its method selected, before anything is removed."""
 
     timer: StageTimer
-    loaded: Any
-    method: Any
-    ctx: Any
-    selection: Any
+    loaded: LoadedModel
+    method: Method
+    ctx: PruningContext
+    inputs: Any                  # what the method's select received (its Method.Inputs)
+    selection: MaskSelection
     widths_before: list[int]
     units_before: dict[str, int]
     params_before: dict[str, int]
     sparsity_facts: dict[str, Any]
 
 
-def select_cell(cfg: dict[str, Any], facts: dict[str, Any], effective: dict[str, Any] | None = None) -> SelectedCell:
-    """Load the model and let the method select what to remove (profiling on the way). `effective`: the cell's
-    identity when the caller has it already (computing it hashes a generic calibration file)."""
-    from diet.dims.accounting import dim_units, resolve_sparsity
-    from diet.methods import PruningContext
-    from diet.models import load_model
-    from diet.models.adapters import adapter_for, parameter_counts
-
+def select_cell(cell: Cell, save_dir: Path | None = None) -> SelectedCell:
+    """Load the model and let the method select what to remove (profiling on the way). `save_dir`: where the
+    pruned model will be saved, checked for room as soon as the model's size is known."""
+    cfg = cell.cfg
     seed_everything(cfg["seed"])
     timer = StageTimer(str(cfg["model"].get("device") or "cpu"))
     with timer("load_model"):
-        loaded = load_model(cfg["model"])
+        loaded = models.load_model(cfg["model"])
     model = loaded.model
+    if save_dir is not None:  # the dense weights bound the export: fail before profiling, not after
+        check_room(save_dir, model_bytes(model))
     widths_before, units_before, params_before = adapter_for(model).mlp_widths(), dim_units(model), parameter_counts(model)
-    method = facts["method"]()
+    method = cell.method()
     # sparsity_of=params: the method sees the solved per-dimension sparsity (diet/dims/accounting.py)
     method_cfg, sparsity_facts = resolve_sparsity(model, cfg) if method.prunes else (cfg, {})
-    view = ConfigView(method_cfg)
-    ctx = PruningContext(loaded=loaded, cfg=view, tasks=facts["tasks"], data_dir=facts["data_dir"], timer=timer,
-                         calib_tasks=facts["calib_tasks"])
-    selection = method.select(ctx)
-    if effective is None:
-        effective = effective_config(cfg, facts["tasks"])
-    check_reads(view.reads, effective, method)  # before anything is pruned
-    return SelectedCell(timer, loaded, method, ctx, selection, widths_before, units_before, params_before,
+    view = ConfigView(method_cfg)  # records what building the inputs reads of the config
+    inputs = build_inputs(cell.method, view, cell.calib_tasks)
+    check_reads(view.reads, cell.effective, method)  # all of it in the identity, before any profiling
+    ctx = PruningContext(loaded=loaded, data_dir=cell.data_dir, timer=timer)
+    selection = method.select(ctx, inputs)
+    return SelectedCell(timer, loaded, method, ctx, inputs, selection, widths_before, units_before, params_before,
                         sparsity_facts)
 
 
-def save_model(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell, model: torch.nn.Module,
-               removed: dict[str, dict[str, int]], save_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def save_model(cell: Cell, chosen: SelectedCell, model: torch.nn.Module, removed: dict[str, dict[str, int]],
+               save_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Export the pruned `model` (`removed`: what apply_selection removed from it) to `save_dir`
     (diet.export.save); returns (card facts, what the record stores)."""
-    card = card_facts(cfg, cfg_hash, chosen, model, removed)
+    card = card_facts(cell, chosen, model, removed)
     saved = export_model(model, chosen.loaded.tokenizer, save_dir, model_card(card),
-                         {"method": chosen.method.name, "config_hash": cfg_hash},
-                         pad=export_options(cfg).pad, bos_prepended=card["bos_prepended"])
+                         {"method": chosen.method.name, "config_hash": cell.config_hash},
+                         pad=cell.options.export.pad, bos_prepended=card["bos_prepended"])
     return card, saved
 
 
 def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
     """Prune and save, no evaluation (experiments.prune): validate, select, remove, export to save_model."""
-    from diet.errors import DietConfigError
-
-    facts = validate(cfg)
-    if save_path(cfg, "unused") is None:
+    cell = resolve(cfg)
+    save_dir = cell.save_dir
+    if save_dir is None:
         raise DietConfigError("pruning without evaluation needs save_model=DIR (or true): there is nothing else to keep")
-    if facts["method"].per_task_profiles or not facts["method"].prunes:
-        raise DietConfigError(f"method {facts['method'].name!r} makes no single pruned model to save")
+    if cell.method.per_task_profiles or not cell.method.prunes:
+        raise DietConfigError(f"method {cell.method.name!r} makes no single pruned model to save")
     preflight(cfg)
     apply_threads(cfg.get("threads"))
-    effective = effective_config(cfg, facts["tasks"])
-    cfg_hash = config_hash(effective)
-    save_dir = save_path(cfg, record_stem(facts["method"].name, cfg["model"]["name"], cfg_hash))
     check_save_path(save_dir)
-    chosen = select_cell(cfg, facts, effective)
+    chosen = select_cell(cell, save_dir)
     model = chosen.loaded.model
     with chosen.timer("prune"):
         removed = apply_selection(model, chosen.selection)
     with chosen.timer("save_model"):
-        card, saved = save_model(cfg, cfg_hash, chosen, model, removed, save_dir)
-    log_saved_model(saved, cfg["wandb"], save_dir.name, export_options(cfg).wandb_artifact)
-    return {**saved, "config_hash": cfg_hash, "parameters_after": card["params_after"],
+        card, saved = save_model(cell, chosen, model, removed, save_dir)
+    log_saved_model(saved, cfg["wandb"], save_dir.name, cell.options.export.wandb_artifact)
+    return {**saved, "config_hash": cell.config_hash, "parameters_after": card["params_after"],
             "parameters_before": card["params_before"], "timings": chosen.timer.seconds,
             "peak_memory_gib": chosen.timer.peak_memory_gib}
 
@@ -207,8 +208,6 @@ def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
 def eval_settings(cfg: dict[str, Any], options: EvalOptions | None = None) -> Any:
     """The evaluation settings (diet.eval.evaluate.EvalSettings) a cell's config asks for; `options`: its
     eval section when the caller has bound it already."""
-    from diet.eval.evaluate import EvalSettings
-
     options = options or eval_options(cfg)
     return EvalSettings(limit=options.limit, batch_size=options.batch_size, add_bos_token=cfg["model"]["add_bos_token"],
                         metric=options.metric, seed=cfg["seed"], max_length=options.max_length,
@@ -237,13 +236,8 @@ def evaluate_job(model: torch.nn.Module, loaded: Any, tasks: list[str], data_dir
     """Evaluate `tasks` on one pruned model: all at once, or (kept_dir set: eval.by_task) one task at a time,
     keeping each finished task and reusing the ones an interrupted run kept (diet/run/task_results.py);
     `selection`: the fingerprint of the selection that pruned the model."""
-    from diet.eval.chunks import evaluate_in_chunks
-    from diet.eval.evaluate import evaluate
-    from diet.models.loaders import weights_sha256
-    from diet.run.task_results import TaskResults, tensor_digests
-
     if kept_dir is None:
-        return evaluate(model, loaded.tokenizer, tasks, data_dir, settings, loaded.device)
+        return evaluation.evaluate(model, loaded.tokenizer, tasks, data_dir, settings, loaded.device)
     kept = TaskResults(kept_dir, cfg_hash, weights_sha256(model), code_tag(), selection, tensor_digests(model))
     metrics = {}
     for task in tasks:
@@ -257,16 +251,15 @@ def evaluate_job(model: torch.nn.Module, loaded: Any, tasks: list[str], data_dir
     return metrics
 
 
-def prune_and_evaluate(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell, tasks: list[str], data_dir: Any,
-                       save_dir: Path | None, kept_dir: Path | None = None, settings: Any = None) -> EvaluatedCell:
+def prune_and_evaluate(cell: Cell, chosen: SelectedCell, save_dir: Path | None, kept_dir: Path | None = None,
+                       settings: Any = None) -> EvaluatedCell:
     """Apply the selection and evaluate; an oracle selection evaluates each task on its own pruned copy.
-    `kept_dir`: evaluate task by task, keeping finished tasks there (eval.by_task); `settings`: evaluation
-    settings other than the config's (a re-check on listed documents)."""
-    from diet.dims.accounting import dim_units
-    from diet.models.adapters import parameter_counts
-
+    `save_dir`: save the pruned model there first (None: not saved); `kept_dir`: evaluate task by task, keeping
+    finished tasks there (eval.by_task); `settings`: evaluation settings other than the config's (a re-check
+    on listed documents)."""
     selection, timer, loaded = chosen.selection, chosen.timer, chosen.loaded
-    settings = settings or eval_settings(cfg)
+    tasks, cfg_hash = cell.tasks, cell.config_hash
+    settings = settings or eval_settings(cell.cfg, cell.options.eval)
     if selection.per_task is None:
         jobs = [(tasks, selection)]
     else:
@@ -279,12 +272,12 @@ def prune_and_evaluate(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell,
             done.removed.append(apply_selection(job_model, job_selection))
         if save_dir is not None:  # after pruning, before evaluation (validation refuses per-task methods)
             with timer("save_model"):
-                card, done.saved = save_model(cfg, cfg_hash, chosen, job_model, done.removed[-1], save_dir)
+                card, done.saved = save_model(cell, chosen, job_model, done.removed[-1], save_dir)
             log.info("saved the pruned model (%s): %s", done.saved["format"], save_dir)
         done.units.append(dim_units(job_model))
         done.parameters.append(parameter_counts(job_model))
         with timer("evaluate"):
-            done.metrics.update(evaluate_job(job_model, loaded, job_tasks, data_dir, settings, cfg_hash, kept_dir,
+            done.metrics.update(evaluate_job(job_model, loaded, job_tasks, cell.data_dir, settings, cfg_hash, kept_dir,
                                              done, selection_fingerprint(job_selection.stats)))
         if selection.per_task is not None:  # an oracle's task model: freed before the next task's copy
             del job_model
@@ -295,14 +288,12 @@ def prune_and_evaluate(cfg: dict[str, Any], cfg_hash: str, chosen: SelectedCell,
     return done
 
 
-def sparsity_section(cfg: dict[str, Any], chosen: SelectedCell, units_after: list[dict[str, int]],
+def sparsity_section(cell: Cell, chosen: SelectedCell, units_after: list[dict[str, int]],
                      removed: list[dict[str, dict[str, int]]]) -> dict[str, Any]:
     """record["sparsity"]: the target, what was removed (`actual`: diet.dims.accounting.actual_sparsity),
     per dimension (`by_dim`), and how sparsity_of was solved. `units_after` / `removed`: per evaluated model
     (one, or one per task for an oracle: the mean over the task models)."""
-    from diet.dims.accounting import actual_sparsity, dims_accounting
-
-    prunes = chosen.method.prunes
+    cfg, prunes = cell.cfg, chosen.method.prunes
     dims = cfg.get("dims", "mlp")
     by_dim = dims_accounting(dims, chosen.units_before, units_after, removed) if prunes else None
     mlp_channels_after = float(np.mean([units["mlp"] for units in units_after]))
@@ -329,16 +320,13 @@ def parameters_section(before: dict[str, int], per_model: list[dict[str, int]]) 
     }
 
 
-def eval_section(cfg: dict[str, Any], loaded: Any, data_dir: Any, reused: dict[str, str],
+def eval_section(cell: Cell, loaded: LoadedModel, reused: dict[str, str],
                  within_rounding: dict[str, float] | None = None) -> dict[str, Any]:
     """record["eval"]: the harness, the documents scored and how (`reused_tasks`: tasks an interrupted
     eval.by_task run had finished, with the code that evaluated them; `reused_within_rounding`: those of them
     evaluated on weights equal up to float rounding, with the largest relative norm difference)."""
-    from diet.devices import dtype_name
-    from diet.eval.evaluate import scoring_dtype
-
-    options = eval_options(cfg)
-    settings, documents = eval_settings(cfg, options), options.documents()
+    options, data_dir = cell.options.eval, cell.data_dir
+    settings, documents = eval_settings(cell.cfg, options), options.documents()
     return {
         "harness": "lm-eval",
         "num_fewshot": 0,
@@ -363,52 +351,42 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
     """Run one configured cell; returns (record, path), or (None, path) when it was already done.
 
     `parallel_jobs`: how many cells the launcher runs at once on this machine (sets the default threads)."""
-    facts = validate(cfg)  # fails in seconds, before any model is loaded
+    cell = resolve(cfg)  # fails in seconds, before any model is loaded
     preflight(cfg)  # writable output folders, a loadable model: also before any model is loaded
     check_submitted_code()  # a cluster job whose checkout moved after submission
     threads = apply_threads(cfg.get("threads"), parallel_jobs)
-    tasks, data_dir, method_cls = facts["tasks"], facts["data_dir"], facts["method"]
-    effective = effective_config(cfg, tasks)
-    cfg_hash = config_hash(effective)
-    results_dir = Path(cfg["results_dir"])
-    stem = record_stem(method_cls.name, cfg["model"]["name"], cfg_hash)
-    done_already = lambda: None if cfg.get("force", False) else find_existing(  # noqa: E731
-        results_dir, method_cls.name, cfg["model"]["name"], cfg_hash)
-    existing = done_already()
+    existing = cell.finished_record()
     if existing is not None:
         log.info("cell already done, skipping (force=true reruns it): %s", existing)
         return None, existing
-    save_dir = save_path(cfg, stem)
-    check_save_path(save_dir)
-    with claim_cell(results_dir, stem):  # another job on this cell: CellInProgress, nothing written
-        existing = done_already()  # finished by another job between the check above and the claim
+    check_save_path(cell.save_dir)
+    with claim_cell(cell.results_dir, cell.stem):  # another job on this cell: CellInProgress, nothing written
+        existing = cell.finished_record()  # finished by another job between the check above and the claim
         if existing is not None:
             log.info("cell finished by another job meanwhile, skipping: %s", existing)
             return None, existing
-        return _run_claimed(cfg, facts, effective, cfg_hash, stem, save_dir, threads)
+        return _run_claimed(cell, threads)
 
 
-def _run_claimed(cfg: dict[str, Any], facts: dict[str, Any], effective: dict[str, Any], cfg_hash: str, stem: str,
-                 save_dir: Path | None, threads: dict[str, int]) -> tuple[dict[str, Any], Path]:
+def _run_claimed(cell: Cell, threads: dict[str, int]) -> tuple[dict[str, Any], Path]:
     """run_cell's work once the cell is claimed: select, prune, evaluate, write the record."""
-    tasks, data_dir = facts["tasks"], facts["data_dir"]
-    results_dir = Path(cfg["results_dir"])
-    kept_dir = partial_dir(results_dir, stem) if facts["options"].eval.by_task else None
-    if kept_dir is not None and cfg.get("force", False):
+    cfg = cell.cfg
+    kept_dir = partial_dir(cell.results_dir, cell.stem) if cell.options.eval.by_task else None
+    if kept_dir is not None and cell.force:
         clear(kept_dir)  # a forced rerun evaluates every task again
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    chosen = select_cell(cfg, facts, effective)
-    done = prune_and_evaluate(cfg, cfg_hash, chosen, tasks, data_dir, save_dir, kept_dir)
+    chosen = select_cell(cell, cell.save_dir)
+    done = prune_and_evaluate(cell, chosen, cell.save_dir, kept_dir)
     loaded, method, ctx = chosen.loaded, chosen.method, chosen.ctx
     record: Record = {
         "schema": SCHEMA_VERSION,
-        "config_hash": cfg_hash,
+        "config_hash": cell.config_hash,
         "method": method.name,
         "tasks": done.metrics,
         "average": average_score(done.metrics),
-        "calib_tasks": ctx.calib_tasks if "calib" in method.uses else None,  # the tasks profiled
-        "sparsity": sparsity_section(cfg, chosen, done.units, done.removed),
+        "calib_tasks": cell.calib_tasks if "calib" in method.uses else None,  # the tasks profiled
+        "sparsity": sparsity_section(cell, chosen, done.units, done.removed),
         "parameters": parameters_section(chosen.params_before, done.parameters),
         "mask": chosen.selection.stats or None,
         "model": {
@@ -418,14 +396,14 @@ def _run_claimed(cfg: dict[str, Any], facts: dict[str, Any], effective: dict[str
             "device": loaded.device,
             **loaded.info,
         },
-        "eval": eval_section(cfg, loaded, data_dir, done.reused, done.within_rounding),
+        "eval": eval_section(cell, loaded, done.reused, done.within_rounding),
         "notes": ctx.notes,
         "saved_model": done.saved,
         "seed": cfg["seed"],
         "timings": chosen.timer.seconds,
         "peak_memory_gib": chosen.timer.peak_memory_gib,
         "config": cfg,
-        "effective_config": effective,
+        "effective_config": cell.effective,
         "code": code_version(),
         "versions": library_versions(),
         "machine": {**machine(), **threads},
@@ -435,7 +413,7 @@ def _run_claimed(cfg: dict[str, Any], facts: dict[str, Any], effective: dict[str
     wrong = problems(record)
     if wrong:  # the writer and the schema the analysis reads must not drift apart
         raise RuntimeError(f"the record does not match diet.run.record_schema: {wrong}")
-    path = write_record(record, results_dir)
+    path = write_record(record, cell.results_dir)
     log.info("record written: %s", path)
     if kept_dir is not None:
         clear(kept_dir)  # the record holds every task now

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from diet.config.identity import config_hash, effective_config
-
-from diet.config.validate import document_selection, validate
+from diet.config.validate import document_selection
+from diet.run.cell import resolve
 from diet.run.claims import describe, live_claim
-from diet.run.records import find_existing, iter_records, record_stem
-from diet.eval.tasks import is_perplexity
+from diet.run.records import find_existing, iter_records
+from diet.eval.tasks import data_files, is_perplexity
 
 
 @dataclass
@@ -54,8 +53,6 @@ def split_documents(task: str, data_dir: Path | None) -> int | None:
     """Documents in a task's evaluated split (offline data: lines of its file)."""
     if data_dir is None:
         return None
-    from diet.eval.tasks import data_files
-
     with data_files(task, data_dir)["eval"].open(encoding="utf-8") as handle:
         return sum(1 for line in handle if line.strip())
 
@@ -118,20 +115,19 @@ def plan_cells(cfgs: Iterable[tuple[list[str], dict[str, Any]]], results_dir: Pa
     basis = cost_basis(iter_records(results_dir)) if results_dir.is_dir() else {}
     first: dict[str, str] = {}
     for overrides, cfg in cfgs:
-        facts = validate(cfg)
-        cfg_hash = config_hash(effective_config(cfg, facts["tasks"]))
-        method, model = facts["method"].name, cfg["model"]["name"]
-        cell = PlannedCell(overrides, method, model, cfg_hash, cell_documents(cfg, facts["tasks"], facts["data_dir"]))
+        resolved = resolve(cfg)
+        cfg_hash, method, model = resolved.config_hash, resolved.method.name, resolved.model_name
+        cell = PlannedCell(overrides, method, model, cfg_hash, cell_documents(cfg, resolved.tasks, resolved.data_dir))
         cell.done = find_existing(results_dir, method, model, cfg_hash) if results_dir.is_dir() else None
         if cell.done is None:
-            held = live_claim(results_dir, record_stem(method, model, cfg_hash))
+            held = live_claim(results_dir, resolved.stem)
             cell.running = describe(held) if held is not None else None
         if cfg_hash in first:
             cell.same_as = first[cfg_hash]
             plan.cells.append(cell)
             continue
         first[cfg_hash] = " ".join(overrides) or "(defaults)"
-        measured, why = measured_cost(basis, model, method, device, work_kind(facts["tasks"]))
+        measured, why = measured_cost(basis, model, method, device, work_kind(resolved.tasks))
         if cell.done is None:
             cell.basis = why
             if measured and cell.documents is not None:

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+from diet.errors import DietConfigError
 import diet
 from diet.io import atomic_create_text, json_text
 
@@ -54,8 +55,6 @@ def mark_submitted_code() -> None:
 def check_submitted_code() -> None:
     """A job whose checkout changed after its sweep was submitted would run other code than was submitted and
     record it under the wrong name: it stops instead (before any model is loaded)."""
-    from diet.errors import DietConfigError
-
     submitted = os.environ.get(SUBMITTED_CODE)
     if not submitted:  # not submitted by experiments.run (a test, a notebook, a launcher that exported it empty)
         return

@@ -19,22 +19,16 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from diet.errors import DietConfigError
+from diet.dims.base import SPEC_FILE
+from diet.errors import DietConfigError, PrunedCheckpointError
 from diet.io import default_mode, atomic_write_json, sha256_file
 from diet.dims.choice import dimensions
+from diet.dims.shapes import record_shapes
 from diet.models.adapters import adapter_for
 from diet.models.stock_config import accepted_hidden_size, config_values, stock_refusal
-from diet.prune.modules import record_shapes
 
 
 FORMAT_VERSION = 1
-
-
-SPEC_FILE = "pruning_spec.json"
-
-
-class PrunedCheckpointError(RuntimeError):
-    """A pruned checkpoint folder is missing, corrupted or inconsistent with its pruning spec."""
 
 
 def _kept_indices(kept: Sequence[Any], widths: list[int], what: str = "kept_mlp_channels") -> list[list[int]]:
@@ -271,5 +265,5 @@ def load_pruned(
     if (directory / "generation_config.json").exists():
         model.generation_config = GenerationConfig.from_pretrained(str(directory))
     _restore_embedding_scale(model, spec)
-    record_shapes(model, adapter_for(model))
+    record_shapes(model)
     return model.to(device).eval(), _tokenizer(directory), spec

@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 from torch import Tensor, nn
 
 from diet.dims.base import Dimension
 from diet.io import stable_hash
+from diet.methods.inputs import MaskRule, MergeRule
 from diet.select import masks
 
 
 def merge_part(dimension: Dimension, task_masks: dict[str, list[Tensor]], task_scores: dict[str, list[Tensor]],
-               cfg: Mapping[str, Any], model: nn.Module) -> list[Tensor]:
+               merge: MergeRule, sparsity: float, mask: MaskRule, model: nn.Module) -> list[Tensor]:
     """DIET's merge of one dimension's task masks, on its entry layout (heads: per KV group; hidden: one
     entry). `mask.scope` applies where the dimension honours it (MLP); a dimension then repairs what its
     pruner cannot apply (heads: equal counts per KV group after a merge whose count follows the votes)."""
     merged = masks.merge_masks(
         task_masks,
         task_scores,
-        rule=cfg["merge"],
-        threshold=cfg["vote"]["threshold"],
-        exact=cfg["vote"]["exact"],
-        sparsity=cfg["sparsity"],
-        scope=dimension.scope(cfg["mask"]["scope"]),
-        min_keep_fraction=cfg["mask"]["min_keep_fraction"],
+        rule=merge.rule,
+        threshold=merge.threshold,
+        exact=merge.exact,
+        sparsity=sparsity,
+        scope=dimension.scope(mask.scope),
+        min_keep_fraction=mask.min_keep_fraction,
     )
     votes = masks.vote_counts(masks.checked_masks(task_masks))
     return dimension.after_merge(merged, votes, masks.summed_scores(task_scores), model)

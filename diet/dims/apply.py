@@ -7,6 +7,7 @@ from typing import Any, Callable
 from torch import nn
 
 from diet.dims.choice import dimensions
+from diet.dims.shapes import record_shapes
 from diet.models.adapters import parameter_counts
 
 
@@ -32,4 +33,6 @@ def apply_selection(model: nn.Module, selection: Any) -> dict[str, dict[str, int
             step(dimension.name, dimension.prune, selection.keep[dimension.name])
         if dimension.name in selection.bias:
             step(dimension.name, dimension.compensate, selection.bias[dimension.name])
+    if removed:
+        record_shapes(model)
     return removed

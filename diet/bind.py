@@ -47,7 +47,7 @@ def check_names(options_type: type, section: Mapping[str, Any], prefix: str, ign
 
 def bind(options_type: type[T], section: Mapping[str, Any], prefix: str, ignore: tuple[str, ...] = ()) -> T:
     """`options_type(**section)` after checking names and values; errors name `prefix.key` and what is allowed.
-    A value is checked by its field's `metadata["check"]` (diet/config/checks.py) where it has one, else by
+    A value is checked by its field's `metadata["check"]` (diet/checks.py) where it has one, else by
     the field's type; the class's own checks (its __post_init__) run last."""
     check_names(options_type, section, prefix, ignore)
     hints = typing.get_type_hints(options_type)
