@@ -593,9 +593,10 @@ def test_config_checks_calib_source_and_method_options(tmp_path):
     # calib.windows=null resolves to the method's reference count, so writing it out is the same cell
     assert cell_hash("method=flap", f"calib.source={a}", "calib.windows=1024") == cell_hash("method=flap", f"calib.source={a}")
     cfg = compose_config(["model=tiny_gemma2", "method=wanda_sp", "calib.source=c4"])
-    source = effective_config(cfg, ["arc_easy"])["calib"]["source"]
+    method = effective_config(cfg, ["arc_easy"])["method"]
+    source = method["inputs"]["calibration"]
     assert source["layout"] == "documents" and (source["windows"], source["window_length"]) == (128, 128)
-    assert effective_config(cfg, ["arc_easy"])["method_version"] == 2
+    assert "file" not in source and len(source["file_sha256"]) == 64 and method["version"] == 2
 
 
 def test_unknown_method_lists_the_available_ones(tmp_path):

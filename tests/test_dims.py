@@ -351,10 +351,10 @@ def test_bad_dims_are_named(overrides, message):
         validate(compose_config([*TINY, *overrides]))
 
 
-def test_sparsity_of_enters_the_hash_only_when_not_default():
+def test_sparsity_of_is_part_of_the_target():
     base = compose_config([*TINY, "method=diet"])
     tasks = ["arc_easy", "rte"]
-    legacy = {k: v for k, v in base.items() if k != "sparsity_of"}  # a config from before the option
+    legacy = {k: v for k, v in base.items() if k != "sparsity_of"}  # a config from before the option: dim
     assert config_hash(effective_config(base, tasks)) == config_hash(effective_config(legacy, tasks))
     params = compose_config([*TINY, "method=diet", "sparsity_of=params"])
     assert config_hash(effective_config(params, tasks)) != config_hash(effective_config(base, tasks))
@@ -414,7 +414,7 @@ def test_ablation_dims_cell_runs_on_tiny(tmp_path, shared_cache):
     assert set(sparsity["by_dim"]) == {"mlp", "heads"} and sparsity["actual"] == sparsity["by_dim"]["mlp"]["removed_fraction"]
     by_dim = sparsity["by_dim"]
     assert by_dim["mlp"]["parameters_removed"]["total"] + by_dim["heads"]["parameters_removed"]["total"] == params["removed"]["total"]
-    assert record["effective_config"]["sparsity_of"] == "params"
+    assert record["effective_config"]["method"]["inputs"]["target"]["of"] == "params"
 
 
 # --------------------------------------------------------------------------- the real Gemma-3 270M

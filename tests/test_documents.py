@@ -51,9 +51,9 @@ def test_identity_names_a_random_sample_and_keeps_old_cells():
     assert identity("eval.limit=200", "eval.docs_seed=1")[1] != random_hash
     full, full_hash = identity()
     assert "docs" not in full["eval"] and identity("eval.docs=first")[1] == full_hash  # all documents: docs moot
-    # the calibration seed is its own key, for the methods it can change; dense at any seed is one cell
+    # the calibration seed is part of the inputs of the methods it can change; dense at any seed is one cell
     assert identity("eval.limit=200", "seed=3")[1] == random_hash
-    assert identity("eval.limit=200", "seed=3")[0]["seed"] == 0
+    assert identity("eval.limit=200", "seed=3")[0]["method"]["inputs"] == {}
     diet_seeds = {identity("eval.limit=200", "method=diet", f"seed={seed}")[1] for seed in (0, 3)}
     assert len(diet_seeds) == 2
 

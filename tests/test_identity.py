@@ -1,28 +1,36 @@
 """A cell's identity covers everything its result depends on (diet.config.identity).
 
 Two runs with one identity share one record (the second is skipped as done), so an option that changes
-a result without changing the identity is a silent wrong result. These tests drive every registered
-method through selection on a tiny model and perturb every option its inputs were built from.
+a result without changing the identity is a silent wrong result, and one that cannot change it but enters the
+identity reruns a finished cell. The identity holds a method's inputs whole: these tests perturb every field
+of every method's inputs and every option they are built from, hold the runtime options out, and run a
+method written here against the contracts alone.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
-from conftest import REPO_ROOT, compose_config
-from diet.config.identity import COMPUTATION_ONLY, ConfigView, check_reads, config_hash, effective_config, unidentified
+from conftest import compose_config
+from diet.config.identity import config_hash, effective_config, identity
 from diet.config.validate import validate
 from diet.errors import DietConfigError
 from diet.methods import METHODS
 from diet.methods.base import MaskSelection, Method
-from diet.methods.inputs import MergeRule, Target, build_inputs
+from diet.methods.inputs import Target, build_inputs
+from diet.models.adapters import adapter_for
 from diet.run.cell import resolve
-from diet.run.pipeline import select_cell
+from diet.run.pipeline import run_cell, select_cell
+from diet.select import masks
 
 TINY = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "eval.limit=4", "calib.n=4", "calib.windows=4",
         "calib.window_length=16", "wandb.mode=disabled"]
@@ -78,80 +86,179 @@ def cells() -> list[list[str]]:
     return out
 
 
+class RecordingView(Mapping):
+    """The run config, recording the path of every option read through it (to learn what a method's inputs
+    are built from)."""
+
+    def __init__(self, data: Mapping[str, Any], prefix: str = "", reads: set[str] | None = None) -> None:
+        self._data, self._prefix = data, prefix
+        self.reads: set[str] = set() if reads is None else reads
+
+    def __getitem__(self, key: str) -> Any:
+        value, path = self._data[key], f"{self._prefix}{key}"
+        if isinstance(value, Mapping):
+            return RecordingView(value, f"{path}.", self.reads)
+        self.reads.add(path)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory):
     """One profile cache for all cells of this module: the profiles of one tiny model and its tasks are
-    computed once, not per method (what the methods read does not depend on a cache hit)."""
+    computed once, not per method."""
     return tmp_path_factory.mktemp("cache")
 
 
 @pytest.mark.parametrize("overrides", cells(), ids=lambda o: " ".join(v.split("=")[1] for v in o))
-def test_every_option_a_method_reads_changes_its_identity(overrides, tmp_path, shared_cache, monkeypatch):
+def test_every_option_a_methods_inputs_come_from_changes_its_identity(overrides, tmp_path, shared_cache,
+                                                                        monkeypatch):
     monkeypatch.setenv("DIET_CACHE", str(shared_cache))
     cfg = compose_config([*TINY, f"results_dir={tmp_path}", "sparsity=0.5", *overrides])
     cell = resolve(cfg)
-    select_cell(cell)  # runs check_reads on what building the inputs read: an unidentified read fails here
-    view = ConfigView(cfg)
-    build_inputs(cell.method, view, cell.calib_tasks)  # as select_cell builds them
-    reads = view.reads
-    if METHODS.get(cfg["method"]["name"]).prunes:
-        assert "sparsity" in reads  # the view really recorded what the method receives
-    for path in sorted(reads - COMPUTATION_ONLY - {"data.dir"}):
-        other = perturbed(cfg, path)
-        assert config_hash(effective_config(other, cell.tasks)) != cell.config_hash, f"{path} read but not identified"
+    select_cell(cell)  # the method selects from exactly these inputs
+    view = RecordingView(cfg)
+    build_inputs(cell.method, view, cell.calib_tasks)  # as resolve builds them
+    if cell.method.prunes:
+        assert "sparsity" in view.reads  # the view really recorded what the method receives
+    for path in sorted(view.reads - {"data.dir"}):  # data.dir: the named file enters by its content
+        other = effective_config(perturbed(cfg, path), cell.tasks)  # unvalidated: FLAP refuses dims=heads
+        assert config_hash(other) != cell.config_hash, f"{path} received but not identified"
 
 
-def test_any_method_option_changes_the_identity():
-    for path in sorted((REPO_ROOT / "conf" / "method").glob("*.yaml")):
-        options = yaml.safe_load(path.read_text())
-        cfg = compose_config([*TINY, f"method={path.stem}"])
-        base = config_hash(effective_config(cfg, ["arc_easy", "rte"]))
-        for key in sorted(set(options) - {"name"}):
-            other = perturbed(cfg, f"method.{key}")
-            assert config_hash(effective_config(other, ["arc_easy", "rte"])) != base, f"{path.name}: {key}"
+def leaf_paths(value: Any, prefix: str = "") -> list[str]:
+    if dataclasses.is_dataclass(value):
+        return [path for item in dataclasses.fields(value)
+                for path in leaf_paths(getattr(value, item.name), f"{prefix}{item.name}.")]
+    return [prefix.rstrip(".")]
+
+
+def replaced(value: Any, path: str, tmp_path) -> Any:
+    """`value` (inputs) with the field at `path` set to another valid value."""
+    head, _, rest = path.partition(".")
+    current = getattr(value, head)
+    if rest:
+        return dataclasses.replace(value, **{head: replaced(current, rest, tmp_path)})
+    if isinstance(current, Path):  # a file enters by its content
+        other = tmp_path / "other.txt"
+        other.write_text(current.read_text()[:-1])
+        new: Any = other
+    elif isinstance(current, bool):
+        new = not current
+    elif isinstance(current, (int, float)):
+        new = current + 1 if isinstance(current, int) else current / 2
+    elif isinstance(current, tuple):
+        new = current[::-1] if len(current) > 1 else (*current, "other")
+    else:
+        new = next(v for v in ALTERNATIVES[path.split(".")[-1] if path.split(".")[-1] in ALTERNATIVES
+                                           else {"stat": "profile.stat", "scope": "mask.scope", "rule": "merge",
+                                                 "dims": "dims", "of": "sparsity_of",
+                                                 "allocation": "method.allocation"}[path.split(".")[-1]]]
+                   if v != current)
+    return dataclasses.replace(value, **{head: new})
+
+
+@pytest.mark.parametrize("source", ["tasks", "c4"])
+@pytest.mark.parametrize("name", METHODS.names())
+def test_perturbing_any_field_of_a_methods_inputs_changes_the_identity(name, source, tmp_path):
+    """What a method receives is what is hashed: every field of every method's inputs, whatever its type."""
+    cfg = compose_config([*TINY, f"method={name}", f"calib.source={source}"])
+    cell = resolve(cfg)
+    paths = leaf_paths(cell.inputs)
+    assert (paths == []) == (name == "dense")
+    for path in paths:
+        other = identity(cfg, cell.tasks, cell.method, replaced(cell.inputs, path, tmp_path))
+        assert config_hash(other) != cell.config_hash, f"{name}: {path}"
+
+
+RUNTIME_OVERRIDES = ["eval.batch_size=3", "eval.backend=stock", "eval.by_task=true", "calib.batch_size=3",
+                     "threads=1", "model.device=cpu", "results_dir=elsewhere", "wandb.mode=disabled",
+                     "save_model=true", "force=true", "export.pad=true"]
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_how_a_result_is_computed_never_changes_its_identity(name):
+    base = resolve(compose_config([*TINY, f"method={name}"])).config_hash
+    for override in [*RUNTIME_OVERRIDES, "eval.by_task=true eval.chunk_docs=2"]:
+        if override == "save_model=true" and METHODS.get(name).per_task_profiles:
+            continue  # an oracle saves no single model (refused in validation)
+        cfg = compose_config([*TINY, f"method={name}", *override.split()])
+        assert resolve(cfg).config_hash == base, override
+
+
+def test_an_option_a_method_does_not_receive_never_splits_its_cells():
+    def cell_hash(*overrides: str) -> str:
+        return resolve(compose_config([*TINY, *overrides])).config_hash
+
+    assert cell_hash("method=flap", "mask.scope=global") == cell_hash("method=flap", "mask.scope=layer")
+    assert cell_hash("method=diet", "mask.scope=global") != cell_hash("method=diet", "mask.scope=layer")
+    assert cell_hash("method=dense", "sparsity=0.5", "seed=3") == cell_hash("method=dense")
+    assert cell_hash("method=magnitude", "seed=3") == cell_hash("method=magnitude")
+    assert cell_hash("method=diet", "calib.source=c4") == cell_hash("method=diet")  # DIET profiles its tasks
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_a_method_is_seeded_exactly_when_its_inputs_hold_the_seed(name):
+    cfg = compose_config([*TINY, f"method={name}", "seed=7"])
+    received = 7 in [getattr(getattr(resolve(cfg).inputs, f.name), key, None) for f in
+                     dataclasses.fields(resolve(cfg).inputs) for key in ("seed", "value")]
+    assert METHODS.get(name).seeded == received
 
 
 @dataclass(frozen=True)
-class _MergeInputs:
+class KeepFirstOptions:
+    first: bool = True  # keep the first channels of each layer (else the last)
+
+
+@dataclass(frozen=True)
+class KeepFirstInputs:
     target: Target
-    merge: MergeRule
+    options: KeepFirstOptions
 
 
-class _ReadsMerge(Method):
-    """A method that receives DIET's merge rule without declaring its sections in `uses`: the bug the guard
-    exists for (two cells differing only in `merge` would share one record)."""
+class KeepFirst(Method):
+    """A method written in a test, against the contracts only: its inputs, its options, its select."""
 
-    name = "reads_merge"
-    uses = ("sparsity", "dims")
-    Inputs = _MergeInputs
+    name = "keep_first"
+    seeded = False
+    Options = KeepFirstOptions
+    Inputs = KeepFirstInputs
 
-    def select(self, ctx, inputs):
-        raise AssertionError("select must not run: the inputs are checked first")
-
-
-def test_an_input_outside_the_identity_is_refused_before_profiling(tmp_path, monkeypatch, isolated_cache):
-    monkeypatch.setitem(METHODS._items, "reads_merge", _ReadsMerge)
-    cfg = compose_config([*TINY, f"results_dir={tmp_path}"])
-    cfg["method"] = {"name": "reads_merge"}
-    with pytest.raises(DietConfigError, match=r"read \['merge', 'vote.exact', 'vote.threshold'\].*_ReadsMerge.uses"):
-        select_cell(resolve(cfg))
-    monkeypatch.setattr(_ReadsMerge, "uses", ("sparsity", "dims", "merge", "vote"))
-    monkeypatch.setattr(_ReadsMerge, "select", lambda self, ctx, inputs: MaskSelection())
-    assert select_cell(resolve(cfg)).inputs.merge == MergeRule("vote", 0.5, True)  # declared: accepted
+    def select(self, ctx, inputs: KeepFirstInputs) -> MaskSelection:
+        keep = []
+        for width in adapter_for(ctx.loaded.model).mlp_widths():
+            mask = torch.zeros(width, dtype=torch.bool)
+            mask[:masks.keep_count(width, inputs.target.sparsity)] = True
+            keep.append(mask if inputs.options.first else mask.flip(0))
+        return MaskSelection(keep={"mlp": keep}, stats=masks.mask_stats({}, keep))
 
 
-def test_the_view_records_nested_paths_and_unidentified_names_them():
-    cfg = {"calib": {"n": 4, "batch_size": 2}, "seed": 3, "sparsity": 0.2}
-    view = ConfigView(cfg)
-    assert view["calib"]["n"] == 4 and view.get("seed") == 3 and dict(view["calib"]) == cfg["calib"]
-    assert view.reads == {"calib.n", "calib.batch_size", "seed"}
-    seeded, unseeded = METHODS.get("random"), METHODS.get("magnitude")
-    effective = {"calib": {"n": 4}, "seed": 0, "sparsity": 0.2}
-    assert unidentified({"calib.n", "calib.batch_size", "sparsity"}, effective, seeded) == []  # batch size: how
-    assert unidentified({"seed"}, effective, unseeded) == ["seed"]  # recorded at seed 0: a read is a bug
-    assert unidentified({"mask.scope"}, effective, seeded) == ["mask.scope"]
-    with pytest.raises(DietConfigError, match="mask.scope"):
-        check_reads({"mask.scope"}, effective, seeded)
+def test_a_method_defined_in_a_test_runs_end_to_end(tmp_path, isolated_cache, monkeypatch):
+    monkeypatch.setitem(METHODS._items, "keep_first", KeepFirst)
+    options = yaml.safe_load("name: keep_first\nfirst: true  # keep the first channels\n")  # its conf/method YAML
+    cfg = compose_config([*TINY, f"results_dir={tmp_path}", "sparsity=0.25"])
+    cfg["method"] = options
+    record, _ = run_cell(cfg)
+    assert record["method"] == "keep_first" and record["sparsity"]["actual"] == 0.25
+    assert record["effective_config"]["method"] == {"name": "keep_first", "version": 1, "inputs": {
+        "target": {"sparsity": 0.25, "dims": "mlp", "of": "dim"}, "options": {"first": True}}}
+    cfg["method"] = {**options, "first": False}
+    assert resolve(cfg).config_hash != record["config_hash"]
+    with pytest.raises(DietConfigError, match="method.firts"):
+        resolve({**cfg, "method": {"name": "keep_first", "firts": True}})
+
+
+def test_a_method_whose_options_would_not_be_hashed_is_refused():
+    class Forgetful(KeepFirst):
+        Inputs = dataclass(frozen=True)(type("ForgetfulInputs", (), {"__annotations__": {"target": Target}}))
+
+    with pytest.raises(TypeError, match="no `options` field"):
+        build_inputs(Forgetful, compose_config([*TINY, "sparsity=0.25"]), [])
 
 
 def _hash(overrides: list[str]) -> str:

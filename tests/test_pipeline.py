@@ -74,7 +74,7 @@ def test_leave_one_task_out_profiles_only_the_rest(tmp_path, isolated_cache):
     assert record["calib_tasks"] == ["arc_easy"] and set(record["tasks"]) == {"arc_easy", "rte"}
     assert record["notes"] == {"profiles_cached": 0, "profiles_computed": 1}
     assert record["mask"]["num_tasks"] == 1  # one task mask voted: arc_easy's
-    assert record["effective_config"]["calib_tasks"] == ["arc_easy"]
+    assert record["effective_config"]["method"]["inputs"]["calibration"]["tasks"] == ["arc_easy"]
     # the single-task mask is arc_easy's own: the same as profiling arc_easy alone for any evaluation
     transfer, _ = run(tmp_path, "method=diet", "sparsity=0.25", "calib.tasks=[arc_easy]", "tasks=[rte]")
     assert transfer["mask"]["mask_hash"] == record["mask"]["mask_hash"]

@@ -31,10 +31,13 @@ from diet.analysis.tables import build_tables
 from experiments.tables import regenerate
 
 PAPER7 = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
-# config sections each method's result depends on (diet/methods/*.py `uses`, minus sparsity/dims)
-USES = {"diet": ("calib", "profile", "mask", "merge", "vote"), "diet_oracle": ("calib", "profile", "mask"),
-        "activation_pooled": ("calib", "profile", "mask"), "wanda_sp": ("calib",), "flap": ("calib", "mask"),
-        "shortgpt": ("calib",)}
+# the inputs each method receives (diet/methods/*.py `Inputs`), by field name
+INPUTS = {"diet": ("target", "calibration", "profile", "mask", "merge"),
+          "diet_oracle": ("target", "calibration", "profile", "mask"),
+          "activation_pooled": ("target", "calibration", "profile", "mask"), "wanda_sp": ("target", "calibration"),
+          "flap": ("target", "calibration", "floor", "options"), "shortgpt": ("target", "calibration"),
+          "random": ("target", "seed"), "magnitude": ("target",)}
+CALIB_SOURCE = ("activation_pooled", "wanda_sp", "flap", "shortgpt")  # calib.source chooses their text
 
 
 def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, float]], *, model: str = "m",
@@ -57,26 +60,30 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
               "eval": {"limit": limit}, "seed": seed, "calib": {"n": calib_n}, "profile": {"stat": stat},
               "mask": {"scope": scope}, "merge": merge, "vote": {"threshold": threshold},
               "wandb": {"mode": "disabled", "group": group}, "task_sets": task_sets or {}}
-    effective = {k: config[k] for k in ("method", "model", "tasks", "eval", "seed")}
-    effective.update({section: config[section] for section in USES.get(method, ())})
-    if method == "dense":
-        effective["seed"] = 0  # unseeded (diet.config.validate)
-    if documents and documents.startswith("random"):  # a random sample is its own cell (diet.config.validate)
-        effective["eval"] = {**config["eval"], "docs": {"random_seed": 0}}
-    if calib_source is not None:  # a baseline's calibration text (diet.config.validate: tasks, or a generic file)
+    if calib_source is not None:
         config["calib"]["source"] = calib_source
-        effective["calib"] = {"n": calib_n, "source": "tasks"} if calib_source == "tasks" else \
-            {"source": {"file_sha256": "f", "layout": "documents", "windows": 128, "window_length": 128}}
-    if exclude_bos:  # ONLY_WHEN_SET (diet.config.identity): enters the identity only when true
+    if exclude_bos:
         config["profile"]["exclude_bos"] = True
-        if "calib" in effective:
-            effective["profile_exclude_bos"] = True
-    if profiled is not None and "calib" in effective:  # as diet.config.validate: only when not the evaluated tasks
-        effective["calib_tasks"] = profiled
     if dims is not None:  # an equal-parameter-budget dims comparison (experiment=ablation_dims_local)
-        effective.update(dims=dims, sparsity_of="params")
-    if method != "dense":
-        effective["sparsity"] = sparsity
+        config.update(dims=dims, sparsity_of="params")
+    evaluation = dict(config["eval"])
+    if documents and documents.startswith("random"):  # a random sample is its own cell (diet.config.identity)
+        evaluation["docs"] = {"random_seed": 0}
+    generic = calib_source is not None and calib_source != "tasks" and method in CALIB_SOURCE
+    built = {  # as diet.methods.inputs builds them, in their identity form
+        "target": {"sparsity": sparsity, "dims": dims or "mlp", "of": "params" if dims else "dim"},
+        "calibration": ({"file_sha256": "f", "layout": "documents", "windows": 128, "window_length": 128,
+                         "seed": seed, "add_bos_token": True, "exclude_bos": exclude_bos} if generic else
+                        {"tasks": list(profiled if profiled is not None else scores), "n": calib_n,
+                         "with_answer": True, "max_length": 512, "seed": seed, "add_bos_token": True,
+                         "exclude_bos": exclude_bos}),
+        "profile": {"stat": stat}, "mask": {"scope": scope, "min_keep_fraction": 0.05},
+        "floor": {"min_keep_fraction": 0.05}, "merge": {"rule": merge, "threshold": threshold, "exact": True},
+        "seed": {"value": seed}, "options": {"allocation": "global", "bias": True, **(method_options or {})},
+    }
+    effective = {"model": {"name": model}, "tasks": list(scores), "eval": evaluation, "data_mode": "offline",
+                 "method": {"name": method, "version": 1,
+                            "inputs": {name: built[name] for name in INPUTS.get(method, ())}}}
     mean = sum(s for s, _ in scores.values()) / len(scores)
     return {
         "schema": SCHEMA_VERSION, "config_hash": config_hash or stable_hash(effective), "method": method,

@@ -17,11 +17,12 @@ from diet.analysis.frame import ABLATION_KEYS, ALL_PROFILED, RUN_COLUMNS
 from diet.analysis.stats import clearly_above_chance
 from diet.config.defaults import run_defaults
 from diet.eval.tasks import accuracy_tasks
+from diet.methods import METHODS
 
-# Row order of every table: dense first, DIET and its oracle, then the baselines, then anything new.
-METHOD_ORDER = ("dense", "diet", "diet_oracle", "activation_pooled", "wanda_sp", "flap", "magnitude", "random",
-                "shortgpt")
-DIET_METHODS = frozenset({"dense", "diet", "diet_oracle"})  # not "baselines" in the differences table
+# Row order of every table, from the method registry (Method.table_rank): dense first, DIET and its oracle, then
+# the baselines, then anything new; and the methods that are not baselines in the differences table.
+METHOD_ORDER = tuple(sorted(METHODS.names(), key=lambda name: (METHODS.get(name).table_rank, name)))
+DIET_METHODS = frozenset(name for name in METHODS.names() if not METHODS.get(name).baseline)
 TASK_ORDER = tuple(run_defaults()["task_sets"]["paper7"])  # the paper's column order
 # The option each ablation column varies, as written on the command line ("vote.threshold"); "profiled" is
 # derived from calib.tasks / calib.exclude (diet.analysis.frame.profiled_label).

@@ -17,9 +17,12 @@ import pandas as pd
 from diet.calib.generic_text import NAMED_SOURCES
 from diet.config.defaults import method_defaults, run_defaults
 from diet.eval.tasks import resolve_task_names
+from diet.methods import METHODS
 from diet.run.records import iter_records
 
-# Options the ablation tables vary: column name -> (config section, key or None for a top-level value).
+# Options the ablation tables vary: column name -> the config option it shows (section, key or None for a
+# top-level value: its label and default). Values are read from the method's inputs in the record's identity
+# (ablation_value, INPUT_KEYS), so a method that does not receive an option shows none.
 ABLATION_KEYS: dict[str, tuple[str, str | None]] = {
     "threshold": ("vote", "threshold"),
     "calib_n": ("calib", "n"),
@@ -28,9 +31,16 @@ ABLATION_KEYS: dict[str, tuple[str, str | None]] = {
     "merge": ("merge", None),
     "profiled": ("calib_tasks", None),  # the tasks profiled, as a label (profiled_label)
     "dims": ("dims", None),
-    "sparsity_of": ("sparsity_of", None),  # in the identity only when not "dim" (diet.config.validate)
+    "sparsity_of": ("sparsity_of", None),  # the target's `of`
     "calib_source": ("calib", "source"),   # baselines: "tasks" | "c4" | a file's name (calib_source_label)
-    "exclude_bos": ("profile", "exclude_bos"),  # identity key profile_exclude_bos, only when set
+    "exclude_bos": ("profile", "exclude_bos"),  # the calibration's exclude_bos
+}
+# column -> (input field, key) where the value is one field of one input (diet.methods.inputs)
+INPUT_KEYS: dict[str, tuple[str, str]] = {
+    "threshold": ("merge", "threshold"),
+    "stat": ("profile", "stat"),
+    "scope": ("mask", "scope"),
+    "merge": ("merge", "rule"),
 }
 ALL_PROFILED = "all"  # the profiled tasks are the evaluated ones (the default)
 RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", "documents", "seed", "params_removed",
@@ -92,33 +102,53 @@ def documents_label(record: dict[str, Any]) -> str:
 
 
 def calib_source_label(record: dict[str, Any], identity: Any) -> str:
-    """'tasks', a named source ('c4'), or the calibration file's name."""
-    if identity == "tasks" or not isinstance(identity, dict):
-        return str(identity)
+    """A named source ('c4') or the calibration file's name, for a generic-text calibration."""
     configured = str(record["config"]["calib"].get("source"))
     return configured if configured in NAMED_SOURCES else Path(configured).name
 
 
+def method_inputs(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The method's inputs as its identity holds them (diet.config.identity); None for a method without any."""
+    return ((record.get("effective_config") or {}).get("method") or {}).get("inputs") or None
+
+
+def calibration_input(inputs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A method's calibration plan (TaskSamples: `tasks`; GenericText: `file_sha256`), None if it has none."""
+    return next((value for value in (inputs or {}).values()
+                 if isinstance(value, dict) and ("file_sha256" in value or "with_answer" in value)), None)
+
+
 def ablation_value(record: dict[str, Any], column: str) -> Any:
-    """The option's value, or None where the method ignores it (not in its effective config)."""
-    section, key = ABLATION_KEYS[column]
-    source = record.get("effective_config") or record["config"]
-    if column == "calib_source":
-        value = (source.get("calib") or {}).get("source")
-        return None if value is None else calib_source_label(record, value)
-    if column == "sparsity_of":
-        return source.get("sparsity_of", "dim") if "sparsity" in source else None
-    if column == "exclude_bos":  # ONLY_WHEN_SET (diet.config.identity): absent = the default, for calibrated runs
-        return bool(source.get("profile_exclude_bos", False)) if "calib" in source else None
-    if column == "profiled":  # in the identity only when not the evaluated tasks (diet.config.validate)
-        if "calib" not in source:
-            return None
-        evaluated = list(source["tasks"])  # resolved, in run order (record["tasks"] is stored sorted)
-        return profiled_label(source.get("calib_tasks", evaluated), evaluated, record["config"].get("task_sets"))
-    if section not in source:
+    """The option's value, or None where the method does not receive it (not among its inputs)."""
+    inputs = method_inputs(record)
+    if inputs is None:
         return None
-    value = source[section]
-    return value if key is None else value.get(key)
+    calibration = calibration_input(inputs)
+    target = inputs.get("target") or {}
+    if column == "calib_source":  # the baselines' calibration text; DIET's task samples are not a choice
+        if calibration is None or not _calib_source_choice(record["method"]):
+            return None
+        return "tasks" if "tasks" in calibration else calib_source_label(record, calibration)
+    if column in ("sparsity_of", "dims"):
+        return target.get({"sparsity_of": "of"}.get(column, column))
+    if column == "exclude_bos":
+        return None if calibration is None else bool(calibration["exclude_bos"])
+    if column == "calib_n":
+        return None if calibration is None else calibration.get("n")
+    if column == "profiled":
+        if calibration is None:
+            return None
+        evaluated = list(record["effective_config"]["tasks"])  # resolved, in run order (record["tasks"]: sorted)
+        # generic text profiles no task: the same label as the evaluated tasks (the tables' default row)
+        return profiled_label(calibration.get("tasks", evaluated), evaluated, record["config"].get("task_sets"))
+    section, key = INPUT_KEYS[column]
+    value = inputs.get(section)
+    return None if value is None else value.get(key)
+
+
+def _calib_source_choice(method: str) -> bool:
+    """Whether `calib.source` chooses the method's calibration text (the task-agnostic baselines)."""
+    return method in METHODS and METHODS.get(method).calib_source
 
 
 def method_options_label(record: dict[str, Any]) -> str | None:
@@ -136,6 +166,15 @@ def voting_tasks(record: dict[str, Any]) -> int:
     return int(mask.get("num_tasks") or len(record["tasks"]))
 
 
+def input_seed(record: dict[str, Any]) -> int:
+    """The seed among the method's inputs (a calibration draw, random channels), 0 where there is none."""
+    inputs = method_inputs(record) or {}
+    calibration = calibration_input(inputs)
+    if calibration is not None:
+        return int(calibration["seed"])
+    return int((inputs.get("seed") or {}).get("value", 0))
+
+
 def run_fields(record: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "model": record["model"]["name"],
@@ -146,8 +185,8 @@ def run_fields(record: dict[str, Any]) -> dict[str, Any]:
         "params_removed": float(record["parameters"]["removed_fraction_non_embedding"]),
         "limit": record["eval"]["limit"],
         "documents": documents_label(record),
-        # the seed the result depends on (unseeded methods: 0 at every configured seed, diet.config.validate)
-        "seed": int((record.get("effective_config") or record["config"]).get("seed", record.get("seed", 0))),
+        # the seed the result depends on (0 for a method whose inputs hold none: the same cell at every seed)
+        "seed": input_seed(record),
     }
     fields.update({column: ablation_value(record, column) for column in ABLATION_KEYS})
     fields["method_options"] = method_options_label(record)

@@ -6,10 +6,8 @@ equal, so the classes cannot drift from the file users read.
 A stored record's config may predate an option: the missing key takes the class default, except where the
 option's absence meant something else when the record was written (`LEGACY_DEFAULTS`).
 
-The identity (diet/config/identity.py) still hashes the config as a dict, the form the committed records'
-hashes were computed from; methods receive typed inputs (diet.methods.inputs) built through a `ConfigView`, so
-that every option they are built from is checked against it; the typed sections are what validation binds and
-what the pipeline reads.
+The typed sections are what validation binds and what the pipeline reads; a method receives typed inputs built
+from them (diet.methods.inputs), which the identity (diet/config/identity.py) hashes whole.
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ def validate(cfg: Mapping[str, Any]) -> CheckedConfig:
     if save_model not in (None, False) and method.per_task_profiles:
         raise DietConfigError(f"method {method.name!r} evaluates one pruned model per task: save_model needs a "
                               f"method that makes one model")
-    profiled = calib_tasks(cfg, tasks) if "calib" in method.uses else []
+    profiled = calib_tasks(cfg, tasks) if method.calibrates() else []
     if method.per_task_profiles and profiled != tasks:
         raise DietConfigError(
             f"method {method.name!r} evaluates each task with its own profile, so calib.tasks/calib.exclude "

@@ -28,7 +28,7 @@ class PooledInputs:
 @METHODS.register("activation_pooled")
 class ActivationPooled(Method):
     name = "activation_pooled"
-    uses = ("sparsity", "dims", "calib", "profile", "mask")
+    table_rank = 3
     calib_source = True
     # no published protocol: FLAP's generic budget (1024 x 128 tokens)
     reference_calib = (1024, 128)

@@ -8,7 +8,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 
 from diet.bind import bind
-from diet.methods.inputs import NoInputs
+from diet.methods.inputs import NoInputs, calibrates
 from diet.models.loaders import LoadedModel
 from diet.registry import Registry
 
@@ -17,14 +17,15 @@ METHODS: Registry[type["Method"]] = Registry("method")
 
 @dataclass
 class PruningContext:
-    """What a method works on besides its inputs (diet.methods.inputs): the model, where the data is, the
-    stage timer, and the notes it leaves for the record. It holds no run config: a method's options arrive
-    typed in `select(ctx, inputs)`."""
+    """What a method works on besides its inputs (diet.methods.inputs): the model, where the data is, how to
+    compute (never part of a cell's identity), the stage timer, and the notes it leaves for the record. It holds
+    no run config: a method's options arrive typed in `select(ctx, inputs)`."""
 
     loaded: LoadedModel
     data_dir: Any
     timer: Callable[[str], Any]        # context manager factory: with timer("profile"): ...
     notes: dict[str, Any] = field(default_factory=dict)  # facts for the record (cache hits, ...)
+    batch_size: int = 8                # calibration sequences per forward pass (calib.batch_size)
 
 
 @dataclass
@@ -55,9 +56,6 @@ class Method:
     # everything `select` receives, a frozen dataclass of the shared input types (diet.methods.inputs) plus
     # `options` (an Options instance); built once from the run config by diet.methods.inputs.build_inputs
     Inputs: ClassVar[type] = NoInputs
-    # config sections (besides diet.config.identity.BASE_SECTIONS) that change this method's result; an input
-    # built from options outside them is refused before profiling (diet.config.identity.check_reads)
-    uses: ClassVar[tuple[str, ...]] = ()
     prunes: ClassVar[bool] = True
     # the `dims` values (diet.dims.choice) this method can select; others fail in validation
     dims: ClassVar[tuple[str, ...]] = ("mlp",)
@@ -66,14 +64,22 @@ class Method:
     # generic-text calibration of the reference implementation: (windows, tokens per window), the
     # default of calib.windows / calib.window_length when calib.source is a text source
     reference_calib: ClassVar[tuple[int, int]] = (128, 128)
-    # bumped when the method's scoring changes, so new cells never reuse an old record of the same
-    # config (enters the identity only when > 1: cells of version-1 methods keep their hashes)
+    # bumped when the method's scoring changes, so new cells never reuse an old record of the same config
     version: ClassVar[int] = 1
+    # where its rows go in tables (lower first, then by name) and whether it is a baseline DIET is compared with
+    table_rank: ClassVar[int] = 100
+    baseline: ClassVar[bool] = True
     # evaluates every task with that task's own profile (oracle): profiled tasks must be the evaluated ones
     per_task_profiles: ClassVar[bool] = False
-    # whether the run's `seed` can change this method's result (a calibration draw, random channels);
-    # an unseeded method's cells at every seed are one cell (its identity records seed 0)
+    # whether the run's `seed` can change this method's result (a calibration draw, random channels): the
+    # seed then reaches its inputs and so its identity; an unseeded method's cells at every seed are one cell
+    # (tests/test_identity.py holds the two statements equal)
     seeded: ClassVar[bool] = True
+
+    @classmethod
+    def calibrates(cls) -> bool:
+        """Whether the method profiles calibration data (its inputs hold a calibration plan)."""
+        return calibrates(cls.Inputs)
 
     @classmethod
     def options(cls, section: Mapping[str, Any]) -> Any:

@@ -61,7 +61,7 @@ class _TaskEncoder:
     def sequences(self, task: str) -> list[list[int]]:
         ctx, samples = self.ctx, self.samples
         if self.lm is None:
-            settings = EvalSettings(batch_size=samples.batch_size, add_bos_token=samples.add_bos_token)
+            settings = EvalSettings(batch_size=ctx.batch_size, add_bos_token=samples.add_bos_token)
             self.lm = make_lm(ctx.loaded.model, ctx.loaded.tokenizer, settings, ctx.loaded.device)
             self.tasks = build_tasks(list(samples.tasks), ctx.data_dir, with_train=True)
         drawn = draw_samples(task, self.tasks[task], samples.n, samples.seed, samples.with_answer)
@@ -77,7 +77,7 @@ def task_profiles(ctx: PruningContext, samples: TaskSamples) -> dict[str, Activa
         def compute(task: str = task) -> ActivationProfile:
             pad_id = ctx.loaded.tokenizer.pad_token_id or 0
             return profile_activations(
-                ctx.loaded.model, encoder.sequences(task), samples.batch_size, pad_id, desc=f"profile {task}",
+                ctx.loaded.model, encoder.sequences(task), ctx.batch_size, pad_id, desc=f"profile {task}",
                 exclude_first=samples.exclude_bos,
             )
 
@@ -127,7 +127,7 @@ def file_profile(ctx: PruningContext, text: GenericText, reference: tuple[int, i
     def compute() -> ActivationProfile:
         pad_id = ctx.loaded.tokenizer.pad_token_id or 0
         sequences = generic_sequences(ctx, text, reference)
-        return profile_activations(ctx.loaded.model, sequences, text.batch_size, pad_id,
+        return profile_activations(ctx.loaded.model, sequences, ctx.batch_size, pad_id,
                                    desc="profile generic text", exclude_first=text.exclude_bos)
 
     profile, hit = ProfileCache(cache_dir() / "profiles" / ctx.loaded.name).get_or_compute(key, compute)

@@ -6,6 +6,8 @@ from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
 @METHODS.register("dense")
 class Dense(Method):
     name = "dense"
+    table_rank = 0
+    baseline = False
     seeded = False  # data-free and deterministic: no seed changes the result
     prunes = False
 

@@ -80,7 +80,8 @@ def diet_task_masks(ctx: PruningContext, inputs: TaskMaskInputs) -> TaskMasks:
 @METHODS.register("diet")
 class Diet(Method):
     name = "diet"
-    uses = ("sparsity", "dims", "calib", "profile", "mask", "merge", "vote")
+    table_rank = 1
+    baseline = False
     dims = DIET_DIMS
     Inputs = DietInputs
 

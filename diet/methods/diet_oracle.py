@@ -18,7 +18,8 @@ SINGLE_KEYS = ("kept_channels", "kept_per_layer", "actual_sparsity", "mask_hash"
 @METHODS.register("diet_oracle")
 class DietOracle(Method):
     name = "diet_oracle"
-    uses = ("sparsity", "dims", "calib", "profile", "mask")
+    table_rank = 2
+    baseline = False
     dims = DIET_DIMS
     per_task_profiles = True
     Inputs = TaskMaskInputs

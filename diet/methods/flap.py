@@ -113,7 +113,7 @@ def compensation_bias(
 @METHODS.register("flap")
 class Flap(Method):
     name = "flap"
-    uses = ("sparsity", "dims", "calib", "mask")  # mask.min_keep_fraction is the floor; mask.scope unused
+    table_rank = 5
     calib_source = True
     # FLAP scripts/llama_7b.sh: --nsamples 1024 windows of model.seqlen = 128 tokens (main.py get_llm)
     reference_calib = (1024, 128)

@@ -35,8 +35,8 @@ class MagnitudeInputs:
 @METHODS.register("magnitude")
 class Magnitude(Method):
     name = "magnitude"
+    table_rank = 6
     seeded = False  # data-free and deterministic: no seed changes the result
-    uses = ("sparsity", "dims")
     version = 2  # 2: the reference's down_proj column norm; 1 also counted the gate and up rows
 
     Inputs = MagnitudeInputs

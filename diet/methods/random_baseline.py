@@ -26,7 +26,7 @@ class RandomInputs:
 @METHODS.register("random")
 class Random(Method):
     name = "random"
-    uses = ("sparsity", "dims")  # the run's `seed` is a base section
+    table_rank = 7
     dims = scored_dims()
     Inputs = RandomInputs
 

@@ -65,7 +65,7 @@ def layers_to_drop(block_influence: list[float], params: list[int], target: int)
 @METHODS.register("shortgpt")
 class ShortGPT(Method):
     name = "shortgpt"
-    uses = ("sparsity", "dims", "calib")
+    table_rank = 8
     calib_source = True
     # sramshetty/ShortGPT short_hf.py: 1024-token windows of PG19 (not available offline: C4 instead)
     reference_calib = (128, 1024)

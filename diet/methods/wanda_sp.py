@@ -130,7 +130,7 @@ class WandaSPInputs:
 @METHODS.register("wanda_sp")
 class WandaSP(Method):
     name = "wanda_sp"
-    uses = ("sparsity", "dims", "calib")
+    table_rank = 4
     calib_source = True
     dims = ("mlp", "heads", "mlp+heads")
     reference_calib = (128, 128)  # prune_wanda_sp: get_loaders("c4", nsamples=128, seqlen=model.seqlen=128)
@@ -144,7 +144,7 @@ class WandaSP(Method):
         with ctx.timer("profile"):
             sequences = calibration_sequences(ctx, calibration, self.reference_calib)
             finals, tokens = sequential_wanda_sp(model, sequences, inputs.target.sparsity, parts,
-                                                 calibration.batch_size, ctx.loaded.tokenizer.pad_token_id or 0,
+                                                 ctx.batch_size, ctx.loaded.tokenizer.pad_token_id or 0,
                                                  calibration.exclude_bos)
         stats = selection_stats({}, finals)
         stats.update(calib_tokens=tokens, sequential=True)

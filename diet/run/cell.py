@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from diet.config.identity import config_hash, effective_config
+from diet.config.identity import config_hash, identity
 from diet.config.sections import RunOptions
 from diet.config.validate import CheckedConfig, validate
 from diet.export.save import save_path
+from diet.methods.inputs import build_inputs
 from diet.run.records import find_existing, record_stem
 
 
@@ -21,7 +22,8 @@ class Cell:
 
     cfg: Mapping[str, Any]       # the run config as composed (the record stores it as "config")
     checked: CheckedConfig       # what validation derived (method class, typed sections, tasks, data folder)
-    effective: dict[str, Any]    # the options the result depends on (diet.config.identity)
+    inputs: Any                  # what the method's select receives (its Method.Inputs), hashed whole
+    effective: dict[str, Any]    # what the result depends on (diet.config.identity): base sections + inputs
     config_hash: str             # their hash: the cell's identity
     stem: str                    # <model>__<method>__<hash>: the record's and a claim's file stem
     save_dir: Path | None        # where save_model puts the pruned model; None: not saved
@@ -68,8 +70,9 @@ class Cell:
 def resolve(cfg: Mapping[str, Any]) -> Cell:
     """Validate `cfg` (fails in seconds, before any model is loaded) and resolve its identity and paths."""
     checked = validate(cfg)
-    effective = effective_config(cfg, checked.tasks)
+    inputs = build_inputs(checked.method, cfg, checked.calib_tasks)
+    effective = identity(cfg, checked.tasks, checked.method, inputs)
     cfg_hash = config_hash(effective)
     stem = record_stem(checked.method.name, cfg["model"]["name"], cfg_hash)
-    return Cell(cfg=cfg, checked=checked, effective=effective, config_hash=cfg_hash, stem=stem,
+    return Cell(cfg=cfg, checked=checked, inputs=inputs, effective=effective, config_hash=cfg_hash, stem=stem,
                 save_dir=save_path(cfg, stem))

@@ -15,7 +15,6 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from diet.config.identity import ConfigView, check_reads
 from diet.config.sections import EvalOptions, eval_options
 from diet.devices import dtype_name
 from diet.dims.accounting import actual_sparsity, dim_units, dims_accounting, resolve_sparsity
@@ -27,7 +26,7 @@ from diet.eval.tasks import accuracy_tasks
 from diet.export.room import check_room, model_bytes
 from diet.export.save import check_save_path, export_model, model_card
 from diet.methods import MaskSelection, Method, PruningContext
-from diet.methods.inputs import build_inputs
+from diet.methods.inputs import with_dim_sparsity
 from diet import models  # load_model through the package: tests refuse loading there
 from diet.models.adapters import adapter_for, parameter_counts
 from diet.models.loaders import LoadedModel, weights_sha256
@@ -106,20 +105,33 @@ def average_score(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"score": float(np.mean(scores)) if scores else None, "tasks": tasks, "n_tasks": len(scores)}
 
 
-def card_facts(cell: Cell, chosen: "SelectedCell", model: torch.nn.Module,
-               removed: dict[str, dict[str, int]]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PrunedShape:
+    """One pruned model, measured once: its units per dimension, its parameters, and what each dimension's
+    removal took (apply_selection); the record and the model card are both computed from it."""
+
+    units: dict[str, int]
+    parameters: dict[str, int]
+    removed: dict[str, dict[str, int]]
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, removed: dict[str, dict[str, int]]) -> "PrunedShape":
+        return cls(dim_units(model), parameter_counts(model), removed)
+
+
+def card_facts(cell: Cell, chosen: "SelectedCell", model: torch.nn.Module, shape: PrunedShape) -> dict[str, Any]:
     """What a saved model's card (diet.export.save.model_card) says about the run that made it; its actual
-    sparsity and parameter fractions are computed as the record's (sparsity_section, parameters_section)."""
+    sparsity and parameter fractions are the record's (sparsity_section, parameters_section, one PrunedShape)."""
     import sys
 
     cfg = cell.cfg
     calib, method, loaded = cfg["calib"], chosen.method, chosen.loaded
-    calibration = "none" if not method.prunes or "calib" not in method.uses else (
+    calibration = "none" if not method.prunes or not method.calibrates() else (
         f"{calib['n']} train samples per task of {', '.join(cell.calib_tasks)}, seed {cfg['seed']}"
         if not method.calib_source or calib.get("source", "tasks") == "tasks"
         else f"generic text {calib['source']}, seed {cfg['seed']} (windows as recorded)")
-    sparsity = sparsity_section(cell, chosen, [dim_units(model)], [removed])
-    parameters = parameters_section(chosen.params_before, [parameter_counts(model)])
+    sparsity = sparsity_section(cell, chosen, [shape.units], [shape.removed])
+    parameters = parameters_section(chosen.params_before, [shape.parameters])
     return {"model": loaded.name, "model_type": model.config.model_type, "source": loaded.info.get("source"),
             "method": method.name, "sparsity": sparsity["target"], "dims": cfg["dims"], "actual": sparsity["actual"],
             "removed_non_embedding": parameters["removed_fraction_non_embedding"],
@@ -161,21 +173,19 @@ def select_cell(cell: Cell, save_dir: Path | None = None) -> SelectedCell:
     widths_before, units_before, params_before = adapter_for(model).mlp_widths(), dim_units(model), parameter_counts(model)
     method = cell.method()
     # sparsity_of=params: the method sees the solved per-dimension sparsity (diet/dims/accounting.py)
-    method_cfg, sparsity_facts = resolve_sparsity(model, cfg) if method.prunes else (cfg, {})
-    view = ConfigView(method_cfg)  # records what building the inputs reads of the config
-    inputs = build_inputs(cell.method, view, cell.calib_tasks)
-    check_reads(view.reads, cell.effective, method)  # all of it in the identity, before any profiling
-    ctx = PruningContext(loaded=loaded, data_dir=cell.data_dir, timer=timer)
+    sparsity_facts = resolve_sparsity(model, cfg)[1] if method.prunes else {}
+    inputs = with_dim_sparsity(cell.inputs, sparsity_facts["dim_sparsity"]) if method.prunes else cell.inputs
+    ctx = PruningContext(loaded=loaded, data_dir=cell.data_dir, timer=timer, batch_size=cfg["calib"]["batch_size"])
     selection = method.select(ctx, inputs)
     return SelectedCell(timer, loaded, method, ctx, inputs, selection, widths_before, units_before, params_before,
                         sparsity_facts)
 
 
-def save_model(cell: Cell, chosen: SelectedCell, model: torch.nn.Module, removed: dict[str, dict[str, int]],
+def save_model(cell: Cell, chosen: SelectedCell, model: torch.nn.Module, shape: PrunedShape,
                save_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Export the pruned `model` (`removed`: what apply_selection removed from it) to `save_dir`
-    (diet.export.save); returns (card facts, what the record stores)."""
-    card = card_facts(cell, chosen, model, removed)
+    """Export the pruned `model` (`shape`: it measured after pruning) to `save_dir` (diet.export.save);
+    returns (card facts, what the record stores)."""
+    card = card_facts(cell, chosen, model, shape)
     saved = export_model(model, chosen.loaded.tokenizer, save_dir, model_card(card),
                          {"method": chosen.method.name, "config_hash": cell.config_hash},
                          pad=cell.options.export.pad, bos_prepended=card["bos_prepended"])
@@ -196,9 +206,9 @@ def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
     chosen = select_cell(cell, save_dir)
     model = chosen.loaded.model
     with chosen.timer("prune"):
-        removed = apply_selection(model, chosen.selection)
+        shape = PrunedShape.of(model, apply_selection(model, chosen.selection))
     with chosen.timer("save_model"):
-        card, saved = save_model(cell, chosen, model, removed, save_dir)
+        card, saved = save_model(cell, chosen, model, shape, save_dir)
     log_saved_model(saved, cfg["wandb"], save_dir.name, cell.options.export.wandb_artifact)
     return {**saved, "config_hash": cell.config_hash, "parameters_after": card["params_after"],
             "parameters_before": card["params_before"], "timings": chosen.timer.seconds,
@@ -269,13 +279,14 @@ def prune_and_evaluate(cell: Cell, chosen: SelectedCell, save_dir: Path | None, 
     for job_tasks, job_selection in jobs:
         job_model = loaded.model if selection.per_task is None else copy.deepcopy(loaded.model)
         with timer("prune"):
-            done.removed.append(apply_selection(job_model, job_selection))
+            shape = PrunedShape.of(job_model, apply_selection(job_model, job_selection))
+        done.units.append(shape.units)
+        done.parameters.append(shape.parameters)
+        done.removed.append(shape.removed)
         if save_dir is not None:  # after pruning, before evaluation (validation refuses per-task methods)
             with timer("save_model"):
-                card, done.saved = save_model(cell, chosen, job_model, done.removed[-1], save_dir)
+                card, done.saved = save_model(cell, chosen, job_model, shape, save_dir)
             log.info("saved the pruned model (%s): %s", done.saved["format"], save_dir)
-        done.units.append(dim_units(job_model))
-        done.parameters.append(parameter_counts(job_model))
         with timer("evaluate"):
             done.metrics.update(evaluate_job(job_model, loaded, job_tasks, cell.data_dir, settings, cfg_hash, kept_dir,
                                              done, selection_fingerprint(job_selection.stats)))
@@ -385,7 +396,7 @@ def _run_claimed(cell: Cell, threads: dict[str, int]) -> tuple[dict[str, Any], P
         "method": method.name,
         "tasks": done.metrics,
         "average": average_score(done.metrics),
-        "calib_tasks": cell.calib_tasks if "calib" in method.uses else None,  # the tasks profiled
+        "calib_tasks": cell.calib_tasks if method.calibrates() else None,  # the tasks profiled
         "sparsity": sparsity_section(cell, chosen, done.units, done.removed),
         "parameters": parameters_section(chosen.params_before, done.parameters),
         "mask": chosen.selection.stats or None,

@@ -108,6 +108,10 @@ class Record(TypedDict):
     calib_tasks: NotRequired[list[str] | None]
     saved_model: NotRequired[dict[str, Any] | None]
     peak_memory_gib: NotRequired[dict[str, Number]]
+    # records made before identities held the method's inputs (experiments/migrate_identity.py): what they
+    # were identified by then
+    config_hash_v1: NotRequired[str]
+    effective_config_v1: NotRequired[dict[str, Any]]
 
 
 def _matches(value: Any, expected: Any) -> bool:
