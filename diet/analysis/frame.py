@@ -101,7 +101,7 @@ def documents_label(record: dict[str, Any]) -> str:
     return "all" if evaluated.get("limit") is None else f"first{evaluated['limit']}"
 
 
-def calib_source_label(record: dict[str, Any], identity: Any) -> str:
+def calib_source_label(record: dict[str, Any]) -> str:
     """A named source ('c4') or the calibration file's name, for a generic-text calibration."""
     configured = str(record["config"]["calib"].get("source"))
     return configured if configured in NAMED_SOURCES else Path(configured).name
@@ -128,7 +128,7 @@ def ablation_value(record: dict[str, Any], column: str) -> Any:
     if column == "calib_source":  # the baselines' calibration text; DIET's task samples are not a choice
         if calibration is None or not _calib_source_choice(record["method"]):
             return None
-        return "tasks" if "tasks" in calibration else calib_source_label(record, calibration)
+        return "tasks" if "tasks" in calibration else calib_source_label(record)
     if column in ("sparsity_of", "dims"):
         return target.get({"sparsity_of": "of"}.get(column, column))
     if column == "exclude_bos":
