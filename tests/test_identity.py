@@ -138,6 +138,11 @@ def leaf_paths(value: Any, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")]
 
 
+# a text field of an input -> the option it comes from (its alternative values: ALTERNATIVES)
+FIELD_OPTIONS = {"stat": "profile.stat", "scope": "mask.scope", "rule": "merge", "dims": "dims", "of": "sparsity_of",
+                 "allocation": "method.allocation"}
+
+
 def replaced(value: Any, path: str, tmp_path) -> Any:
     """`value` (inputs) with the field at `path` set to another valid value."""
     head, _, rest = path.partition(".")
@@ -155,11 +160,7 @@ def replaced(value: Any, path: str, tmp_path) -> Any:
     elif isinstance(current, tuple):
         new = current[::-1] if len(current) > 1 else (*current, "other")
     else:
-        new = next(v for v in ALTERNATIVES[path.split(".")[-1] if path.split(".")[-1] in ALTERNATIVES
-                                           else {"stat": "profile.stat", "scope": "mask.scope", "rule": "merge",
-                                                 "dims": "dims", "of": "sparsity_of",
-                                                 "allocation": "method.allocation"}[path.split(".")[-1]]]
-                   if v != current)
+        new = next(v for v in ALTERNATIVES[FIELD_OPTIONS[head]] if v != current)
     return dataclasses.replace(value, **{head: new})
 
 
