@@ -3,7 +3,7 @@
     python -m experiments.check_masks results/records            # one record per kind of cell
     python -m experiments.check_masks results/records --per-kind 0 --method diet   # every DIET record
 
-A kind is (model, method, dims, calib.source, mask.scope, merge, profile.stat). A record whose identity the
+A kind is (model, method, dims, calib.source, method.mask.scope, method.merge, method.profile.stat). A record whose identity the
 current code computes differently (a method version bumped since) is listed as superseded, not checked.
 Calibration profiles come from the profile cache where present, so most checks take seconds after the
 model is loaded. Exits 1 when a recomputed mask differs from its record.
@@ -18,14 +18,17 @@ from typing import Any
 
 from diet.analysis.check_table import print_checks
 from diet.analysis.frame import newest_per_cell
+from diet.config.layout import current_layout
 from diet.run.recheck import recompute_selection, same_mask
 from diet.run.records import iter_records
 
 
 def kind(record: dict[str, Any]) -> tuple:
-    cfg = record["config"]
+    cfg = current_layout(record["config"])
+    own = cfg["method"]
     return (record["model"]["name"], record["method"], cfg.get("dims", "mlp"), cfg["calib"].get("source", "tasks"),
-            cfg["mask"]["scope"], cfg["merge"], cfg["profile"]["stat"])
+            (own.get("mask") or {}).get("scope", "layer"), own.get("merge", "vote"),
+            (own.get("profile") or {}).get("stat", "mean_abs"))
 
 
 def chosen_records(results_dir: Path, methods: list[str] | None, per_kind: int) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from diet.analysis.frame import run_fields
+from diet.analysis.frame import run_row
 from diet.run.recheck import record_documents
 from diet.analysis.check_table import print_checks
 
@@ -24,8 +24,8 @@ def same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Same model, method, sparsity, seed the result depends on, and mask (when recorded): only the documents
     may differ."""
     def identity(record: dict[str, Any]) -> tuple:
-        fields = run_fields(record)
-        return (fields["model"], fields["method"], fields["sparsity"], fields["seed"], fields["mask_hash"])
+        row = run_row(record)
+        return (row.model, row.method, row.sparsity, row.seed, row.mask_hash)
     return identity(a) == identity(b)
 
 

@@ -83,10 +83,20 @@ class MethodCall:
         return self.ctx.notes
 
     def inputs(self, method: str) -> Any:
-        from diet.methods import METHODS
-        from diet.methods.inputs import build_inputs
+        """`method`'s inputs; the config's method section may hold the keys of several methods (one config
+        for DIET and FLAP): each method gets the ones it takes (its Options, its shared inputs)."""
+        import dataclasses
 
-        return build_inputs(METHODS.get(method), self.cfg, self.tasks)
+        from diet.config.layout import LEGACY_SECTIONS
+        from diet.methods import METHODS
+        from diet.methods.inputs import build_inputs, section_keys
+
+        legacy = [name for name in LEGACY_SECTIONS if name in self.cfg]
+        assert not legacy, f"{legacy}: a method's protocol belongs in cfg['method'] (diet.config.layout)"
+        chosen = METHODS.get(method)
+        takes = {f.name for f in dataclasses.fields(chosen.Options)} | set(section_keys(chosen))
+        section = {key: value for key, value in (self.cfg.get("method") or {}).items() if key in takes}
+        return build_inputs(chosen, {**self.cfg, "method": section}, self.tasks)
 
     def select(self, method: str) -> Any:
         from diet.methods import METHODS

@@ -141,17 +141,17 @@ def make_ctx(model, tasks=("arc_easy",), **cfg_overrides) -> MethodCall:
     cfg = {
         "sparsity": 0.25, "seed": 0, "model": {"add_bos_token": True},
         "calib": {"n": 4, "max_length": 32, "batch_size": 2, "with_answer": True, "source": "tasks"},
-        "profile": {"stat": "mean_abs"},
-        "mask": {"scope": "layer", "min_keep_fraction": 0.05},
-        "merge": "vote", "vote": {"threshold": 0.5, "exact": True},
-        "method": {},
+        # every method's protocol at its default (each method takes its own keys: MethodCall.inputs)
+        "method": {"profile": {"stat": "mean_abs"}, "mask": {"scope": "layer", "min_keep_fraction": 0.05},
+                   "merge": "vote", "vote": {"threshold": 0.5, "exact": True}, "min_keep_fraction": 0.05},
     }
-    for key, value in cfg_overrides.items():
-        section, _, leaf = key.partition("__")
-        if leaf:
-            cfg[section] = {**cfg[section], leaf: value}
-        else:
-            cfg[section] = value
+    for key, value in cfg_overrides.items():  # a__b__c=value sets cfg[a][b][c]
+        *parents, leaf = key.split("__")
+        node = cfg
+        for parent in parents:
+            node[parent] = dict(node[parent])
+            node = node[parent]
+        node[leaf] = value
     return MethodCall(loaded(model), cfg, list(tasks))
 
 
@@ -338,7 +338,7 @@ def test_flap_scores_allocation_and_bias(model, profile, acts, use_profiles):
     for got, want in zip(standardise(raw), z):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
         assert abs(float(got.mean())) < 1e-12 and float(got.std()) == pytest.approx(1.0)
-    selection = select("flap", make_ctx(model, sparsity=0.5, mask__min_keep_fraction=0.3))
+    selection = select("flap", make_ctx(model, sparsity=0.5, method__min_keep_fraction=0.3))
     assert all(torch.equal(a, b) for a, b in zip(selection.kept("mlp"), keep))
     kept = [int(m.sum()) for m in selection.kept("mlp")]
     assert sum(kept) == LAYERS * 64 and min(kept) >= math.ceil(0.3 * WIDTH)
@@ -364,7 +364,7 @@ def test_flap_bounds_catch_a_profile_one_token_off(model, acts, use_profiles):
     raw, _, keep, bias, _ = flap_reference(model, acts, 0.5, 0.3)
     score_gaps = [float(((got - want).abs() / fluctuation_bound(model, acts, layer)).max())
                   for layer, (got, want) in enumerate(zip(fluctuation_scores(model, wrong), raw))]
-    selection = select("flap", make_ctx(model, sparsity=0.5, mask__min_keep_fraction=0.3))
+    selection = select("flap", make_ctx(model, sparsity=0.5, method__min_keep_fraction=0.3))
     bias_gaps = [float(((got - want).abs() / bias_bound(model, acts, layer, keep[layer])).max())
                  for layer, (got, want) in enumerate(zip(selection.bias["mlp"], bias))]
     assert min(score_gaps) > 100 and min(bias_gaps) > 100, (score_gaps, bias_gaps)
@@ -415,7 +415,7 @@ def test_flap_bias_survives_save_and_load(model, profile, use_profiles, tmp_path
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_activation_pooled_equals_diet_with_one_task(model, profile, use_profiles, scope):
     use_profiles({"arc_easy": profile})
-    ctx = make_ctx(model, sparsity=0.4, mask__scope=scope)
+    ctx = make_ctx(model, sparsity=0.4, method__mask__scope=scope)
     pooled, diet = select("activation_pooled", ctx), select("diet", ctx)
     assert all(torch.equal(a, b) for a, b in zip(pooled.kept("mlp"), diet.kept("mlp")))
     assert pooled.stats["mask_hash"] == diet.stats["mask_hash"]

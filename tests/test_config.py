@@ -43,7 +43,7 @@ def _base(method: str) -> dict[str, Any]:
 
 def compose_cfg(*overrides: str, method: str = "diet") -> dict[str, Any]:
     """The real composed config (cached per method), then value overrides typed by Hydra's own
-    command-line parser (`sparsity=abc` is the string 'abc', `vote.exact=1` the int 1). Composing
+    command-line parser (`sparsity=abc` is the string 'abc', `method.vote.exact=1` the int 1). Composing
     takes ~0.1-0.3 s, so each distinct config is not recomposed; test_overrides_match_hydra checks
     that this gives what Hydra itself gives."""
     cfg = copy.deepcopy(_base(method))
@@ -58,11 +58,11 @@ def compose_cfg(*overrides: str, method: str = "diet") -> dict[str, Any]:
 
 
 def test_overrides_match_hydra():
-    overrides = ("sparsity=abc", "tasks=[boolq,rte]", "vote.exact=1", "calib.with_answer=no", "eval.limit=null",
+    overrides = ("sparsity=abc", "tasks=[boolq,rte]", "method.vote.exact=1", "calib.with_answer=no", "eval.limit=null",
                  "+task_sets.mine=[rte]", "sparsity=nan")
     composed = hydra_compose("method=diet", "model=tiny_gemma2", f"data.dir={DATA_DIR}", *overrides[:-1])
     assert compose_cfg(*overrides[:-1]) == composed
-    assert composed["sparsity"] == "abc" and composed["vote"]["exact"] == 1 and composed["calib"]["with_answer"] == "no"
+    assert composed["sparsity"] == "abc" and composed["method"]["vote"]["exact"] == 1 and composed["calib"]["with_answer"] == "no"
     assert math.isnan(compose_cfg("sparsity=nan")["sparsity"])
     assert compose_cfg("sparsity=0.3", method="dense") == hydra_compose(
         "method=dense", "model=tiny_gemma2", f"data.dir={DATA_DIR}", "sparsity=0.3")
@@ -70,7 +70,9 @@ def test_overrides_match_hydra():
 
 def test_real_config_is_valid():
     cfg = compose_cfg()
-    assert cfg["method"] == {"name": "diet"}
+    assert cfg["method"] == {"name": "diet", "profile": {"stat": "mean_abs"},
+                             "mask": {"scope": "layer", "min_keep_fraction": 0.05}, "merge": "vote",
+                             "vote": {"threshold": 0.5, "exact": True}}
     assert cfg["model"]["name"] == "tiny_gemma2"
     facts = validate(cfg)
     assert facts.tasks == PAPER7
@@ -86,9 +88,9 @@ BAD_OVERRIDES = [
     (["sparsity=abc"], r"^sparsity='abc' is not a number: allowed \[0\.0, 1\.0\)$"),
     (["sparsity=true"], r"^sparsity=True is not a number: allowed \[0\.0, 1\.0\)$"),
     (["sparsity=nan"], r"^sparsity=nan is not a number: allowed \[0\.0, 1\.0\)$"),
-    (["vote.threshold=0"], r"^vote\.threshold=0 is outside the allowed range \(0\.0, 1\.0\]$"),
-    (["vote.threshold=1.5"], r"^vote\.threshold=1\.5 is outside the allowed range \(0\.0, 1\.0\]$"),
-    (["mask.min_keep_fraction=1.5"], r"^mask\.min_keep_fraction=1\.5 is outside the allowed range \[0\.0, 1\.0\]$"),
+    (["method.vote.threshold=0"], r"^method\.vote\.threshold=0 is outside the allowed range \(0\.0, 1\.0\]$"),
+    (["method.vote.threshold=1.5"], r"^method\.vote\.threshold=1\.5 is outside the allowed range \(0\.0, 1\.0\]$"),
+    (["method.mask.min_keep_fraction=1.5"], r"^method\.mask\.min_keep_fraction=1\.5 is outside the allowed range \[0\.0, 1\.0\]$"),
     (["calib.n=0"], r"^calib\.n=0 is not allowed: use an integer >= 1$"),
     (["calib.n=2.5"], r"^calib\.n=2\.5 is not allowed: use an integer >= 1$"),
     (["calib.batch_size=0"], r"^calib\.batch_size=0 is not allowed: use an integer >= 1$"),
@@ -99,7 +101,7 @@ BAD_OVERRIDES = [
     (["eval.max_length=0"], r"^eval\.max_length=0 is not allowed: use an integer >= 1 or null$"),
     # flags: 'no' from the command line is a (truthy) string, not false
     (["calib.with_answer=no"], r"^calib\.with_answer='no' is not allowed: use true or false$"),
-    (["vote.exact=1"], r"^vote\.exact=1 is not allowed: use true or false$"),
+    (["method.vote.exact=1"], r"^method\.vote\.exact=1 is not allowed: use true or false$"),
     (["model.add_bos_token=no"], r"^model\.add_bos_token='no' is not allowed: use true or false$"),
     (["seed=abc"], r"^seed='abc' is not allowed: use an integer$"),
     (["tasks=boolqq"], r"^unknown task or task set 'boolqq': did you mean 'boolq'\? available: .*\bboolq\b.*\bpaper7\b"),
@@ -107,10 +109,10 @@ BAD_OVERRIDES = [
     (["tasks=paper8"], r"^unknown task or task set 'paper8': did you mean 'paper7'\? available: "),
     (["tasks=[]"], r"^tasks is empty: name a task set \(e\.g\. paper7\) or a list of tasks$"),
     (["tasks=[boolq,rte,boolq]"], r"^tasks lists a task twice: \['boolq', 'rte', 'boolq'\]$"),
-    (["profile.stat=mean"], r"^unknown profile\.stat 'mean': did you mean 'mean_sq'\? available: l2, mean_abs, mean_sq$"),
-    (["profile.stat=max"], r"^unknown profile\.stat 'max': available: l2, mean_abs, mean_sq$"),
-    (["mask.scope=globl"], r"^unknown mask\.scope 'globl': did you mean 'global'\? available: global, layer$"),
-    (["merge=votes"], r"^unknown merge rule 'votes': did you mean 'vote'\? available: intersection, mean, union, vote$"),
+    (["method.profile.stat=mean"], r"^unknown method\.profile\.stat 'mean': did you mean 'mean_sq'\? available: l2, mean_abs, mean_sq$"),
+    (["method.profile.stat=max"], r"^unknown method\.profile\.stat 'max': available: l2, mean_abs, mean_sq$"),
+    (["method.mask.scope=globl"], r"^unknown method\.mask\.scope 'globl': did you mean 'global'\? available: global, layer$"),
+    (["method.merge=votes"], r"^unknown method\.merge 'votes': did you mean 'vote'\? available: intersection, mean, union, vote$"),
     (["wandb.mode=offlne"], r"^unknown wandb\.mode 'offlne': did you mean 'offline'\? available: disabled, offline, online$"),
     (["eval.metric=f1"], r"^eval\.metric='f1' is not allowed: use one of auto, acc, acc_norm$"),
     (["dims=attn"], r"^unknown dims 'attn': available: heads, hidden, mlp, mlp\+heads$"),
@@ -200,8 +202,24 @@ def test_data_dir_from_environment(monkeypatch):
 
 
 def test_dense_ignores_pruning_options():
-    cfg = compose_cfg("sparsity=1.5", "vote.threshold=0", "calib.n=0", "profile.stat=max", method="dense")
+    cfg = compose_cfg("sparsity=1.5", "calib.n=0", method="dense")
     assert validate(cfg).method.name == "dense"
+
+
+@pytest.mark.parametrize(("method", "override", "message"), [
+    ("flap", "+method.vote.threshold=0.7", r"^method\.vote is not an option of method 'flap': allowed "
+                                           r"method\.allocation, method\.bias, method\.min_keep_fraction$"),
+    ("dense", "+method.merge=mean", r"^method\.merge is not an option of method 'dense': allowed none$"),
+    ("wanda_sp", "+method.profile.stat=l2", r"^method\.profile is not an option of method 'wanda_sp': allowed none$"),
+    ("diet", "+method.vote.rule=mean", r"^method\.vote\.rule is not an option: allowed method\.vote\.threshold, "
+                                       r"method\.vote\.exact \(the merge rule is method\.merge\)$"),
+    ("diet", "+method.vote.treshold=0.3", r"^method\.vote\.treshold is not an option: allowed method\.vote\.rule, "),
+    ("flap", "method.min_keep_fraction=1.5", r"^method\.min_keep_fraction=1\.5 is outside the allowed range"),
+])
+def test_a_methods_section_takes_only_its_own_protocol(method, override, message):
+    """DIET's vote is DIET's: another method given it fails naming what it takes, instead of ignoring it."""
+    with pytest.raises(DietConfigError, match=message):
+        validate(hydra_compose("model=tiny_gemma2", f"data.dir={DATA_DIR}", f"method={method}", override))
 
 
 # --------------------------------------------------------------------------- the command line
@@ -267,15 +285,16 @@ def test_hash_format_and_determinism():
 
 def test_dense_hash_ignores_sparsity():
     assert cell_hash("sparsity=0.2", method="dense") == cell_hash("sparsity=0.4", method="dense")
-    assert cell_hash("calib.n=10", "merge=union", method="dense") == cell_hash(method="dense")
+    assert cell_hash("calib.n=10", "calib.exclude_bos=true", method="dense") == cell_hash(method="dense")
 
 
 def test_diet_hash_depends_on_pruning_options():
     base = cell_hash("sparsity=0.2")
     assert cell_hash("sparsity=0.4") != base
     assert cell_hash("sparsity=0.2", "calib.n=50") != base
-    assert cell_hash("sparsity=0.2", "merge=union") != base
-    assert cell_hash("sparsity=0.2", "profile.stat=l2") != base
+    assert cell_hash("sparsity=0.2", "method.merge=union") != base
+    assert cell_hash("sparsity=0.2", "method.profile.stat=l2") != base
+    assert cell_hash("sparsity=0.2", "method.vote.threshold=0.7") != base
     assert cell_hash("sparsity=0.2", method="dense") != base
 
 
@@ -396,38 +415,51 @@ def test_exclude_bos_enters_the_identity_only_when_set():
             out[method] = config_hash(effective_config(cfg, ["arc_easy", "rte"]))
         return out
 
-    default, explicit, excluded = hashes([]), hashes(["profile.exclude_bos=false"]), hashes(["profile.exclude_bos=true"])
+    default, explicit, excluded = hashes([]), hashes(["calib.exclude_bos=false"]), hashes(["calib.exclude_bos=true"])
     assert default == explicit  # the default keeps every existing cell's hash
     assert excluded["dense"] == default["dense"]  # dense profiles nothing
     assert all(excluded[m] != default[m] for m in ("diet", "flap", "wanda_sp"))
-    with pytest.raises(DietConfigError, match="profile.exclude_bos='no' is not allowed"):
+    with pytest.raises(DietConfigError, match="calib.exclude_bos='no' is not allowed"):
         validate(hydra_compose("model=tiny_gemma2", "tasks=[arc_easy]", f"data.dir={DATA_DIR}", "method=diet",
-                               "profile.exclude_bos=no"))
+                               "calib.exclude_bos=no"))
 
 
 # --------------------------------------------------------------------------- typed options (diet.bind)
 
 
-def test_every_shipped_method_yaml_binds_to_its_options_class():
+def test_every_shipped_method_yaml_binds_and_writes_its_classes_defaults():
+    """conf/method/<name>.yaml holds each key the method takes (its Options, its shared inputs such as DIET's
+    vote) at the default its class states, so the file users read is what a run gets without overrides."""
+    import dataclasses
+
     import yaml
 
     from diet.methods import METHODS
+    from diet.methods.inputs import read_section_inputs, section_keys
+
+    def defaults(instance):
+        return {f.name: getattr(type(instance)(), f.name) for f in dataclasses.fields(instance)}
 
     for path in sorted((REPO_ROOT / "conf" / "method").glob("*.yaml")):
         section = yaml.safe_load(path.read_text())
         method = METHODS.get(section["name"])
-        options = method.options(section)  # raises on an unknown key or a wrong type
-        assert {f for f in section if f != "name"} <= set(vars(options)), path.name
+        method.check(section)  # raises on an unknown key or a wrong value
+        options = method.options(section)
+        assert vars(options) == defaults(options), path.name
+        for name, value in read_section_inputs(method, section).items():
+            assert vars(value) == defaults(value), f"{path.name}: {name}"
+        option_names = [f.name for f in dataclasses.fields(method.Options)]
+        assert set(section) - {"name"} == set(option_names) | set(section_keys(method)), path.name
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["method=flap", "+method.alocation=layer"], r"^method\.alocation is not an option: allowed method\.allocation, "
-                                                 r"method\.bias$"),
+    (["method=flap", "+method.alocation=layer"], r"^method\.alocation is not an option of method 'flap': allowed "
+                                                 r"method\.allocation, method\.bias, method\.min_keep_fraction$"),
     (["method=flap", "method.bias=1"], r"^method\.bias=1 is not allowed: use true or false$"),
-    (["method=diet", "+method.bias=true"], r"^method\.bias is not an option: allowed none$"),
+    (["method=diet", "+method.bias=true"], r"^method\.bias is not an option of method 'diet': allowed "
+                                           r"method\.profile, method\.mask, method\.merge, method\.vote$"),
     (["+export.padd=true"], r"^export\.padd is not an option: allowed export\.pad, export\.wandb_artifact$"),
-    (["+calib.window=8"], r"^calib\.window is not an option: allowed calib\.n, calib\.tasks, .*calib\.window_length$"),
-    (["+vote.treshold=0.3"], r"^vote\.treshold is not an option: allowed vote\.threshold, vote\.exact$"),
+    (["+calib.window=8"], r"^calib\.window is not an option: allowed calib\.n, calib\.tasks, .*calib\.exclude_bos$"),
     (["export.wandb_artifact=yes"], r"^export\.wandb_artifact='yes' is not allowed: use true or false$"),
 ])
 def test_typed_sections_name_the_bad_key_and_what_is_allowed(overrides, message):
@@ -465,6 +497,6 @@ def test_a_method_that_prunes_nothing_reads_no_pruning_section():
     from diet.config.sections import run_options
 
     options = run_options(compose_cfg("calib.n=0", method="dense"), prunes=False)
-    assert options.calib is None and options.vote is None and options.eval.limit is None
+    assert options.calib is None and options.eval.limit is None
     with pytest.raises(DietConfigError, match=r"^calib\.window is not an option"):
         run_options(compose_cfg("+calib.window=8", method="dense"), prunes=False)  # names are still checked

@@ -13,7 +13,8 @@ import torch
 from conftest import MethodCall, EPS32, compose_config, left_padded_batch, logits, logits_bound
 from diet.dims.accounting import removed_parameters, solve_dim_sparsity, unit_parameters
 from diet.dims.choice import dim_parts, scored_dims
-from diet.dims.heads import HeadLayout, equalize_groups, select_heads
+from diet.dims.heads import HeadLayout, select_heads
+from diet.methods.activation_scoring import SCORING, equalize_groups
 from diet.config.identity import config_hash, effective_config
 from diet.config.validate import validate
 from diet.dims.shapes import record_shapes
@@ -145,6 +146,13 @@ def test_select_heads_keeps_the_same_count_per_group():
     assert mask.tolist() == [True, False, False, True]  # the best of each group, not the best two overall
 
 
+def test_every_dimension_a_dims_value_can_name_is_scored_by_the_activation_methods():
+    """DIET, its oracle and activation_pooled offer every selectable dimension: each needs its scoring."""
+    from diet.dims.choice import single_dims
+
+    assert sorted(SCORING.names()) == sorted(single_dims())
+
+
 def test_equalize_groups_after_a_count_free_merge():
     layout = HeadLayout(groups=(2,), group_size=(3,))
     merged = bools([[True, True, False], [False, False, True]])
@@ -219,10 +227,8 @@ def make_ctx(model, dims, tasks=("arc_easy", "rte"), **overrides) -> MethodCall:
     cfg = {
         "sparsity": 0.5, "seed": 0, "dims": dims, "model": {"add_bos_token": True},
         "calib": {"n": 4, "max_length": 32, "batch_size": 2, "with_answer": True, "source": "tasks"},
-        "profile": {"stat": "mean_abs"},
-        "mask": {"scope": "layer", "min_keep_fraction": 0.05},
-        "merge": "vote", "vote": {"threshold": 0.5, "exact": True},
-        "method": {},
+        "method": {"profile": {"stat": "mean_abs"}, "mask": {"scope": "layer", "min_keep_fraction": 0.05},
+                   "merge": "vote", "vote": {"threshold": 0.5, "exact": True}},
         **overrides,
     }
     loaded = LoadedModel(model, byte_level_tokenizer(), "tiny", "cpu", "float32", "fingerprint")
@@ -306,7 +312,7 @@ def test_wanda_sp_head_scores_equal_loop_over_heads(model, profiles):
 
 
 def test_diet_union_merge_of_heads_is_equalised(model, fake_profiles):
-    selection = make_ctx(model, "heads", merge="union").select("diet")
+    selection = make_ctx(model, "heads", method={"merge": "union"}).select("diet")
     check_head_mask(model, selection.kept("heads"))  # raises if groups differ
 
 

@@ -23,6 +23,7 @@ PATHS = {
     "hidden": (["method=diet", "dims=hidden"], None),
     "shortgpt": (["method=shortgpt"], STANDARD),
     "flap-pad": (["method=flap", "export.pad=true"], None),
+    "llm_pruner": (["method=llm_pruner", "calib.source=c4"], None),  # gradient scores; first and last layers whole
 }
 MODELS = ["gemma3_270m", "smollm2_135m"]
 TASK, LIMIT = "arc_easy", 4

@@ -22,6 +22,7 @@ import yaml
 
 from conftest import compose_config
 from diet.config.identity import config_hash, effective_config, identity
+from diet.config.runtime import Runtime
 from diet.config.validate import validate
 from diet.errors import DietConfigError
 from diet.methods import METHODS
@@ -36,9 +37,10 @@ TINY = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "eval.limit=4", "calib.n=4"
         "calib.window_length=16", "wandb.mode=disabled"]
 # a different valid value for every option a method may read (strings: another registered name)
 ALTERNATIVES: dict[str, tuple[Any, ...]] = {
-    "profile.stat": ("mean_sq", "l2"), "mask.scope": ("global", "layer"), "merge": ("mean", "vote"),
+    "method.profile.stat": ("mean_sq", "l2"), "method.mask.scope": ("global", "layer"), "method.merge": ("mean", "vote"),
     "dims": ("heads", "mlp"), "calib.source": ("c4", "tasks"), "model.name": ("other",),
-    "method.allocation": ("layer", "global"), "sparsity_of": ("params", "dim")}
+    "method.allocation": ("layer", "global"), "sparsity_of": ("params", "dim"),
+    "method.taylor": ("vectorize", "param_first")}
 
 
 def _get(cfg: dict, path: str) -> Any:
@@ -139,8 +141,9 @@ def leaf_paths(value: Any, prefix: str = "") -> list[str]:
 
 
 # a text field of an input -> the option it comes from (its alternative values: ALTERNATIVES)
-FIELD_OPTIONS = {"stat": "profile.stat", "scope": "mask.scope", "rule": "merge", "dims": "dims", "of": "sparsity_of",
-                 "allocation": "method.allocation"}
+FIELD_OPTIONS = {"stat": "method.profile.stat", "scope": "method.mask.scope", "rule": "method.merge", "dims": "dims",
+                 "of": "sparsity_of",
+                 "allocation": "method.allocation", "taylor": "method.taylor"}
 
 
 def replaced(value: Any, path: str, tmp_path) -> Any:
@@ -178,26 +181,33 @@ def test_perturbing_any_field_of_a_methods_inputs_changes_the_identity(name, sou
 
 
 RUNTIME_OVERRIDES = ["eval.batch_size=3", "eval.backend=stock", "eval.by_task=true", "calib.batch_size=3",
-                     "threads=1", "model.device=cpu", "results_dir=elsewhere", "wandb.mode=disabled",
+                     "threads=1", "model.device=auto", "results_dir=elsewhere", "wandb.mode=disabled",
                      "save_model=true", "force=true", "export.pad=true"]
 
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_how_a_result_is_computed_never_changes_its_identity(name):
-    base = resolve(compose_config([*TINY, f"method={name}"])).config_hash
+    base = resolve(compose_config([*TINY, f"method={name}"]))
+    changed: set[str] = set()
     for override in [*RUNTIME_OVERRIDES, "eval.by_task=true eval.chunk_docs=2"]:
         if override == "save_model=true" and METHODS.get(name).per_task_profiles:
             continue  # an oracle saves no single model (refused in validation)
-        cfg = compose_config([*TINY, f"method={name}", *override.split()])
-        assert resolve(cfg).config_hash == base, override
+        cell = resolve(compose_config([*TINY, f"method={name}", *override.split()]))
+        assert cell.config_hash == base.config_hash, override
+        changed |= {f.name for f in dataclasses.fields(cell.runtime)
+                    if getattr(cell.runtime, f.name) != getattr(base.runtime, f.name)}
+    # every runtime option was perturbed above and reached the cell's Runtime (read from where its field says);
+    # a method that prunes nothing binds no calibration section (its calibration batch size is never used)
+    unused = set() if METHODS.get(name).prunes else {"calib_batch_size"}
+    assert changed == {f.name for f in dataclasses.fields(Runtime)} - unused
 
 
 def test_an_option_a_method_does_not_receive_never_splits_its_cells():
     def cell_hash(*overrides: str) -> str:
         return resolve(compose_config([*TINY, *overrides])).config_hash
 
-    assert cell_hash("method=flap", "mask.scope=global") == cell_hash("method=flap", "mask.scope=layer")
-    assert cell_hash("method=diet", "mask.scope=global") != cell_hash("method=diet", "mask.scope=layer")
+    assert cell_hash("method=diet", "method.mask.scope=global") != cell_hash("method=diet", "method.mask.scope=layer")
+    assert cell_hash("method=flap", "calib.source=c4", "calib.n=7") == cell_hash("method=flap", "calib.source=c4")
     assert cell_hash("method=dense", "sparsity=0.5", "seed=3") == cell_hash("method=dense")
     assert cell_hash("method=magnitude", "seed=3") == cell_hash("method=magnitude")
     assert cell_hash("method=diet", "calib.source=c4") == cell_hash("method=diet")  # DIET profiles its tasks

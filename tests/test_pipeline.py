@@ -48,7 +48,7 @@ def test_rerun_skips_finished_cell_and_force_keeps_both(tmp_path, isolated_cache
 
 def test_second_run_reuses_cached_profiles(tmp_path, isolated_cache):
     first, _ = run(tmp_path, "method=diet", "sparsity=0.25")
-    second, _ = run(tmp_path, "method=diet", "sparsity=0.5", "vote.threshold=1.0")
+    second, _ = run(tmp_path, "method=diet", "sparsity=0.5", "method.vote.threshold=1.0")
     assert second["notes"] == {"profiles_cached": 2, "profiles_computed": 0}
     assert second["sparsity"]["actual"] == pytest.approx(0.5)
 

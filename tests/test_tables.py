@@ -56,14 +56,18 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
     for task, values in (outcomes or {}).items():  # per-document outcomes; `docs` stands for their digest
         tasks[task].update(outcomes=values, docs_sha256=docs)
     sparsity = sparsity if method != "dense" else 0.0
-    config = {"method": {"name": method, **(method_options or {})}, "model": {"name": model}, "tasks": list(scores), "sparsity": sparsity,
-              "eval": {"limit": limit}, "seed": seed, "calib": {"n": calib_n}, "profile": {"stat": stat},
-              "mask": {"scope": scope}, "merge": merge, "vote": {"threshold": threshold},
+    own = {"profile": {"stat": stat}, "mask": {"scope": scope}, "merge": merge, "vote": {"threshold": threshold}}
+    config = {"method": {"name": method, **{key: own[key] for key in INPUTS.get(method, ()) if key in own},
+                         **(method_options or {})},
+              "model": {"name": model}, "tasks": list(scores), "sparsity": sparsity,
+              "eval": {"limit": limit}, "seed": seed, "calib": {"n": calib_n},
               "wandb": {"mode": "disabled", "group": group}, "task_sets": task_sets or {}}
+    if "merge" in INPUTS.get(method, ()):
+        config["method"]["vote"] = own["vote"]
     if calib_source is not None:
         config["calib"]["source"] = calib_source
     if exclude_bos:
-        config["profile"]["exclude_bos"] = True
+        config["calib"]["exclude_bos"] = True
     if dims is not None:  # an equal-parameter-budget dims comparison (experiment=ablation_dims_local)
         config.update(dims=dims, sparsity_of="params")
     evaluation = dict(config["eval"])
@@ -83,7 +87,8 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
     }
     effective = {"model": {"name": model}, "tasks": list(scores), "eval": evaluation, "data_mode": "offline",
                  "method": {"name": method, "version": 1,
-                            "inputs": {name: built[name] for name in INPUTS.get(method, ())}}}
+                            "inputs": {name: built[name] for name in INPUTS.get(method, ())
+                                       + (("options",) if method_options else ())}}}
     mean = sum(s for s, _ in scores.values()) / len(scores)
     return {
         "schema": SCHEMA_VERSION, "config_hash": config_hash or stable_hash(effective), "method": method,
@@ -199,12 +204,13 @@ def test_missing_or_empty_folder_gives_no_tables(tmp_path):
     assert load_records(tmp_path / "nope") == [] and build_tables(load_frame(tmp_path)) == []
 
 
-def test_table_defaults_match_conf_config_yaml():
+def test_table_defaults_match_conf():
     conf = yaml.safe_load((REPO_ROOT / "conf" / "config.yaml").read_text())
-    assert DEFAULTS == {"threshold": conf["vote"]["threshold"], "calib_n": conf["calib"]["n"],
-                        "stat": conf["profile"]["stat"], "scope": conf["mask"]["scope"], "merge": conf["merge"],
+    diet = yaml.safe_load((REPO_ROOT / "conf" / "method" / "diet.yaml").read_text())
+    assert DEFAULTS == {"threshold": diet["vote"]["threshold"], "calib_n": conf["calib"]["n"],
+                        "stat": diet["profile"]["stat"], "scope": diet["mask"]["scope"], "merge": diet["merge"],
                         "profiled": "all", "dims": conf["dims"], "sparsity_of": conf["sparsity_of"],
-                        "calib_source": conf["calib"]["source"], "exclude_bos": conf["profile"]["exclude_bos"]}
+                        "calib_source": conf["calib"]["source"], "exclude_bos": conf["calib"]["exclude_bos"]}
     assert conf["calib"]["tasks"] is None and conf["calib"]["exclude"] == []  # = "all": the evaluated tasks
 
 
@@ -288,7 +294,7 @@ def test_main_table_without_default_run_shows_labelled_variants(tmp_path):
     write(tmp_path, make_record("diet", 0.25, same(0.5), calib_n=6))
     write(tmp_path, make_record("diet", 0.25, same(0.5), calib_n=6, threshold=1.0))
     data = tables_by_name(tmp_path)["main__m__limit100"].data
-    assert list(data["variant"]) == ["calib.n=6", "vote.threshold=1, calib.n=6"]
+    assert list(data["variant"]) == ["calib.n=6", "method.vote.threshold=1, calib.n=6"]
     assert data["avg_above_chance"].isna().all()  # no dense run: nothing to call "above chance"
 
 
@@ -355,7 +361,7 @@ def test_differences_are_paired_where_both_records_hold_outcomes_of_the_same_doc
 def test_threshold_ablation_shows_votes_needed(paper):
     table = tables_by_name(paper)["ablation_threshold__m__limit100"]
     data = table.data
-    assert list(data["vote.threshold"]) == [0.142857, 0.5, 1.0]
+    assert list(data["method.vote.threshold"]) == [0.142857, 0.5, 1.0]
     assert list(data["k"]) == [1, 4, 7]
     assert list(data["average"]) == pytest.approx([40.0, 50.0, 40.0])
     assert "k = ceil(threshold x T) votes of T = 7 tasks keep a channel" in table.notes
@@ -370,9 +376,9 @@ def test_generic_ablation_groups_runs_that_differ_in_one_option(tmp_path):
         write(tmp_path, make_record("diet_oracle", 0.2, same(0.5), stat=stat))
     tables = tables_by_name(tmp_path)
     merge = tables["ablation_merge__m__limit100"].data
-    assert list(merge["merge"]) == ["mean", "union", "vote"] and set(merge["sparsity"]) == {0.2}
+    assert list(merge["method.merge"]) == ["mean", "union", "vote"] and set(merge["sparsity"]) == {0.2}
     stat = tables["ablation_stat__m__limit100"].data
-    assert list(stat["method"]) == ["diet_oracle", "diet_oracle"] and list(stat["profile.stat"]) == ["l2", "mean_abs"]
+    assert list(stat["method"]) == ["diet_oracle", "diet_oracle"] and list(stat["method.profile.stat"]) == ["l2", "mean_abs"]
     assert "ablation_scope__m__limit100" not in tables
 
 
@@ -387,7 +393,7 @@ def test_bos_exclusion_is_a_variant_of_its_own_and_absent_means_counted(tmp_path
     tables = tables_by_name(tmp_path)
     bos = tables["ablation_exclude_bos__m__limit100"].data
     assert list(bos["method"]) == ["diet", "diet", "flap", "flap"]
-    assert list(bos["profile.exclude_bos"]) == [False, True, False, True]
+    assert list(bos["calib.exclude_bos"]) == [False, True, False, True]
     main = tables["main__m__limit100"].data  # the default runs, not the BOS variants
     assert sorted(main["average"].dropna().round(1)) == [45.0, 45.0, 50.0]
 
@@ -696,7 +702,7 @@ def test_ablation_rows_are_read_against_the_default_run_of_their_group_paired_pe
     write(tmp_path, cell(4, merge="mean", seed=1))             # seed 1 has no vote run: nothing to read against
     write(tmp_path, cell(6, merge="union", seed=1))
     merge = tables_by_name(tmp_path)["ablation_merge__m__limit100"].data
-    rows = {(row["merge"], row["seed"]): row for _, row in merge.iterrows()}
+    rows = {(row["method.merge"], row["seed"]): row for _, row in merge.iterrows()}
     # 10 of 100 documents flip to right on both tasks: +10 points, paired se sqrt(0.09 / 99) * 100 / sqrt(2)
     assert rows[("mean", 0)]["minus_default"] == pytest.approx(10.0)
     assert rows[("mean", 0)]["minus_default_se"] == pytest.approx(math.sqrt(0.09 / 99) * 100 / math.sqrt(2))

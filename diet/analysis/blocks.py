@@ -15,7 +15,7 @@ import pandas as pd
 
 from diet.analysis.frame import ABLATION_KEYS, ALL_PROFILED, RUN_COLUMNS
 from diet.analysis.stats import clearly_above_chance
-from diet.config.defaults import run_defaults
+from diet.config.defaults import option_default, run_defaults
 from diet.eval.tasks import accuracy_tasks
 from diet.methods import METHODS
 
@@ -24,15 +24,12 @@ from diet.methods import METHODS
 METHOD_ORDER = tuple(sorted(METHODS.names(), key=lambda name: (METHODS.get(name).table_rank, name)))
 DIET_METHODS = frozenset(name for name in METHODS.names() if not METHODS.get(name).baseline)
 TASK_ORDER = tuple(run_defaults()["task_sets"]["paper7"])  # the paper's column order
-# The option each ablation column varies, as written on the command line ("vote.threshold"); "profiled" is
-# derived from calib.tasks / calib.exclude (diet.analysis.frame.profiled_label).
-LABELS = {column: "profiled" if column == "profiled" else ".".join(p for p in path if p)
-          for column, path in ABLATION_KEYS.items()}
-# conf/config.yaml's defaults: a run at these settings is a main-table run; any other value makes it a variant.
-DEFAULTS: dict[str, Any] = {
-    column: ALL_PROFILED if column == "profiled" else
-    (run_defaults()[section] if key is None else run_defaults()[section][key])
-    for column, (section, key) in ABLATION_KEYS.items()}
+# The option each ablation column varies, as written on the command line ("method.vote.threshold").
+LABELS = dict(ABLATION_KEYS)
+# The defaults (conf/config.yaml; a method.* option: conf/method/diet.yaml, the method the ablations vary): a run at
+# these settings is a main-table run; any other value makes it a variant.
+DEFAULTS: dict[str, Any] = {column: ALL_PROFILED if column == "profiled" else option_default(path)
+                            for column, path in ABLATION_KEYS.items()}
 
 
 def method_rank(method: str) -> tuple[int, str]:
@@ -48,7 +45,7 @@ def format_value(value: Any) -> str:
 
 
 def variant(run: dict[str, Any]) -> str:
-    """'' at the default settings, else the differing options ('vote.threshold=1, calib.n=6', then the
+    """'' at the default settings, else the differing options ('method.vote.threshold=1, calib.n=6', then the
     method's own options, 'method.bias=False')."""
     shared = [f"{LABELS[key]}={format_value(run[key])}" for key in ABLATION_KEYS
               if run[key] is not None and run[key] != DEFAULTS[key]]

@@ -6,8 +6,10 @@ only the newest record of each hash is kept: tables always show the latest resul
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,20 +22,20 @@ from diet.eval.tasks import resolve_task_names
 from diet.methods import METHODS
 from diet.run.records import iter_records
 
-# Options the ablation tables vary: column name -> the config option it shows (section, key or None for a
-# top-level value: its label and default). Values are read from the method's inputs in the record's identity
-# (ablation_value, INPUT_KEYS), so a method that does not receive an option shows none.
-ABLATION_KEYS: dict[str, tuple[str, str | None]] = {
-    "threshold": ("vote", "threshold"),
-    "calib_n": ("calib", "n"),
-    "stat": ("profile", "stat"),
-    "scope": ("mask", "scope"),
-    "merge": ("merge", None),
-    "profiled": ("calib_tasks", None),  # the tasks profiled, as a label (profiled_label)
-    "dims": ("dims", None),
-    "sparsity_of": ("sparsity_of", None),  # the target's `of`
-    "calib_source": ("calib", "source"),   # baselines: "tasks" | "c4" | a file's name (calib_source_label)
-    "exclude_bos": ("profile", "exclude_bos"),  # the calibration's exclude_bos
+# Options the ablation tables vary: column name -> the option it shows, as written on the command line (its label;
+# its default is read from conf/, diet.analysis.blocks.DEFAULTS). Values are read from the method's inputs in the
+# record's identity (ablation_value, INPUT_KEYS), so a method that does not receive an option shows none.
+ABLATION_KEYS: dict[str, str] = {
+    "threshold": "method.vote.threshold",
+    "calib_n": "calib.n",
+    "stat": "method.profile.stat",
+    "scope": "method.mask.scope",
+    "merge": "method.merge",
+    "profiled": "profiled",               # the tasks profiled (calib.tasks / calib.exclude), as a label (profiled_label)
+    "dims": "dims",
+    "sparsity_of": "sparsity_of",         # the target's `of`
+    "calib_source": "calib.source",       # baselines: "tasks" | "c4" | a file's name (calib_source_label)
+    "exclude_bos": "calib.exclude_bos",   # the calibration's exclude_bos
 }
 # column -> (input field, key) where the value is one field of one input (diet.methods.inputs)
 INPUT_KEYS: dict[str, tuple[str, str]] = {
@@ -152,9 +154,10 @@ def _calib_source_choice(method: str) -> bool:
 
 
 def method_options_label(record: dict[str, Any]) -> str | None:
-    """The method's own options that differ from conf/method/<name>.yaml ("method.allocation=layer, ..."),
-    or None at its defaults: a FLAP run without bias compensation is a variant, not another seed of FLAP."""
-    options = {k: v for k, v in (record["config"].get("method") or {}).items() if k != "name"}
+    """The method's own options (Method.Options, as its identity's inputs hold them) that differ from
+    conf/method/<name>.yaml ("method.allocation=layer, ..."), or None at its defaults: a FLAP run without bias
+    compensation is a variant, not another seed of FLAP. Its shared inputs (DIET's vote) have columns of their own."""
+    options = (method_inputs(record) or {}).get("options") or {}
     defaults = method_defaults(record["method"])
     changed = [f"method.{key}={options[key]}" for key in sorted(options) if options[key] != defaults.get(key)]
     return ", ".join(changed) or None
@@ -175,35 +178,57 @@ def input_seed(record: dict[str, Any]) -> int:
     return int((inputs.get("seed") or {}).get("value", 0))
 
 
-def run_fields(record: dict[str, Any]) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "model": record["model"]["name"],
-        "method": record["method"],
-        "sparsity": float(record["sparsity"]["target"]),
-        "sparsity_actual": float(record["sparsity"]["actual"]),
-        # fraction of the non-embedding parameters removed: comparable across dims and methods
-        "params_removed": float(record["parameters"]["removed_fraction_non_embedding"]),
-        "limit": record["eval"]["limit"],
-        "documents": documents_label(record),
-        # the seed the result depends on (0 for a method whose inputs hold none: the same cell at every seed)
-        "seed": input_seed(record),
-    }
-    fields.update({column: ablation_value(record, column) for column in ABLATION_KEYS})
-    fields["method_options"] = method_options_label(record)
-    fields.update(
+@dataclass(frozen=True)
+class RunRow:
+    """One record as every table and figure reads it, built once per record (`run_row`); the frame has one row
+    per (record, task) with these columns first (RUN_COLUMNS)."""
+
+    model: str
+    method: str
+    sparsity: float
+    sparsity_actual: float
+    limit: int | None
+    documents: str               # documents_label: 'all', 'first<N>' or 'random<N>s<seed>'
+    seed: int                    # the seed the result depends on (0 for a method whose inputs hold none)
+    params_removed: float        # fraction of the non-embedding parameters removed: comparable across dims, methods
+    ablation: dict[str, Any]     # ABLATION_KEYS column -> value; None where the method does not receive the option
+    method_options: str | None   # its own options off their defaults (method_options_label)
+    n_tasks: int                 # T of the vote (voting_tasks)
+    mask_hash: str | None        # the pruned model, whatever was evaluated
+    config_hash: str
+    finished_at: str
+    group: str | None            # the W&B group
+
+    def columns(self) -> dict[str, Any]:
+        """The frame's run columns, in RUN_COLUMNS order (the ablation columns spread out)."""
+        plain = {item.name: getattr(self, item.name) for item in dataclasses.fields(self) if item.name != "ablation"}
+        return {column: self.ablation[column] if column in ABLATION_KEYS else plain[column] for column in RUN_COLUMNS}
+
+
+def run_row(record: dict[str, Any]) -> RunRow:
+    return RunRow(
+        model=record["model"]["name"],
+        method=record["method"],
+        sparsity=float(record["sparsity"]["target"]),
+        sparsity_actual=float(record["sparsity"]["actual"]),
+        limit=record["eval"]["limit"],
+        documents=documents_label(record),
+        seed=input_seed(record),
+        params_removed=float(record["parameters"]["removed_fraction_non_embedding"]),
+        ablation={column: ablation_value(record, column) for column in ABLATION_KEYS},
+        method_options=method_options_label(record),
         n_tasks=voting_tasks(record),
-        mask_hash=(record.get("mask") or {}).get("mask_hash"),  # the pruned model, whatever was evaluated
+        mask_hash=(record.get("mask") or {}).get("mask_hash"),
         config_hash=record["config_hash"],
         finished_at=record["finished_at"],
         group=(record["config"].get("wandb") or {}).get("group"),
     )
-    return fields
 
 
 def tidy_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for record in records:
-        fields = run_fields(record)
+        fields = run_row(record).columns()
         for task, m in record["tasks"].items():
             rows.append({**fields, "task": task, "metric": m["metric"], "score": float(m["score"]),
                          "stderr": math.nan if m.get("score_stderr") is None else float(m["score_stderr"]), "n": int(m["n"]),

@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from diet.analysis.blocks import METHOD_ORDER, Block, method_rank, task_rank  # noqa: E402
+from diet.analysis.blocks import LABELS, METHOD_ORDER, Block, method_rank, task_rank  # noqa: E402
 from diet.dims.choice import sort_key  # noqa: E402
 from diet.io import atomic_write  # noqa: E402
 from diet.registry import Registry  # noqa: E402
@@ -27,6 +27,7 @@ from diet.analysis.tables import score_columns, TABLES  # noqa: E402
 
 FIGSIZE = (6.4, 4.0)
 DPI = 100
+THRESHOLD = LABELS["threshold"]  # the vote-threshold column of the ablation table
 Records = dict[str, dict[str, Any]]  # config_hash -> record (for the mask statistics)
 FigureBuilder = Callable[[Block, Records], "list[tuple[str, Figure]]"]
 FIGURES: Registry[FigureBuilder] = Registry("figure")
@@ -83,17 +84,17 @@ def accuracy_vs_threshold(block: Block, records: Records) -> list[tuple[str, Fig
     if table is None:
         return []
     data = table.data
-    fixed = [c for c in data.columns if c in ("method", "sparsity", "calib.n", "profile.stat", "mask.scope", "merge")]
+    fixed = [c for c in data.columns if c in ("method", "sparsity", *(LABELS[key] for key in ("calib_n", "stat", "scope", "merge")))]
     fig, ax = new_figure()
     for key, rows in data.groupby(fixed, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         label = ", ".join(f"{c}={v:g}" if isinstance(v, float) else f"{v}" for c, v in zip(fixed, key))
-        rows = rows.sort_values("vote.threshold")
-        ax.errorbar(rows["vote.threshold"], rows["average"], yerr=rows["average_se"], marker="o", capsize=3,
+        rows = rows.sort_values(THRESHOLD)
+        ax.errorbar(rows[THRESHOLD], rows["average"], yerr=rows["average_se"], marker="o", capsize=3,
                     label=label)
-    ticks = data[["vote.threshold", "k"]].drop_duplicates().sort_values("vote.threshold")
-    ax.set_xticks(ticks["vote.threshold"].tolist(),
-                  [f"{t:.2f}\nk={k}" for t, k in zip(ticks["vote.threshold"], ticks["k"])], fontsize="small")
+    ticks = data[[THRESHOLD, "k"]].drop_duplicates().sort_values(THRESHOLD)
+    ax.set_xticks(ticks[THRESHOLD].tolist(),
+                  [f"{t:.2f}\nk={k}" for t, k in zip(ticks[THRESHOLD], ticks["k"])], fontsize="small")
     ax.set(xlabel="vote threshold (k = votes needed)", ylabel="average score (points, ±1 se)",
            title=f"{block.model}, {block.docs_title}")
     ax.legend(fontsize="small")

@@ -273,7 +273,7 @@ def ablation_table(key: str) -> Builder:
                          f"{DEFAULTS[key]} with everything else equal (same seed and documents), in points; "
                          f"{SIGNIFICANCE_NOTE}; {compared} comparisons in this table, uncorrected")
         notes += block_notes(block)
-        formats = {"sparsity": "{:.2f}", "actual": "{:.3f}", "params_removed": "{:.3f}", "vote.threshold": "{:.4g}",
+        formats = {"sparsity": "{:.2f}", "actual": "{:.3f}", "params_removed": "{:.3f}", LABELS["threshold"]: "{:.4g}",
                    "minus_default": "{:+.1f}"}
         return Table(f"ablation_{key}__{block.label}", _frame(rows), notes, formats, group=common_group(chosen))
 

@@ -26,3 +26,15 @@ def method_defaults(name: str) -> dict[str, Any]:
     if not path.is_file():
         return {}
     return {key: value for key, value in (yaml.safe_load(path.read_text()) or {}).items() if key != "name"}
+
+
+def option_default(path: str, method: str = "diet") -> Any:
+    """The default of an option as written on the command line: `calib.n` from conf/config.yaml,
+    `method.vote.threshold` from conf/method/<method>.yaml."""
+    parts = path.split(".")
+    value: Any = method_defaults(method) if parts[0] == "method" else run_defaults()
+    for part in parts[1:] if parts[0] == "method" else parts:
+        if not isinstance(value, dict) or part not in value:
+            raise DietConfigError(f"{path} has no default in conf/ (method {method!r})")
+        value = value[part]
+    return value

@@ -11,10 +11,8 @@ and nothing that cannot. It is built from three things and nothing else:
   receives, so an option reaches a method only by entering its identity. A method that ignores an option
   never receives it, so cells differing only there are one cell (dense at every sparsity and seed).
 
-Options that change how a result is computed, not what it is (float summation order at most), are `RUNTIME`:
-left out of the base sections and never part of any input (the fast backend equals stock lm-eval per request,
-tests/test_fast_eval.py; by_task and chunk_docs only batch a task's requests apart, tests/test_task_results.py,
-tests/test_chunks.py; calibration batches are padding-aware, tests/test_calibration.py).
+Options that change how a result is computed, not what it is (float summation order at most), are the runtime
+options (diet.config.runtime.Runtime, `RUNTIME`): left out of the base sections and never part of any input.
 """
 
 from __future__ import annotations
@@ -22,22 +20,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from diet.config.runtime import RUNTIME
 from diet.config.validate import calib_tasks, document_selection
 from diet.devices import resolved_precision
 from diet.eval.documents import identity as documents_identity
 from diet.io import stable_hash
 from diet.methods import METHODS
 from diet.methods.inputs import build_inputs, identity_of
-
-# section -> options that change how a result is computed, not what it is (`calib.batch_size` and `threads`
-# reach no identity at all: they travel in the PruningContext and the process)
-RUNTIME: dict[str, tuple[str, ...]] = {
-    "model": ("device",),
-    "eval": ("batch_size", "backend", "by_task", "chunk_docs"),
-    "calib": ("batch_size",),
-    "": ("threads",),
-}
-
 
 def base_identity(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]:
     """What every run depends on, whatever its method."""

@@ -16,23 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from diet.bind import bind, check_names
-from diet.calib.profiler import STATS
-from diet.checks import FLAG, in_range, one_of, positive
+from diet.checks import FLAG, one_of, positive
 from diet.errors import DietConfigError
 from diet.eval.documents import DocumentSelection
 from diet.eval.evaluate import BACKENDS
 from diet.export.save import ExportOptions
-from diet.select.masks import SCOPES
 
 WANDB_MODES = ("offline", "online", "disabled")
-
-
-def _stats() -> list[str]:
-    return STATS.names()
-
-
-def _scopes() -> list[str]:
-    return SCOPES.names()
 
 
 def _backends() -> list[str]:
@@ -55,24 +45,7 @@ class CalibOptions:
     source: str = "tasks"
     windows: int | None = field(default=None, metadata=positive(allow_none=True))
     window_length: int | None = field(default=None, metadata=positive(allow_none=True))
-
-
-@dataclass(frozen=True)
-class ProfileOptions:
-    stat: str = field(default="mean_abs", metadata=one_of(_stats))
     exclude_bos: bool = field(default=False, metadata=FLAG)
-
-
-@dataclass(frozen=True)
-class MaskOptions:
-    scope: str = field(default="layer", metadata=one_of(_scopes))
-    min_keep_fraction: float = field(default=0.05, metadata=in_range(0.0, 1.0, False, False))
-
-
-@dataclass(frozen=True)
-class VoteOptions:
-    threshold: float = field(default=0.5, metadata=in_range(0.0, 1.0, True, False))
-    exact: bool = field(default=True, metadata=FLAG)
 
 
 @dataclass(frozen=True)
@@ -107,12 +80,11 @@ class WandbOptions:
     dir: str = ".cache/wandb"  # conf/config.yaml: ${oc.env:DIET_WANDB_DIR,.cache/wandb}
 
 
-SECTIONS: dict[str, type] = {"data": DataOptions, "calib": CalibOptions, "profile": ProfileOptions,
-                             "mask": MaskOptions, "vote": VoteOptions, "eval": EvalOptions, "wandb": WandbOptions,
-                             "export": ExportOptions}
+SECTIONS: dict[str, type] = {"data": DataOptions, "calib": CalibOptions, "eval": EvalOptions,
+                             "wandb": WandbOptions, "export": ExportOptions}
 # read only by pruning methods: for the others (dense) only the names are checked, so that a dense row of a
 # sparsity sweep is valid whatever the sweep sets
-PRUNING_SECTIONS = ("calib", "profile", "mask", "vote")
+PRUNING_SECTIONS = ("calib",)
 # section -> {option: what its absence meant}, for stored configs written before the option existed
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
     "eval": {"docs": "first"},  # before random samples, a limit took the first N documents
@@ -130,17 +102,15 @@ def eval_options(cfg: Mapping[str, Any]) -> EvalOptions:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Every fixed section of one run's config, bound; the pruning sections are None for a method that
-    prunes nothing (their names are checked, their values never read)."""
+    """Every fixed section of one run's config, bound; the calibration section is None for a method that
+    prunes nothing (its names are checked, its values never read). A method's own protocol (DIET's mask,
+    merge and vote) is its section's, bound with its inputs (diet.methods.inputs.METHOD_SECTION)."""
 
     data: DataOptions
     eval: EvalOptions
     wandb: WandbOptions
     export: ExportOptions
     calib: CalibOptions | None
-    profile: ProfileOptions | None
-    mask: MaskOptions | None
-    vote: VoteOptions | None
 
 
 def run_options(cfg: Mapping[str, Any], prunes: bool = True) -> RunOptions:

@@ -20,7 +20,6 @@ from diet.methods import METHODS
 from diet.calib.sources import source_file
 from diet.models.loaders import SOURCES
 from diet.paths import data_dir as resolve_data_dir
-from diet.select.masks import MERGES
 
 
 def document_selection(cfg: Mapping[str, Any]) -> DocumentSelection:
@@ -86,7 +85,6 @@ def validate(cfg: Mapping[str, Any]) -> CheckedConfig:
         raise DietConfigError(f"seed={cfg['seed']!r} is not allowed: use an integer")
     if method.prunes:
         number_in("sparsity", cfg["sparsity"], 0.0, 1.0, low_open=False, high_open=True)
-        choice("merge rule", cfg["merge"], MERGES.names())
         dim_parts(cfg["dims"])  # registered dimensions (diet.dims), each once, in pruning order
         if cfg["dims"] not in method.dims:
             raise DietConfigError(

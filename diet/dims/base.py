@@ -1,11 +1,12 @@
 """The Dimension contract: everything the framework knows about one prunable dimension type.
 
-A dimension (MLP channels, query heads, hidden dims, whole layers) says how many units a model has of it
-(one adapter method), how its per-layer masks map to the entries masks are ranked within (`Layout`), what
-one unit costs in parameters, how its units are scored from an activation profile, how one task's mask is
-chosen, and how it is removed physically. Methods, the merge, the pruner and the sparsity accounting
-talk only to this contract; a new dimension type is one module in diet/dims/ (found by the package's
-registry), one adapter method for its unit counts, and its tests.
+A dimension (MLP channels, query heads, hidden dims, whole layers) says what a unit is: how many units a
+model has of it (one adapter method), how its per-layer masks map to the entries masks are ranked within
+(`Layout`), which rankings its surgery admits, what one unit costs in parameters, how it is removed physically
+(and zeroed, for the exactness tests), and what a checkpoint records of its shapes. How units are scored is a
+method's business (the activation statistics and DIET's merge repair: diet.methods.activation_scoring). A new
+dimension type is one module in diet/dims/ (found by the package's registry), one adapter method for its unit
+counts, and its tests.
 
 Masks are lists of 1-D bool tensors in **per-layer form** (one per decoder layer; a model-wide dimension
 such as hidden is a one-entry list). Ranking happens on the dimension's **entries** (`Layout.split`):
@@ -51,7 +52,7 @@ class Dimension:
     name: ClassVar[str] = "base"
     # where its pruning step runs and where it sorts inside a combined `dims` value ("mlp+heads")
     order: ClassVar[int] = 0
-    # mask.scope values it honours; under any other scope its units are ranked within their entries
+    # method.mask.scope values it honours; under any other scope its units are ranked within their entries
     scopes: ClassVar[tuple[str, ...]] = ("layer",)
     # whether `dims=` may name it (layers are dropped only by ShortGPT's own selection)
     selectable: ClassVar[bool] = True
@@ -77,29 +78,14 @@ class Dimension:
         """Non-embedding parameters removed with one unit of each ranking entry."""
         raise NotImplementedError
 
-    # ------------------------------------------------------------------ scoring
-    def statistic(self, profile: Any, stat: str, model: nn.Module) -> list[Tensor]:
-        """Per-layer scores of its units from an activation profile (diet.calib.profiler), as given."""
-        raise NotImplementedError(f"dimension {self.name!r} has no activation statistic")
-
-    def normalized_scores(self, profile: Any, stat: str, model: nn.Module) -> list[Tensor]:
-        """DIET's per-task scores in entry layout: the statistic, normalised to mean 1 per layer."""
-        return self.layout(model).split(masks.normalize_layer_scores(self.statistic(profile, stat, model)))
-
+    # ------------------------------------------------------------------ ranking constraints
     def scope(self, configured: str) -> str:
         return configured if configured in self.scopes else "layer"
 
     def select(self, entry_scores: list[Tensor], sparsity: float, scope: str, min_keep_fraction: float) -> list[Tensor]:
-        """One mask (entry layout) of the top units by the scores as given."""
+        """One mask (entry layout) of the top units by the scores as given, under the ranking the dimension's
+        surgery admits (heads: within each KV group, so every group keeps as many)."""
         return masks.select_top(entry_scores, sparsity, scope=self.scope(scope), min_keep_fraction=min_keep_fraction)
-
-    def task_mask(self, entry_scores: list[Tensor], sparsity: float, scope: str, min_keep_fraction: float) -> list[Tensor]:
-        """One task's keep-mask (entry layout) from its scores."""
-        return self.select(entry_scores, sparsity, scope, min_keep_fraction)
-
-    def after_merge(self, merged: list[Tensor], votes: list[Tensor], summed: list[Tensor], model: nn.Module) -> list[Tensor]:
-        """Repair a merged mask (entry layout) the dimension's pruner could not apply; default: as is."""
-        return merged
 
     # ------------------------------------------------------------------ removal
     def prune(self, model: nn.Module, keep: list[Tensor]) -> None:

@@ -51,23 +51,6 @@ def select_heads(scores: list[Tensor], sparsity: float, layout: HeadLayout) -> l
     return layout.join(masks.select_top(layout.split(scores), sparsity, scope="layer"))
 
 
-def equalize_groups(segment_masks: list[Tensor], keys: list[list[Tensor]], layout: HeadLayout) -> list[Tensor]:
-    """Where the KV groups of a layer keep different numbers of heads (or none), make every group keep
-    as many as its largest group (at least 1). Needed after merge rules whose kept count follows the
-    votes (union, intersection, vote with exact=false). Within a group heads are ranked by `keys` (votes,
-    then summed score), so every head the merge kept stays kept. Layers already equal are untouched."""
-    out, start = [], 0
-    for g in layout.groups:
-        layer = list(segment_masks[start : start + g])
-        counts = [int(m.sum()) for m in layer]
-        if len(set(counts)) > 1 or counts[0] == 0:
-            k = max(1, max(counts))
-            layer = [masks.top_by_keys(keys[start + j], k) for j in range(g)]
-        out.extend(layer)
-        start += g
-    return out
-
-
 @register_dimension
 class QueryHeads(Dimension):
     name = "heads"
@@ -93,15 +76,8 @@ class QueryHeads(Dimension):
             costs += [head_dim * (a.q.in_features + has_bias(a.q) + a.o.out_features)] * g
         return costs
 
-    def statistic(self, profile: Any, stat: str, model: nn.Module) -> list[Tensor]:
-        # the o_proj input statistic averaged over each head's head_dim inputs
-        return profile.head_scores(stat, adapter_for(model).head_dim())
-
     def select(self, entry_scores: list[Tensor], sparsity: float, scope: str, min_keep_fraction: float) -> list[Tensor]:
         return masks.select_top(entry_scores, sparsity, scope="layer")  # a global ranking would unequalise groups
-
-    def after_merge(self, merged: list[Tensor], votes: list[Tensor], summed: list[Tensor], model: nn.Module) -> list[Tensor]:
-        return equalize_groups(merged, [[v.double(), s] for v, s in zip(votes, summed)], HeadLayout.of(model))
 
     def prune(self, model: nn.Module, keep: list[Tensor]) -> None:
         prune_attention_heads(model, keep)

@@ -14,13 +14,6 @@ from diet.prune.hidden import prune_hidden
 from diet.select import masks
 
 
-def hidden_scores(profile: Any, stat: str) -> Tensor:
-    """One score per residual dimension: the sum over layers of each layer's output statistic, each
-    layer normalised to mean 1 first (so no layer's scale dominates)."""
-    per_layer = masks.normalize_layer_scores(profile.scores("hidden", stat))
-    return torch.stack(per_layer).sum(dim=0)
-
-
 @register_dimension
 class HiddenDims(Dimension):
     name = "hidden"
@@ -38,12 +31,6 @@ class HiddenDims(Dimension):
             total += m.gate.out_features + m.up.out_features + m.down.in_features + has_bias(m.down)
         total += sum(1 + int(getattr(norm, "bias", None) is not None) for norm in adapter.hidden_norms())
         return [total]
-
-    def statistic(self, profile: Any, stat: str, model: nn.Module) -> list[Tensor]:
-        return [hidden_scores(profile, stat)]
-
-    def normalized_scores(self, profile: Any, stat: str, model: nn.Module) -> list[Tensor]:
-        return self.statistic(profile, stat, model)  # every layer is normalised inside hidden_scores
 
     def select(self, entry_scores: list[Tensor], sparsity: float, scope: str, min_keep_fraction: float) -> list[Tensor]:
         return masks.select_top(entry_scores, sparsity, scope="layer")

@@ -1,4 +1,4 @@
-"""MLP channels: gate/up rows and down columns of every layer, ranked per layer or globally (mask.scope)."""
+"""MLP channels: gate/up rows and down columns of every layer, ranked per layer or globally (method.mask.scope)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from diet.errors import PrunedCheckpointError
 from diet.models.adapters import adapter_for
 from diet.prune.mlp import prune_mlp_channels, set_down_bias, zero_mlp_channels
 from diet.prune.modules import empty_linear, module_names, replace_module
-from diet.select import masks
 
 
 @register_dimension
@@ -30,13 +29,6 @@ class MLPChannels(Dimension):
             m = adapter.mlp(layer)
             costs.append(m.gate.in_features + has_bias(m.gate) + m.up.in_features + has_bias(m.up) + m.down.out_features)
         return costs
-
-    def statistic(self, profile: Any, stat: str, model: nn.Module) -> list[Tensor]:
-        return profile.scores("mlp", stat)  # the down_proj input
-
-    def task_mask(self, entry_scores: list[Tensor], sparsity: float, scope: str, min_keep_fraction: float) -> list[Tensor]:
-        # normalised per layer before ranking, so that a global ranking compares layers on one scale
-        return masks.task_mask(entry_scores, sparsity, scope=self.scope(scope), min_keep_fraction=min_keep_fraction)
 
     def prune(self, model: nn.Module, keep: list[Tensor]) -> None:
         prune_mlp_channels(model, keep)

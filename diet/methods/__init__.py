@@ -9,6 +9,7 @@ from diet.methods import (  # noqa: E402,F401  (registers them)
     diet,
     diet_oracle,
     flap,
+    llm_pruner,
     magnitude,
     random_baseline,
     shortgpt,

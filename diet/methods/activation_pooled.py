@@ -1,9 +1,9 @@
 """Activation (pooled): DIET's statistic on all calibration tokens pooled, one mask, no vote.
 
-The ablation that isolates DIET's per-task vote: the same channel statistic (`profile.stat` of the
-down_proj input), the same scope and floor (`mask.*`), but computed once on the pooled tokens
+The ablation that isolates DIET's per-task vote: the same channel statistic (`method.profile.stat` of the
+down_proj input), the same scope and floor (`method.mask.*`), but computed once on the pooled tokens
 (`calib.source`: by default the per-task samples together, i.e. exactly DIET's tokens). Heads and
-hidden dims (`dims`) use DIET's head and hidden scores (diet/methods/diet.py) on the pooled profile.
+hidden dims (`dims`) use DIET's head and hidden scores (diet.methods.activation_scoring) on the pooled profile.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diet.dims.choice import parts_of, scored_dims
+from diet.methods.activation_scoring import SCORING
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
 from diet.methods.by_dimension import selection_stats
 from diet.methods.calibrated import calibration_profile
@@ -42,10 +43,9 @@ class ActivationPooled(Method):
         finals = {}
         with ctx.timer("mask"):
             for dimension in parts_of(inputs.target.dims):
-                layout = dimension.layout(model)
-                entry_scores = layout.split(dimension.statistic(profile, inputs.profile.stat, model))
-                finals[dimension.name] = layout.join(dimension.task_mask(
-                    entry_scores, sparsity, scope=mask.scope, min_keep_fraction=mask.min_keep_fraction))
+                layout, scoring = dimension.layout(model), SCORING.get(dimension.name)
+                entry_scores = layout.split(scoring.statistic(profile, inputs.profile.stat, model))
+                finals[dimension.name] = layout.join(scoring.task_mask(dimension, entry_scores, sparsity, mask))
         stats = selection_stats({}, finals)
         stats["calib_tokens"] = profile.n_tokens
         return MaskSelection(keep=finals, stats=stats)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 
 from diet.bind import bind
-from diet.methods.inputs import NoInputs, calibrates
+from diet.errors import DietConfigError
+from diet.methods.inputs import NoInputs, calibrates, read_section_inputs, section_keys
 from diet.models.loaders import LoadedModel
 from diet.registry import Registry
 
@@ -83,13 +85,26 @@ class Method:
 
     @classmethod
     def options(cls, section: Mapping[str, Any]) -> Any:
-        """conf/method/<name>.yaml bound to `Options`: unknown keys and wrong types fail, naming what is allowed."""
-        return bind(cls.Options, section, "method", ignore=("name",))
+        """conf/method/<name>.yaml's own options bound to `Options` (the keys its shared inputs take, such as
+        DIET's `vote`, are bound by their types: diet.methods.inputs.METHOD_SECTION); wrong types fail."""
+        return bind(cls.Options, section, "method", ignore=("name", *section_keys(cls)))
 
     @classmethod
-    def check(cls, options: Mapping[str, Any]) -> None:
-        """Validate the method's own options before any model is loaded."""
-        cls.options(options)
+    def check(cls, section: Mapping[str, Any]) -> None:
+        """Validate the method's section before any model is loaded: every key is one of its options or of its
+        shared inputs (a key of another method's, say `method.vote` with FLAP, fails naming the allowed ones)."""
+        allowed = [f.name for f in dataclasses.fields(cls.Options)] + list(section_keys(cls))
+        unknown = sorted(set(section) - set(allowed) - {"name"})
+        if unknown:
+            raise DietConfigError(f"method.{unknown[0]} is not an option of method {cls.name!r}: allowed "
+                                  f"{', '.join(f'method.{key}' for key in allowed) or 'none'}")
+        cls.options(section)
+        read_section_inputs(cls, section)
+
+    @classmethod
+    def check_inputs(cls, inputs: Any) -> None:
+        """Refuse inputs the method cannot honour (a combination its section alone does not show), before any
+        model is loaded; default: every combination its types allow."""
 
     def select(self, ctx: PruningContext, inputs: Any) -> MaskSelection:
         raise NotImplementedError

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from diet.dims.base import Dimension
 from diet.io import stable_hash
+from diet.methods.activation_scoring import SCORING
 from diet.methods.inputs import MaskRule, MergeRule
 from diet.select import masks
 
@@ -13,7 +14,7 @@ from diet.select import masks
 def merge_part(dimension: Dimension, task_masks: dict[str, list[Tensor]], task_scores: dict[str, list[Tensor]],
                merge: MergeRule, sparsity: float, mask: MaskRule, model: nn.Module) -> list[Tensor]:
     """DIET's merge of one dimension's task masks, on its entry layout (heads: per KV group; hidden: one
-    entry). `mask.scope` applies where the dimension honours it (MLP); a dimension then repairs what its
+    entry). `method.mask.scope` applies where the dimension honours it (MLP); a dimension then repairs what its
     pruner cannot apply (heads: equal counts per KV group after a merge whose count follows the votes)."""
     merged = masks.merge_masks(
         task_masks,
@@ -26,7 +27,7 @@ def merge_part(dimension: Dimension, task_masks: dict[str, list[Tensor]], task_s
         min_keep_fraction=mask.min_keep_fraction,
     )
     votes = masks.vote_counts(masks.checked_masks(task_masks))
-    return dimension.after_merge(merged, votes, masks.summed_scores(task_scores), model)
+    return SCORING.get(dimension.name).after_merge(merged, votes, masks.summed_scores(task_scores), model)
 
 
 def selection_stats(task_masks: dict[str, dict[str, list[Tensor]]], finals: dict[str, list[Tensor]]) -> dict:

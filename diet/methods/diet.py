@@ -1,6 +1,6 @@
 """DIET: task-specific activation masks merged by vote into one global mask.
 
-`dims` (diet/dims/) chooses what is scored, masked and voted on: MLP channels (the down_proj input
+`dims` (diet/dims/) chooses what is scored, masked and voted on (scored as diet.methods.activation_scoring says): MLP channels (the down_proj input
 statistic, per layer), query heads (profile.head_scores: the statistic averaged over the head's o_proj
 input dimensions, normalised per layer, ranked and voted within each KV group), or hidden dimensions
 (the residual-stream statistic of every layer's output, each layer normalised to mean 1, summed over
@@ -16,6 +16,7 @@ import torch
 from diet.calib.profiler import ActivationProfile
 from diet.dims.base import Dimension
 from diet.dims.choice import parts_of, scored_dims
+from diet.methods.activation_scoring import SCORING
 from diet.methods.base import METHODS, MaskSelection, Method, PruningContext
 from diet.methods.by_dimension import merge_part, selection_stats
 from diet.methods.calibrated import task_profiles
@@ -61,18 +62,17 @@ class DietInputs(TaskMaskInputs):
 
 def diet_task_masks(ctx: PruningContext, inputs: TaskMaskInputs) -> TaskMasks:
     """DIET's per-task step (shared by `diet` and `diet_oracle`): profile each task; per pruned dimension
-    score its units by `profile.stat` (normalised per layer) and keep the top ones (MLP: under `mask.scope`)."""
+    score its units by `method.profile.stat` (normalised per layer) and keep the top ones (MLP: under `method.mask.scope`)."""
     model, sparsity, mask = ctx.loaded.model, inputs.target.sparsity, inputs.mask
     with ctx.timer("profile"):
         profiles = task_profiles(ctx, inputs.calibration)
     result: dict[str, PartMasks] = {}
     with ctx.timer("mask"):
         for dimension in parts_of(inputs.target.dims):
-            scores = {task: dimension.normalized_scores(profile, inputs.profile.stat, model)
+            scoring = SCORING.get(dimension.name)
+            scores = {task: scoring.normalized_scores(dimension, profile, inputs.profile.stat, model)
                       for task, profile in profiles.items()}
-            task_masks = {task: dimension.task_mask(s, sparsity, scope=mask.scope,
-                                                    min_keep_fraction=mask.min_keep_fraction)
-                          for task, s in scores.items()}
+            task_masks = {task: scoring.task_mask(dimension, s, sparsity, mask) for task, s in scores.items()}
             result[dimension.name] = PartMasks(dimension, scores, task_masks)
     return TaskMasks(profiles, result)
 

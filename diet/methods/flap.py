@@ -6,7 +6,7 @@
    torch.std in FLAP's code; a constant layer gets z = 0). This puts every layer on one scale.
 3. Adaptive allocation (`method.allocation: global`): rank the z of all channels of all layers together
    and keep the global top sum_l keep_count(width_l, sparsity) channels, i.e. exactly the count the
-   other methods keep, with a per-layer floor of max(1, ceil(mask.min_keep_fraction * width)) so no
+   other methods keep, with a per-layer floor of max(1, ceil(method.min_keep_fraction * width)) so no
    layer is emptied (masks.py's "global" scope, applied through masks.select_top to the z as they are:
    masks.task_mask would first divide each layer by its mean |score|, which rescales the layers'
    standardised scores differently and so changes the cross-layer ranking). `allocation: layer` keeps
@@ -22,7 +22,7 @@ metric standardised per layer (`standarlization`, torch.std). Named deviations:
 - MLP channels only, ranked across layers ("AL-MM" with no heads removed); FLAP's default AL-AM ranks
   heads and channels together, weighted by their parameter counts.
 - the channel count kept is the other methods' (sparsity = fraction of MLP channels), not FLAP's
-  parameter ratio over attention + MLP; a per-layer floor mask.min_keep_fraction (5%) that FLAP lacks.
+  parameter ratio over attention + MLP; a per-layer floor method.min_keep_fraction (5%) that FLAP lacks.
 - variance: the population variance over all calibration tokens; FLAP's running estimate
   (lib/layerwrapper.py:BiasGPT) normalises by samples, not tokens, and drops the first sample's term,
   a constant factor (cancelled by the standardisation) up to that first sample.

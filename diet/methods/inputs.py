@@ -3,25 +3,32 @@ run config (diet.run.cell.resolve), instead of the config itself.
 
 A method declares its inputs as a dataclass whose fields are the shared types below (what to remove, the
 calibration plan, the mask rule, the merge rule, the profile statistic, the seed) plus `options`, its own
-options of conf/method/<name>.yaml (`Method.Options`). `build_inputs` fills every field from the config by its
-type. The inputs are hashed whole into the cell's identity (`identity_of`, diet.config.identity), so what a
-method receives is exactly what identifies its result: FLAP gets the per-layer floor, not the mask scope it
-ignores, and two FLAP cells differing only in `mask.scope` are one cell. How the work is computed (batch
-sizes, threads, device) never reaches the inputs: it travels in the PruningContext.
+options of conf/method/<name>.yaml (`Method.Options`). `build_inputs` fills every field by its type: the run-wide
+ones (Target, the calibration plan, Seed) from the top-level config (`BUILDERS`), the method's own protocol
+(MaskRule, LayerFloor, MergeRule, ProfileStatistic) from the method's section (`METHOD_SECTION`: DIET's
+`method.vote.threshold`, FLAP's `method.min_keep_fraction`), so a key sits in the YAML of the method that reads
+it and nowhere else. The inputs are hashed whole into the cell's identity (`identity_of`,
+diet.config.identity), so what a method receives is exactly what identifies its result. How the work is
+computed (batch sizes, threads, device) never reaches the inputs: it travels in the PruningContext.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Union
 
+from diet.bind import bind
 from diet.calib.generic_text import layout_of
+from diet.calib.profiler import STATS
 from diet.calib.sources import TASKS_SOURCE, calib_source, source_file, window_plan
+from diet.checks import FLAG, in_range, one_of
 from diet.dims.choice import cfg_dims
+from diet.errors import DietConfigError
 from diet.io import sha256_file
+from diet.select.masks import MERGES, SCOPES
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ class TaskSamples:
     max_length: int
     seed: int
     add_bos_token: bool
-    exclude_bos: bool         # profile.exclude_bos: position 0 left out of every statistic
+    exclude_bos: bool         # calib.exclude_bos: position 0 left out of every statistic
 
 
 @dataclass(frozen=True)
@@ -70,38 +77,41 @@ class GenericText:
 Calibration = Union[TaskSamples, GenericText]
 
 
+# The method's own protocol, read from its section of the config (conf/method/<name>.yaml); each class's defaults
+# are the ones that file writes (tests/test_config.py holds them equal), its field checks name what is allowed.
+
 @dataclass(frozen=True)
 class MaskRule:
-    """How one score vector becomes a keep-mask: `scope` layer (top-k per layer) or global (across layers,
-    with the per-layer floor `min_keep_fraction`)."""
+    """How one score vector becomes a keep-mask (method.mask): `scope` layer (top-k per layer) or global (across
+    layers, normalised scores, with the per-layer floor `min_keep_fraction`)."""
 
-    scope: str
-    min_keep_fraction: float
+    scope: str = field(default="layer", metadata=one_of(SCOPES.names))
+    min_keep_fraction: float = field(default=0.05, metadata=in_range(0.0, 1.0, False, False))
 
 
 @dataclass(frozen=True)
 class LayerFloor:
-    """The per-layer floor of a cross-layer allocation (mask.min_keep_fraction), for methods with their own
+    """The per-layer floor of a cross-layer allocation (method.min_keep_fraction), for methods with their own
     allocation rule (FLAP)."""
 
-    min_keep_fraction: float
+    min_keep_fraction: float = field(default=0.05, metadata=in_range(0.0, 1.0, False, False))
 
 
 @dataclass(frozen=True)
 class MergeRule:
-    """DIET's merge of the task masks: `rule` (vote, mean, union, intersection), the vote threshold, and
-    whether exactly the target count is kept."""
+    """DIET's merge of the task masks: `rule` (method.merge: vote, mean, union, intersection), the vote threshold
+    and whether exactly the target count is kept (method.vote.threshold, method.vote.exact)."""
 
-    rule: str
-    threshold: float
-    exact: bool
+    rule: str = field(default="vote", metadata=one_of(MERGES.names, label="method.merge"))
+    threshold: float = field(default=0.5, metadata=in_range(0.0, 1.0, True, False))
+    exact: bool = field(default=True, metadata=FLAG)
 
 
 @dataclass(frozen=True)
 class ProfileStatistic:
-    """The per-unit activation statistic units are scored by (profile.stat: mean_abs, mean_sq, l2)."""
+    """The per-unit activation statistic units are scored by (method.profile.stat: mean_abs, mean_sq, l2)."""
 
-    stat: str
+    stat: str = field(default="mean_abs", metadata=one_of(STATS.names))
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,8 @@ class NoInputs:
 
 
 def _calibration(cfg: Mapping[str, Any], method: Any, calib_tasks: list[str]) -> Calibration:
-    calib, exclude = cfg["calib"], bool((cfg.get("profile") or {}).get("exclude_bos", False))
+    calib = cfg["calib"]
+    exclude = bool(calib.get("exclude_bos", False))
     path = source_file(cfg) if method.calib_source and calib_source(cfg) != TASKS_SOURCE else None
     if path is None:
         return TaskSamples(tasks=tuple(calib_tasks), n=calib["n"], with_answer=calib["with_answer"],
@@ -134,12 +145,43 @@ BUILDERS: dict[Any, Callable[[Mapping[str, Any], Any, list[str]], Any]] = {
                                               of=cfg.get("sparsity_of") or "dim"),
     Calibration: _calibration,
     TaskSamples: _calibration,  # a method without calib_source always gets the task samples
-    MaskRule: lambda cfg, method, tasks: MaskRule(cfg["mask"]["scope"], cfg["mask"]["min_keep_fraction"]),
-    LayerFloor: lambda cfg, method, tasks: LayerFloor(cfg["mask"]["min_keep_fraction"]),
-    MergeRule: lambda cfg, method, tasks: MergeRule(cfg["merge"], cfg["vote"]["threshold"], cfg["vote"]["exact"]),
-    ProfileStatistic: lambda cfg, method, tasks: ProfileStatistic(cfg["profile"]["stat"]),
     Seed: lambda cfg, method, tasks: Seed(cfg["seed"]),
 }
+
+
+def _merge_rule(section: Mapping[str, Any]) -> MergeRule:
+    vote = section.get("vote") or {}
+    if "rule" in vote:  # a field of MergeRule, but written as method.merge
+        raise DietConfigError("method.vote.rule is not an option: allowed method.vote.threshold, "
+                              "method.vote.exact (the merge rule is method.merge)")
+    return bind(MergeRule, {**vote, **({"rule": section["merge"]} if "merge" in section else {})}, "method.vote")
+
+
+@dataclass(frozen=True)
+class SectionInput:
+    """An input type read from the method's own section: the keys it takes there and how it binds them."""
+
+    keys: tuple[str, ...]
+    read: Callable[[Mapping[str, Any]], Any]
+
+
+# field type -> its keys in the method's section (conf/method/<name>.yaml) and how they bind; a key absent there
+# takes the type's default
+METHOD_SECTION: dict[type, SectionInput] = {
+    MaskRule: SectionInput(("mask",), lambda section: bind(MaskRule, section.get("mask") or {}, "method.mask")),
+    LayerFloor: SectionInput(("min_keep_fraction",), lambda section: bind(
+        LayerFloor, {key: section[key] for key in ("min_keep_fraction",) if key in section}, "method")),
+    MergeRule: SectionInput(("merge", "vote"), _merge_rule),
+    ProfileStatistic: SectionInput(("profile",), lambda section: bind(
+        ProfileStatistic, section.get("profile") or {}, "method.profile")),
+}
+
+
+def section_keys(method: Any) -> tuple[str, ...]:
+    """The keys of the method's section its shared input types take (the rest are its own Options)."""
+    hints = typing.get_type_hints(method.Inputs)
+    return tuple(key for item in dataclasses.fields(method.Inputs) if hints[item.name] in METHOD_SECTION
+                 for key in METHOD_SECTION[hints[item.name]].keys)
 
 
 CALIBRATIONS = (Calibration, TaskSamples)
@@ -150,24 +192,34 @@ def calibrates(inputs_type: type) -> bool:
     return any(hint in CALIBRATIONS for hint in typing.get_type_hints(inputs_type).values())
 
 
+def read_section_inputs(method: Any, section: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs a method reads from its own section, by field name (binding checks every value)."""
+    hints = typing.get_type_hints(method.Inputs)
+    return {item.name: METHOD_SECTION[hints[item.name]].read(section) for item in dataclasses.fields(method.Inputs)
+            if hints[item.name] in METHOD_SECTION}
+
+
 def build_inputs(method: Any, cfg: Mapping[str, Any], calib_tasks: list[str]) -> Any:
-    """`method.Inputs` filled from `cfg`: each field by its type (BUILDERS); a field named `options` is the
-    method's own options (conf/method/<name>.yaml), which a method with options must receive (they are
-    hashed with its inputs)."""
+    """`method.Inputs` filled from `cfg`: each field by its type (BUILDERS from the run config, METHOD_SECTION
+    from the method's section); a field named `options` is the method's own options (conf/method/<name>.yaml),
+    which a method with options must receive (they are hashed with its inputs)."""
     hints = typing.get_type_hints(method.Inputs)
     if dataclasses.fields(method.Options) and "options" not in hints:
         raise TypeError(f"{method.__name__}.Inputs has no `options` field: its options "
                         f"{[f.name for f in dataclasses.fields(method.Options)]} would not be part of its identity")
-    values = {}
+    values = read_section_inputs(method, cfg["method"])
     for item in dataclasses.fields(method.Inputs):
+        kind = hints[item.name]
         if item.name == "options":
             values["options"] = method.options(cfg["method"])
+        elif kind in METHOD_SECTION:
             continue
-        builder = BUILDERS.get(hints[item.name])
-        if builder is None:
-            raise TypeError(f"{method.Inputs.__name__}.{item.name}: no builder for {hints[item.name]!r}; the "
-                            f"types a method can receive are {[getattr(t, '__name__', str(t)) for t in BUILDERS]}")
-        values[item.name] = builder(cfg, method, calib_tasks)
+        elif kind in BUILDERS:
+            values[item.name] = BUILDERS[kind](cfg, method, calib_tasks)
+        else:
+            known = [getattr(t, "__name__", str(t)) for t in (*BUILDERS, *METHOD_SECTION)]
+            raise TypeError(f"{method.Inputs.__name__}.{item.name}: no builder for {kind!r}; the types a method "
+                            f"can receive are {known}")
     return method.Inputs(**values)
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from diet.config.identity import config_hash, identity
+from diet.config.layout import current_layout
+from diet.config.runtime import Runtime, runtime_of
 from diet.config.sections import RunOptions
 from diet.config.validate import CheckedConfig, validate
 from diet.export.save import save_path
@@ -27,6 +29,7 @@ class Cell:
     config_hash: str             # their hash: the cell's identity
     stem: str                    # <model>__<method>__<hash>: the record's and a claim's file stem
     save_dir: Path | None        # where save_model puts the pruned model; None: not saved
+    runtime: Runtime             # how it is computed (device, batch sizes, backend, by_task, threads): never hashed
 
     @property
     def method(self) -> type:
@@ -68,11 +71,14 @@ class Cell:
 
 
 def resolve(cfg: Mapping[str, Any]) -> Cell:
-    """Validate `cfg` (fails in seconds, before any model is loaded) and resolve its identity and paths."""
+    """Validate `cfg` (fails in seconds, before any model is loaded) and resolve its identity and paths. A stored
+    record's config is read in today's layout (diet.config.layout)."""
+    cfg = current_layout(cfg)
     checked = validate(cfg)
     inputs = build_inputs(checked.method, cfg, checked.calib_tasks)
+    checked.method.check_inputs(inputs)
     effective = identity(cfg, checked.tasks, checked.method, inputs)
     cfg_hash = config_hash(effective)
     stem = record_stem(checked.method.name, cfg["model"]["name"], cfg_hash)
     return Cell(cfg=cfg, checked=checked, inputs=inputs, effective=effective, config_hash=cfg_hash, stem=stem,
-                save_dir=save_path(cfg, stem))
+                save_dir=save_path(cfg, stem), runtime=runtime_of(cfg, checked.options))

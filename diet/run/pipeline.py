@@ -164,7 +164,7 @@ def select_cell(cell: Cell, save_dir: Path | None = None) -> SelectedCell:
     pruned model will be saved, checked for room as soon as the model's size is known."""
     cfg = cell.cfg
     seed_everything(cfg["seed"])
-    timer = StageTimer(str(cfg["model"].get("device") or "cpu"))
+    timer = StageTimer(str(cell.runtime.device or "cpu"))
     with timer("load_model"):
         loaded = models.load_model(cfg["model"])
     model = loaded.model
@@ -175,7 +175,7 @@ def select_cell(cell: Cell, save_dir: Path | None = None) -> SelectedCell:
     # sparsity_of=params: the method sees the solved per-dimension sparsity (diet/dims/accounting.py)
     sparsity_facts = resolve_sparsity(model, cfg)[1] if method.prunes else {}
     inputs = with_dim_sparsity(cell.inputs, sparsity_facts["dim_sparsity"]) if method.prunes else cell.inputs
-    ctx = PruningContext(loaded=loaded, data_dir=cell.data_dir, timer=timer, batch_size=cfg["calib"]["batch_size"])
+    ctx = PruningContext(loaded=loaded, data_dir=cell.data_dir, timer=timer, batch_size=cell.runtime.calib_batch_size)
     selection = method.select(ctx, inputs)
     return SelectedCell(timer, loaded, method, ctx, inputs, selection, widths_before, units_before, params_before,
                         sparsity_facts)
@@ -201,7 +201,7 @@ def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
     if cell.method.per_task_profiles or not cell.method.prunes:
         raise DietConfigError(f"method {cell.method.name!r} makes no single pruned model to save")
     preflight(cfg)
-    apply_threads(cfg.get("threads"))
+    apply_threads(cell.runtime.threads)
     check_save_path(save_dir)
     chosen = select_cell(cell, save_dir)
     model = chosen.loaded.model
@@ -365,7 +365,7 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
     cell = resolve(cfg)  # fails in seconds, before any model is loaded
     preflight(cfg)  # writable output folders, a loadable model: also before any model is loaded
     check_submitted_code()  # a cluster job whose checkout moved after submission
-    threads = apply_threads(cfg.get("threads"), parallel_jobs)
+    threads = apply_threads(cell.runtime.threads, parallel_jobs)
     existing = cell.finished_record()
     if existing is not None:
         log.info("cell already done, skipping (force=true reruns it): %s", existing)
@@ -382,7 +382,7 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
 def _run_claimed(cell: Cell, threads: dict[str, int]) -> tuple[dict[str, Any], Path]:
     """run_cell's work once the cell is claimed: select, prune, evaluate, write the record."""
     cfg = cell.cfg
-    kept_dir = partial_dir(cell.results_dir, cell.stem) if cell.options.eval.by_task else None
+    kept_dir = partial_dir(cell.results_dir, cell.stem) if cell.runtime.by_task else None
     if kept_dir is not None and cell.force:
         clear(kept_dir)  # a forced rerun evaluates every task again
 
