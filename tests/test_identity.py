@@ -25,6 +25,7 @@ from diet.config.identity import config_hash, effective_config, identity
 from diet.config.runtime import Runtime
 from diet.config.validate import validate
 from diet.errors import DietConfigError
+from diet.io import sha256_file
 from diet.methods import METHODS
 from diet.methods.base import MaskSelection, Method
 from diet.methods.inputs import Target, build_inputs
@@ -152,10 +153,12 @@ def replaced(value: Any, path: str, tmp_path) -> Any:
     current = getattr(value, head)
     if rest:
         return dataclasses.replace(value, **{head: replaced(current, rest, tmp_path)})
-    if isinstance(current, Path):  # a file enters by its content
+    if isinstance(current, Path):  # a file enters by its content, read when the cell is resolved (`sha256`)
         other = tmp_path / "other.txt"
         other.write_text(current.read_text()[:-1])
-        new: Any = other
+        return dataclasses.replace(value, file=other, sha256=sha256_file(other))
+    if head == "sha256":
+        new: Any = "0" * 64
     elif isinstance(current, bool):
         new = not current
     elif isinstance(current, (int, float)):

@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from diet.calib.generic_text import NAMED_SOURCES, layout_of
+from diet.calib.generic_text import NAMED_SOURCES
 from diet.errors import DietConfigError
-from diet.io import sha256_file
 from diet.paths import data_dir as resolve_data_dir
 
 TASKS_SOURCE = "tasks"
@@ -49,10 +48,3 @@ def window_plan(cfg: Mapping[str, Any], reference: tuple[int, int]) -> tuple[int
     calib = cfg["calib"]
     windows, length = calib.get("windows"), calib.get("window_length")
     return (reference[0] if windows is None else int(windows), reference[1] if length is None else int(length))
-
-
-def source_identity(cfg: Mapping[str, Any], reference: tuple[int, int]) -> dict[str, Any]:
-    """What a generic source adds to a cell's identity: the file by content, its layout and the windows."""
-    path = source_file(cfg)
-    windows, length = window_plan(cfg, reference)
-    return {"file_sha256": sha256_file(path), "layout": layout_of(path), "windows": windows, "window_length": length}

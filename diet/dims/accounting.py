@@ -63,14 +63,14 @@ def solve_dim_sparsity(model: nn.Module, dims: str, target: float) -> dict[str, 
     }
 
 
-def resolve_sparsity(model: nn.Module, cfg: Mapping[str, Any]) -> tuple[dict, dict]:
-    """(the config the method sees, facts for the record). With sparsity_of=params the method's
-    `sparsity` is the solved per-dimension fraction; otherwise the config is returned unchanged."""
+def sparsity_facts(model: nn.Module, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What the record says of the target: with sparsity_of=params, the per-dimension fraction solved for
+    `model` (`dim_sparsity`, the one the method receives) and the parameter fractions; else the fraction as set."""
     of = cfg.get("sparsity_of") or "dim"
     if of == "dim":
-        return dict(cfg), {"of": "dim", "dim_sparsity": float(cfg["sparsity"])}
+        return {"of": "dim", "dim_sparsity": float(cfg["sparsity"])}
     solved = solve_dim_sparsity(model, cfg_dims(cfg), float(cfg["sparsity"]))
-    return {**cfg, "sparsity": solved["sparsity"]}, {"of": of, "dim_sparsity": solved["sparsity"], **solved}
+    return {"of": of, "dim_sparsity": solved["sparsity"], **solved}
 
 
 def dims_accounting(dims: str, units_before: dict[str, int], units_after: list[dict[str, int]],

@@ -22,7 +22,6 @@ from diet.calib.samples import draw_samples, encode_samples
 from diet.calib.sources import TASKS_SOURCE
 from diet.eval.evaluate import EvalSettings, make_lm
 from diet.eval.tasks import build_tasks, data_files
-from diet.io import sha256_file
 from diet.methods.base import PruningContext
 from diet.methods.inputs import Calibration, GenericText, TaskSamples
 from diet.paths import cache_dir
@@ -92,7 +91,7 @@ def task_profiles(ctx: PruningContext, samples: TaskSamples) -> dict[str, Activa
 def generic_notes(text: GenericText, reference: tuple[int, int]) -> dict[str, Any]:
     """What the record says about generic-text windows (each window is exactly window_length tokens)."""
     path = text.file
-    return {"file": str(path), "sha256": sha256_file(path), "layout": layout_of(path), "windows": text.windows,
+    return {"file": str(path), "sha256": text.sha256, "layout": layout_of(path), "windows": text.windows,
             "window_length": text.window_length, "tokens": text.windows * text.window_length, "seed": text.seed,
             "reference_windows_length": list(reference)}
 
@@ -115,7 +114,7 @@ def file_profile(ctx: PruningContext, text: GenericText, reference: tuple[int, i
         "model": ctx.loaded.fingerprint,
         "dtype": ctx.loaded.dtype,
         "task": "file-" + re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)[:40],
-        "source_sha256": sha256_file(path),
+        "source_sha256": text.sha256,
         "layout": layout_of(path),
         "windows": text.windows,
         "window_length": text.window_length,

@@ -62,6 +62,7 @@ class GenericText:
     Identified by the file's content, not its path (one file on two machines is one cell)."""
 
     file: Path
+    sha256: str               # the file's content as it was when the cell was resolved: read once per run
     windows: int
     window_length: int
     seed: int
@@ -69,7 +70,7 @@ class GenericText:
     exclude_bos: bool
 
     def identity(self) -> dict[str, Any]:
-        return {"file_sha256": sha256_file(self.file), "layout": layout_of(self.file), "windows": self.windows,
+        return {"file_sha256": self.sha256, "layout": layout_of(self.file), "windows": self.windows,
                 "window_length": self.window_length, "seed": self.seed, "add_bos_token": self.add_bos_token,
                 "exclude_bos": self.exclude_bos}
 
@@ -135,7 +136,7 @@ def _calibration(cfg: Mapping[str, Any], method: Any, calib_tasks: list[str]) ->
                            max_length=calib["max_length"], seed=cfg["seed"], add_bos_token=cfg["model"]["add_bos_token"],
                            exclude_bos=exclude)
     windows, length = window_plan(cfg, method.reference_calib)
-    return GenericText(file=path, windows=windows, window_length=length, seed=cfg["seed"],
+    return GenericText(file=path, sha256=sha256_file(path), windows=windows, window_length=length, seed=cfg["seed"],
                        add_bos_token=cfg["model"]["add_bos_token"], exclude_bos=exclude)
 
 

@@ -17,7 +17,7 @@ import torch
 
 from diet.config.sections import EvalOptions, eval_options
 from diet.devices import dtype_name
-from diet.dims.accounting import actual_sparsity, dim_units, dims_accounting, resolve_sparsity
+from diet.dims.accounting import actual_sparsity, dim_units, dims_accounting, sparsity_facts
 from diet.errors import DietConfigError
 from diet.eval.chunks import evaluate_in_chunks
 from diet.eval import evaluate as evaluation  # called through the module: tests count its calls
@@ -173,12 +173,12 @@ def select_cell(cell: Cell, save_dir: Path | None = None) -> SelectedCell:
     widths_before, units_before, params_before = adapter_for(model).mlp_widths(), dim_units(model), parameter_counts(model)
     method = cell.method()
     # sparsity_of=params: the method sees the solved per-dimension sparsity (diet/dims/accounting.py)
-    sparsity_facts = resolve_sparsity(model, cfg)[1] if method.prunes else {}
-    inputs = with_dim_sparsity(cell.inputs, sparsity_facts["dim_sparsity"]) if method.prunes else cell.inputs
+    facts = sparsity_facts(model, cfg) if method.prunes else {}
+    inputs = with_dim_sparsity(cell.inputs, facts["dim_sparsity"]) if method.prunes else cell.inputs
     ctx = PruningContext(loaded=loaded, data_dir=cell.data_dir, timer=timer, batch_size=cell.runtime.calib_batch_size)
     selection = method.select(ctx, inputs)
     return SelectedCell(timer, loaded, method, ctx, inputs, selection, widths_before, units_before, params_before,
-                        sparsity_facts)
+                        facts)
 
 
 def save_model(cell: Cell, chosen: SelectedCell, model: torch.nn.Module, shape: PrunedShape,
