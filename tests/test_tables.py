@@ -95,7 +95,8 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
         "tasks": tasks, "average": {"score": mean, "tasks": list(scores), "n_tasks": len(scores)},
         "sparsity": {"target": sparsity, "actual": sparsity if actual is None else actual, "dims": "mlp"},
         "parameters": {"before": {"total": 1000}, "after": {"total": round(1000 * (1 - sparsity))},
-                       "removed_fraction_non_embedding": sparsity if params_removed is None else params_removed},
+                       "removed_fraction_non_embedding": sparsity if params_removed is None else params_removed,
+                       "removed_fraction_total": (sparsity if params_removed is None else params_removed) / 2},
         "mask": mask, "model": {"name": model},
         "eval": {"limit": limit, "num_fewshot": 0, **({"documents": documents} if documents else {})},
         "config": config, "effective_config": effective, "code": {"diet": "0.1.0", "commit": None, "dirty": None},
@@ -258,7 +259,7 @@ def test_main_table_rows_order_and_cells(paper):
     text = to_markdown(table)
     rows = md_rows(text)
     header, body = rows[0], rows[1:]
-    assert header == ["method", "sparsity", "actual", "boolq (n=100)", "rte (n=100)", "hellaswag (n=100)",
+    assert header == ["method", "sparsity", "actual", "non_embedding", "total", "boolq (n=100)", "rte (n=100)", "hellaswag (n=100)",
                       "winogrande (n=100)", "arc_easy (n=100)", "arc_challenge (n=100)", "openbookqa (n=100)",
                       "average", "avg_above_chance"]
     # dense on top, then sparsity ascending, METHOD_ORDER, then unknown methods alphabetically
@@ -266,15 +267,17 @@ def test_main_table_rows_order_and_cells(paper):
         ("dense", "0.00"), ("diet", "0.20"), ("diet_oracle", "0.20"), ("wanda_sp", "0.20"), ("random", "0.20"),
         ("alpha_new", "0.20"), ("zeta_new", "0.20"), ("diet", "0.40"), ("flap", "0.40")]
     dense = body[0]
-    assert dense[3:10] == ["55.0 ± 3.0", "60.0 ± 3.0", "26.0 ± 1.0", "50.0 ± 5.0", "60.0 ± 4.0", "30.0 ± 4.0",
+    # what each row removed, three ways (make_record: the non-embedding fraction = sparsity, all = half of it)
+    assert body[1][2:5] == ["0.200", "0.200", "0.100"] and dense[2:5] == ["0.000", "0.000", "0.000"]
+    assert dense[5:12] == ["55.0 ± 3.0", "60.0 ± 3.0", "26.0 ± 1.0", "50.0 ± 5.0", "60.0 ± 4.0", "30.0 ± 4.0",
                            "32.0 ± 2.0"]
     # average over 7 tasks: 3.13/7 = 44.71 points; se = sqrt(sum se^2)/7 = sqrt(0.0079)/7
-    assert dense[10] == f"44.7 ± {100 * math.sqrt(0.0079) / 7:.1f}" == "44.7 ± 1.3"
+    assert dense[12] == f"44.7 ± {100 * math.sqrt(0.0079) / 7:.1f}" == "44.7 ± 1.3"
     # clearly above chance: rte (7.3 > 6 over its 52.7), arc_easy (35 > 8), openbookqa (7 > 4); not boolq
     # (-7.2 below its 62.2), hellaswag (1 < 2), winogrande (0), arc_challenge (5 < 8) -> mean of 60, 60, 32
-    assert dense[11] == f"50.7 ± {math.sqrt(29) / 3:.1f}" == "50.7 ± 1.8"
-    assert body[1][10] == f"50.0 ± {100 * math.sqrt(7 * 0.02 ** 2) / 7:.1f}" == "50.0 ± 0.8"
-    assert body[1][11] == f"50.0 ± {100 * math.sqrt(3 * 0.02 ** 2) / 3:.1f}" == "50.0 ± 1.2"
+    assert dense[13] == f"50.7 ± {math.sqrt(29) / 3:.1f}" == "50.7 ± 1.8"
+    assert body[1][12] == f"50.0 ± {100 * math.sqrt(7 * 0.02 ** 2) / 7:.1f}" == "50.0 ± 0.8"
+    assert body[1][13] == f"50.0 ± {100 * math.sqrt(3 * 0.02 ** 2) / 3:.1f}" == "50.0 ± 1.2"
     assert "avg_above_chance averages rte, arc_easy, openbookqa" in text
     assert table.group == "paper_main"
 

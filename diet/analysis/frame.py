@@ -46,6 +46,7 @@ INPUT_KEYS: dict[str, tuple[str, str]] = {
 }
 ALL_PROFILED = "all"  # the profiled tasks are the evaluated ones (the default)
 RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", "documents", "seed", "params_removed",
+               "params_removed_total",
                *ABLATION_KEYS, "method_options", "n_tasks", "mask_hash", "config_hash", "finished_at", "group"]
 TASK_COLUMNS = ["task", "metric", "score", "stderr", "n", "outcomes", "docs_sha256"]  # the last two: None if absent
 COLUMNS = RUN_COLUMNS + TASK_COLUMNS
@@ -191,6 +192,7 @@ class RunRow:
     documents: str               # documents_label: 'all', 'first<N>' or 'random<N>s<seed>'
     seed: int                    # the seed the result depends on (0 for a method whose inputs hold none)
     params_removed: float        # fraction of the non-embedding parameters removed: comparable across dims, methods
+    params_removed_total: float  # fraction of all parameters removed (embeddings included)
     ablation: dict[str, Any]     # ABLATION_KEYS column -> value; None where the method does not receive the option
     method_options: str | None   # its own options off their defaults (method_options_label)
     n_tasks: int                 # T of the vote (voting_tasks)
@@ -215,6 +217,7 @@ def run_row(record: dict[str, Any]) -> RunRow:
         documents=documents_label(record),
         seed=input_seed(record),
         params_removed=float(record["parameters"]["removed_fraction_non_embedding"]),
+        params_removed_total=float(record["parameters"]["removed_fraction_total"]),
         ablation={column: ablation_value(record, column) for column in ABLATION_KEYS},
         method_options=method_options_label(record),
         n_tasks=voting_tasks(record),
@@ -235,7 +238,7 @@ def tidy_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                          "outcomes": m.get("outcomes"), "docs_sha256": m.get("docs_sha256")})
     # object dtype keeps None as None (pandas would turn a None limit into NaN and ints into floats)
     frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
-    for column in ("sparsity", "sparsity_actual", "params_removed", "score", "stderr"):
+    for column in ("sparsity", "sparsity_actual", "params_removed", "params_removed_total", "score", "stderr"):
         frame[column] = frame[column].astype(float)
     return frame.sort_values(["config_hash", "task"], kind="stable").reset_index(drop=True)
 

@@ -150,16 +150,28 @@ def _frame(rows: list[dict[str, Any]], drop_empty: tuple[str, ...] = ()) -> pd.D
     return frame
 
 
+# What a row removed, three ways (mean over its runs: the seeds of one setting remove the same counts)
+REMOVED_NOTE = ("actual: fraction of the pruned dimension removed (MLP channels where they are pruned); non_embedding "
+                "/ total: fraction of the non-embedding / of all parameters removed")
+REMOVED_FORMATS = {"actual": "{:.3f}", "non_embedding": "{:.3f}", "total": "{:.3f}"}
+
+
+def removed_columns(runs: list[dict[str, Any]]) -> dict[str, float]:
+    mean = lambda key: sum(run[key] for run in runs) / len(runs)  # noqa: E731
+    return {"actual": mean("sparsity_actual"), "non_embedding": mean("params_removed"),
+            "total": mean("params_removed_total")}
+
+
 @TABLES.register("main")
 def main_table(block: Block) -> Table | None:
     """Rows method x sparsity (dense on top), columns the tasks, average and avg_above_chance."""
     if not block.main:
         return None
     rows = [{"method": run["method"], "variant": run["variant"], "sparsity": run["sparsity"],
-             "actual": run["sparsity_actual"], **score_columns(run, block), "config_hash": run["config_hash"]}
+             **removed_columns([run]), **score_columns(run, block), "config_hash": run["config_hash"]}
             for run in block.main]
     frame = _frame(rows, drop_empty=("variant",))
-    notes = [CELL_NOTE, *perplexity_note(block)]
+    notes = [CELL_NOTE, REMOVED_NOTE, *perplexity_note(block)]
     if block.averaged:
         notes.append(above_chance_note(block))
     else:  # perplexity only: there is no accuracy to average
@@ -169,7 +181,7 @@ def main_table(block: Block) -> Table | None:
                      "no default-settings run)")
     notes += block_notes(block)
     return Table(f"main__{block.label}", frame, notes,
-                 formats={"sparsity": "{:.2f}", "actual": "{:.3f}", **score_formats(block)},
+                 formats={"sparsity": "{:.2f}", **REMOVED_FORMATS, **score_formats(block)},
                  group=common_group(block.main))
 
 
@@ -373,7 +385,8 @@ def seeds_table(block: Block) -> Table | None:
         # A seed without every accuracy task (e.g. perplexity-only beside the 7-task run of seed 0) counts for
         # the tasks it has; the average is over the seeds with every one (a note names them).
         scored = [score_columns(run, block) for run in runs]
-        row: dict[str, Any] = {"method": method, "variant": variant, "sparsity": sparsity, "seeds": len(runs)}
+        row: dict[str, Any] = {"method": method, "variant": variant, "sparsity": sparsity, "seeds": len(runs),
+                               **removed_columns(runs)}
         for task in block.tasks:
             combined = combine_seeds([s[task] for s in scored], [s[f"{task}_se"] for s in scored])
             row.update({task: combined["mean"], f"{task}_se": combined["se"]})
@@ -394,9 +407,9 @@ def seeds_table(block: Block) -> Table | None:
         rows.append(row)
     if not rows:
         return None
-    notes = ["cells: mean over seeds ± combined se, in points; " + SEEDS_NOTE, *partial, *perplexity_note(block),
-             *([block.first_n_note] if block.first_n_note else [])]
-    formats = {"sparsity": "{:.2f}", **score_formats(block),
+    notes = ["cells: mean over seeds ± combined se, in points; " + SEEDS_NOTE, REMOVED_NOTE, *partial,
+             *perplexity_note(block), *([block.first_n_note] if block.first_n_note else [])]
+    formats = {"sparsity": "{:.2f}", **REMOVED_FORMATS, **score_formats(block),
                **{f"{task}_sd_seeds": "{:.2f}" for task in perplexity_tasks(block)}}
     return Table(f"seeds__{block.label}", _frame(rows, drop_empty=("variant",)), notes,
                  formats=formats, group=common_group(block.runs))
