@@ -54,3 +54,8 @@ def test_wikitext_is_never_calibrated_on(checkpoint, tmp_path, isolated_cache):
     with pytest.raises(DietConfigError, match="all perplexity tasks: name the tasks to profile"):
         validate(cell(checkpoint, tmp_path, "method=diet", "tasks=[wikitext]"))
     assert validate(cell(checkpoint, tmp_path, "method=diet", "tasks=[wikitext]", "calib.tasks=[arc_easy]"))
+    # FLAP's nearest own text (WikiText-2 test) is a calibration source, never beside WikiText's perplexity
+    with pytest.raises(DietConfigError, match="calib.source='wikitext2_test' is WikiText and its perplexity is evaluated"):
+        validate(cell(checkpoint, tmp_path, "method=flap", "tasks=[arc_easy,wikitext]", "calib.source=wikitext2_test"))
+    checked = validate(cell(checkpoint, tmp_path, "method=flap", "tasks=[arc_easy]", "calib.source=wikitext2_test"))
+    assert checked.method.name == "flap"
