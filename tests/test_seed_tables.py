@@ -103,6 +103,27 @@ def test_a_seeded_baseline_is_compared_only_at_the_seeds_it_ran(tmp_path):
     assert data.loc["dense", "seeds"] == 2 and data.loc["dense", "per_seed"] == "-5.0, -3.0"
 
 
+def test_a_method_whose_sparsity_is_another_knob_is_compared_where_it_removes_as_much(tmp_path):
+    """LLM-Pruner's sparsity is a ratio inside its layer range: its 0.24 run removes DIET's 20% and is read against
+    DIET at 0.2 (vs_sparsity names its knob); its 0.2 run removes less and is read against nothing."""
+    write(tmp_path, make_record("dense", 0.0, scores(0.60, 0.05), documents=DOCS, outcomes=outcomes(60)))
+    for seed, (d, matched, knob) in enumerate([(55, 50, 52), (57, 52, 53)]):
+        write(tmp_path, make_record("diet", 0.2, scores(d / 100, 0.05), seed=seed, documents=DOCS,
+                                    outcomes=outcomes(d), actual=0.2002))
+        write(tmp_path, make_record("llm_pruner", 0.24, scores(matched / 100, 0.05), seed=seed, documents=DOCS,
+                                    calib_source="c4", outcomes=outcomes(matched), actual=0.2002))
+        write(tmp_path, make_record("llm_pruner", 0.2, scores(knob / 100, 0.05), seed=seed, documents=DOCS,
+                                    calib_source="c4", outcomes=outcomes(knob), actual=0.1668))
+    tables = tables_by_name(tmp_path)
+    data = tables["seed_differences__m__random100"].data
+    llm = data[data["vs"] == "llm_pruner"]
+    assert len(llm) == 1 and float(llm["vs_sparsity"].iloc[0]) == 0.24 and float(llm["sparsity"].iloc[0]) == 0.2
+    assert llm["per_seed"].iloc[0] == "+5.0, +5.0"
+    assert any("vs_sparsity" in note for note in tables["seed_differences__m__random100"].notes)
+    protocols = tables["protocols__m__random100"].data
+    assert list(protocols["sparsity"]) == [0.24] and float(protocols["diet_minus"].iloc[0]) == pytest.approx(5.0)
+
+
 def test_protocols_table_sets_each_baseline_on_both_protocols_beside_diet(seeded):
     table = seeded["protocols__m__random100"]
     data = table.data.set_index("protocol")

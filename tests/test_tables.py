@@ -36,8 +36,11 @@ INPUTS = {"diet": ("target", "calibration", "profile", "mask", "merge"),
           "diet_oracle": ("target", "calibration", "profile", "mask"),
           "activation_pooled": ("target", "calibration", "profile", "mask"), "wanda_sp": ("target", "calibration"),
           "flap": ("target", "calibration", "floor", "options"), "shortgpt": ("target", "calibration"),
-          "random": ("target", "seed"), "magnitude": ("target",)}
-CALIB_SOURCE = ("activation_pooled", "wanda_sp", "flap", "shortgpt")  # calib.source chooses their text
+          "random": ("target", "seed"), "magnitude": ("target",), "llm_pruner": ("target", "calibration", "options")}
+# each method's own options at their conf/method defaults, as its identity holds them
+OPTIONS = {"flap": {"allocation": "global", "bias": True},
+           "llm_pruner": {"taylor": "param_first", "skip_first": 0.125, "skip_last": 0.0625}}
+CALIB_SOURCE = ("activation_pooled", "wanda_sp", "flap", "shortgpt", "llm_pruner")  # calib.source chooses their text
 
 
 def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, float]], *, model: str = "m",
@@ -83,7 +86,7 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
                          "exclude_bos": exclude_bos}),
         "profile": {"stat": stat}, "mask": {"scope": scope, "min_keep_fraction": 0.05},
         "floor": {"min_keep_fraction": 0.05}, "merge": {"rule": merge, "threshold": threshold, "exact": True},
-        "seed": {"value": seed}, "options": {"allocation": "global", "bias": True, **(method_options or {})},
+        "seed": {"value": seed}, "options": {**OPTIONS.get(method, {}), **(method_options or {})},
     }
     effective = {"model": {"name": model}, "tasks": list(scores), "eval": evaluation, "data_mode": "offline",
                  "method": {"name": method, "version": 1,

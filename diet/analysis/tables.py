@@ -446,6 +446,20 @@ def diet_minus(diet_runs: list[dict[str, Any]], other: str, runs: list[dict[str,
             "config_hash": ",".join(b["config_hash"] for _, b in pairs)}
 
 
+def compared_at_actual(method: str) -> bool:
+    """Whether the method's `sparsity` is a knob other than the fraction it removes (diet.methods: compared_at_actual)."""
+    return method in METHODS and bool(METHODS.get(method).compared_at_actual)
+
+
+def same_budget(method: str, runs: list[dict[str, Any]], sparsity: float, diet_runs: list[dict[str, Any]]) -> bool:
+    """Whether `method`'s runs remove what DIET's runs at `sparsity` remove: the same sparsity, or for a method
+    whose sparsity is another knob (LLM-Pruner's ratio inside its layer range) the same fraction actually removed
+    of the pruned dimension (its record's `sparsity.actual`, exact: both count whole channels of the same model)."""
+    if compared_at_actual(method):
+        return abs(runs[0]["sparsity_actual"] - diet_runs[0]["sparsity_actual"]) < 1e-12
+    return runs[0]["sparsity"] == sparsity
+
+
 def default_diet_runs(groups: dict[tuple, list[dict[str, Any]]]) -> dict[float, list[dict[str, Any]]]:
     """sparsity -> DIET's runs at the default settings, by seed."""
     return {sparsity: runs for (method, sparsity, variant), runs in groups.items() if method == "diet" and not variant}
@@ -461,16 +475,16 @@ def seed_differences_table(block: Block) -> Table | None:
     rows = []
     for sparsity, diet_runs in default_diet_runs(groups).items():
         for (other, other_sparsity, other_variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
-            if other == "diet" or (other != "dense" and other_sparsity != sparsity):
+            if other == "diet" or (other != "dense" and not same_budget(other, runs, sparsity, diet_runs)):
                 continue
             difference_row = diet_minus(diet_runs, other, runs, block)
             if difference_row is not None:
                 rows.append({"method": "diet", "sparsity": sparsity, "vs": other, "vs_variant": other_variant,
-                             **difference_row})
+                             "vs_sparsity": other_sparsity if compared_at_actual(other) else None, **difference_row})
     if not rows:
         return None
     family = holm_columns(rows, ("",))
-    order = ["method", "sparsity", "vs", "vs_variant", "seeds", "diff", "diff_se", "sd_seeds", "se_documents",
+    order = ["method", "sparsity", "vs", "vs_variant", "vs_sparsity", "seeds", "diff", "diff_se", "sd_seeds", "se_documents",
              "significant", "p_holm", "significant_holm", "paired", "per_seed", "config_hash"]
     rows = [{column: row.get(column) for column in order} for row in rows]
     notes = [f"diff = DIET minus `vs`, 7-task average in points, over {len(rows)} comparisons in this table; "
@@ -478,8 +492,13 @@ def seed_differences_table(block: Block) -> Table | None:
              "then combined over seeds as in seeds__*; significant = |diff| > "
              f"{Z:g} se, uncorrected for the number of comparisons", holm_note(family),
              *([block.first_n_note] if block.first_n_note else [])]
-    return Table(f"seed_differences__{block.label}", _frame(rows, drop_empty=("vs_variant",)), notes,
-                 formats={"sparsity": "{:.2f}", "diff": "{:+.1f}", "p_holm": "{:.3f}"}, group=common_group(block.runs))
+    if any(row["vs_sparsity"] is not None for row in rows):
+        notes.append("vs_sparsity: the baseline's own sparsity knob where it is not the fraction it removes "
+                     "(llm_pruner: a ratio inside its layer range); such a row is the run that removes the same "
+                     "fraction of the pruned dimension as DIET at `sparsity`")
+    return Table(f"seed_differences__{block.label}", _frame(rows, drop_empty=("vs_variant", "vs_sparsity")), notes,
+                 formats={"sparsity": "{:.2f}", "vs_sparsity": "{:.2f}", "diff": "{:+.1f}", "p_holm": "{:.3f}"},
+                 group=common_group(block.runs))
 
 
 SAME_TOKENS = "same tokens (DIET's task samples)"
@@ -496,12 +515,14 @@ def protocols_table(block: Block) -> Table | None:
     rows = []
     for (method, sparsity, variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
         source = runs[0]["calib_source"]
-        if method in ("diet", "dense") or sparsity not in diet_by_sparsity or source is None \
+        budget = next((at for at, diet_runs in diet_by_sparsity.items()
+                       if same_budget(method, runs, at, diet_runs)), None)
+        if method in ("diet", "dense") or budget is None or source is None \
                 or variant not in ("", f"{LABELS['calib_source']}={source}"):
             continue
         scored = [score_columns(run, block) for run in runs]
         average = combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
-        versus = diet_minus(diet_by_sparsity[sparsity], method, runs, block)
+        versus = diet_minus(diet_by_sparsity[budget], method, runs, block)
         if versus is None or math.isnan(average["mean"]):
             continue
         rows.append({"method": method, "sparsity": sparsity,
