@@ -83,6 +83,51 @@ def run_case(tp: Any, pruner_lib: Any, taylor: str, ratio: float, mlp_range: tup
             "removed": removed}
 
 
+def kv_group_case(tp: Any, pruner_lib: Any, ratio: float = 0.5) -> dict[str, Any]:
+    """The reference's KV-group pruning (roots `self_attn.k_proj`, consecutive groups of head_dim, llama3.py):
+    per layer, the importance it gives each KV group (recorded from its own TaylorImportance) and the KV heads
+    and query heads it keeps."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    model = tiny_llama(seed=0).float()
+    head_dim = model.config.head_dim
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(True)
+    importance = pruner_lib.TaylorImportance(group_reduction="sum", taylor="param_first")
+    scores: list[list[float]] = []
+
+    class Recording(type(importance)):  # the reference's own __call__, its output kept
+        def __call__(self, group, **kwargs):
+            out = super().__call__(group, **kwargs)
+            scores.append([float(v) for v in out.view(-1, head_dim).sum(1)])
+            return out
+
+    importance.__class__ = Recording
+    layers = model.model.layers
+    example = windows()
+    pruner = tp.pruner.MetaPruner(
+        model, example[:2, :8], output_transform=lambda out: out.logits, importance=importance,
+        global_pruning=False, iterative_steps=1, ch_sparsity=ratio, ignored_layers=[], channel_groups={},
+        consecutive_groups={layer.self_attn.k_proj: head_dim for layer in layers},
+        customized_pruners={LlamaRMSNorm: pruner_lib.hf_rmsnorm_pruner}, root_module_types=None,
+        root_instances=[layer.self_attn.k_proj for layer in layers])
+    model.zero_grad()
+    model(example, labels=example).loss.backward()
+    pruner.step()
+
+    def kept(layer: int, name: str, weight: torch.Tensor, columns: bool = False) -> list[int]:
+        old = before[f"model.layers.{layer}.self_attn.{name}.weight"]
+        old, weight = (old.T, weight.T) if columns else (old, weight)
+        return sorted({int((old == row).all(1).nonzero()[0]) // head_dim for row in weight.detach()})
+
+    return {"ratio": ratio, "taylor": "param_first", "group_scores": scores,
+            "kept_kv_heads": [kept(i, "k_proj", layer.self_attn.k_proj.weight) for i, layer in enumerate(layers)],
+            "kept_query_heads": [kept(i, "q_proj", layer.self_attn.q_proj.weight) for i, layer in enumerate(layers)],
+            "kept_o_heads": [kept(i, "o_proj", layer.self_attn.o_proj.weight, columns=True)
+                             for i, layer in enumerate(layers)]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, required=True, help="a checkout of horseee/LLM-Pruner")
@@ -97,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                "model": "diet.models.tiny.tiny_llama(seed=0), float32",
                "windows": {"n": WINDOWS, "length": LENGTH, "seed": SEED, "ids": "torch.randint(4, 260)"},
                "command": "python -m experiments.llm_pruner_reference --reference <checkout> --out <this file>",
-               "cases": cases}
+               "cases": cases, "kv_groups": kv_group_case(tp, pruner_lib)}
     atomic_write_json(args.out, payload)
     print(f"wrote {args.out}: {len(cases)} cases")
     return 0

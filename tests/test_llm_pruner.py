@@ -158,3 +158,38 @@ def test_a_cell_end_to_end_records_the_layer_range_and_what_it_removed(tmp_path,
     assert removed == 64 * 3 * 64  # 64 channels x (gate row + up row + down column) x hidden 64
     assert record["effective_config"]["method"]["inputs"]["options"] == {
         "taylor": "param_first", "skip_first": 0.5, "skip_last": 0.0}
+
+
+def test_the_references_kv_group_score_counts_the_query_heads_h_mod_n_kv():
+    """What the reference's KV-group pruning scores and what it removes (recorded from its own TaylorImportance,
+    fixture `kv_groups`): the score of KV group g sums its k/v rows and the query heads h = g (mod n_kv) (its
+    alignment of q_proj's out channels), while it removes the query heads h // group_size = g with the group (the
+    GQA grouping). A faithful KV-group pruner must score as the first and remove as the second; here the two
+    readings rank the groups of layer 0 in opposite orders, so the difference decides what is removed."""
+    case = FIXTURE["kv_groups"]
+    model = tiny_llama(seed=0).float()
+    ids = torch.tensor(reference_windows())
+    config = model.config
+    kv, head_dim = config.num_key_value_heads, config.head_dim
+    size = config.num_attention_heads // kv
+    attention = [layer.self_attn for layer in model.model.layers]
+    weights = [p for a in attention for p in (a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight)]
+    grads = torch.autograd.grad(model(ids, labels=ids).loss, weights)
+    for layer, reference in enumerate(case["group_scores"]):
+        q, k, v, o = [(w.double() * g.double()).abs() for w, g in zip(weights[4 * layer:4 * layer + 4],
+                                                                      grads[4 * layer:4 * layer + 4])]
+
+        def score(group: int, heads: list[int]) -> float:
+            rows = slice(group * head_dim, (group + 1) * head_dim)
+            return float(k[rows].sum() + v[rows].sum() + sum(q[h * head_dim:(h + 1) * head_dim].sum()
+                                                              + o[:, h * head_dim:(h + 1) * head_dim].sum() for h in heads))
+
+        by_residue = [score(g, [h for h in range(kv * size) if h % kv == g]) for g in range(kv)]
+        by_group = [score(g, list(range(g * size, (g + 1) * size))) for g in range(kv)]
+        bound = gradient_bound(model, torch.tensor(by_residue))
+        assert max(abs(a - b) for a, b in zip(reference, by_residue)) <= bound, (reference, by_residue)
+        if layer == 0:  # the GQA reading would keep the other group
+            assert (reference[0] > reference[1]) != (by_group[0] > by_group[1])
+        kept = case["kept_kv_heads"][layer]
+        assert case["kept_query_heads"][layer] == case["kept_o_heads"][layer] == \
+            [h for g in kept for h in range(g * size, (g + 1) * size)]
