@@ -41,7 +41,8 @@ ALTERNATIVES: dict[str, tuple[Any, ...]] = {
     "method.profile.stat": ("mean_sq", "l2"), "method.mask.scope": ("global", "layer"), "method.merge": ("mean", "vote"),
     "dims": ("heads", "mlp"), "calib.source": ("c4", "tasks"), "model.name": ("other",),
     "method.allocation": ("layer", "global"), "sparsity_of": ("params", "dim"),
-    "method.taylor": ("vectorize", "param_first")}
+    "method.taylor": ("vectorize", "param_first"), "method.final_orientation": ("pca", "random"),
+    "method.embedding_mean": ("keep", "subtract")}
 
 
 def _get(cfg: dict, path: str) -> Any:
@@ -144,7 +145,13 @@ def leaf_paths(value: Any, prefix: str = "") -> list[str]:
 # a text field of an input -> the option it comes from (its alternative values: ALTERNATIVES)
 FIELD_OPTIONS = {"stat": "method.profile.stat", "scope": "method.mask.scope", "rule": "method.merge", "dims": "dims",
                  "of": "sparsity_of",
-                 "allocation": "method.allocation", "taylor": "method.taylor"}
+                 "allocation": "method.allocation", "taylor": "method.taylor",
+                 "final_orientation": "method.final_orientation", "embedding_mean": "method.embedding_mean"}
+
+
+def method_choice(name: str) -> list[str]:
+    """The overrides that run method `name` at its first `dims` value (SliceGPT offers only hidden)."""
+    return [f"method={name}", f"dims={METHODS.get(name).dims[0]}"]
 
 
 def replaced(value: Any, path: str, tmp_path) -> Any:
@@ -174,7 +181,7 @@ def replaced(value: Any, path: str, tmp_path) -> Any:
 @pytest.mark.parametrize("name", METHODS.names())
 def test_perturbing_any_field_of_a_methods_inputs_changes_the_identity(name, source, tmp_path):
     """What a method receives is what is hashed: every field of every method's inputs, whatever its type."""
-    cfg = compose_config([*TINY, f"method={name}", f"calib.source={source}"])
+    cfg = compose_config([*TINY, *method_choice(name), f"calib.source={source}"])
     cell = resolve(cfg)
     paths = leaf_paths(cell.inputs)
     assert (paths == []) == (name == "dense")
@@ -190,12 +197,12 @@ RUNTIME_OVERRIDES = ["eval.batch_size=3", "eval.backend=stock", "eval.by_task=tr
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_how_a_result_is_computed_never_changes_its_identity(name):
-    base = resolve(compose_config([*TINY, f"method={name}"]))
+    base = resolve(compose_config([*TINY, *method_choice(name)]))
     changed: set[str] = set()
     for override in [*RUNTIME_OVERRIDES, "eval.by_task=true eval.chunk_docs=2"]:
         if override == "save_model=true" and METHODS.get(name).per_task_profiles:
             continue  # an oracle saves no single model (refused in validation)
-        cell = resolve(compose_config([*TINY, f"method={name}", *override.split()]))
+        cell = resolve(compose_config([*TINY, *method_choice(name), *override.split()]))
         assert cell.config_hash == base.config_hash, override
         changed |= {f.name for f in dataclasses.fields(cell.runtime)
                     if getattr(cell.runtime, f.name) != getattr(base.runtime, f.name)}
@@ -218,7 +225,7 @@ def test_an_option_a_method_does_not_receive_never_splits_its_cells():
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_a_method_is_seeded_exactly_when_its_inputs_hold_the_seed(name):
-    cfg = compose_config([*TINY, f"method={name}", "seed=7"])
+    cfg = compose_config([*TINY, *method_choice(name), "seed=7"])
     received = 7 in [getattr(getattr(resolve(cfg).inputs, f.name), key, None) for f in
                      dataclasses.fields(resolve(cfg).inputs) for key in ("seed", "value")]
     assert METHODS.get(name).seeded == received

@@ -15,7 +15,7 @@ def apply_selection(model: nn.Module, selection: Any) -> dict[str, dict[str, int
     """Remove whatever a method selected, one dimension after the other in pruning order (MLP channels
     and their compensation, query heads, hidden dims, whole layers). Returns the parameters each
     dimension's steps removed ({dimension: {"total", "non_embedding"}}, only the dimensions pruned)."""
-    removed: dict[str, dict[str, int]] = {}
+    removed: dict[str, dict[str, int]] = {name: dict(counts) for name, counts in selection.rewritten.items()}
 
     def step(name: str, fn: Callable[..., None], *args: Any) -> None:
         before = parameter_counts(model)
@@ -25,7 +25,8 @@ def apply_selection(model: nn.Module, selection: Any) -> dict[str, dict[str, int
         for key in done:
             done[key] += before[key] - after[key]
 
-    unknown = sorted((set(selection.keep) | set(selection.bias)) - {d.name for d in dimensions()})
+    unknown = sorted((set(selection.keep) | set(selection.bias) | set(selection.rewritten))
+                     - {d.name for d in dimensions()})
     if unknown:
         raise ValueError(f"selection names unknown dimension(s) {unknown}")
     for dimension in dimensions():

@@ -11,6 +11,7 @@ from diet.dims.base import register_dimension, Dimension, has_bias, SPEC_FILE
 from diet.errors import PrunedCheckpointError
 from diet.models.adapters import adapter_for
 from diet.prune.hidden import prune_hidden
+from diet.prune.rotation import is_rotated
 from diet.select import masks
 
 
@@ -36,6 +37,8 @@ class HiddenDims(Dimension):
         return masks.select_top(entry_scores, sparsity, scope="layer")
 
     def shape_spec(self, model: nn.Module) -> dict[str, Any]:
+        if is_rotated(model):  # a SliceGPT model's widths are its rotation spec's (diet.prune.rotation)
+            return {}
         return {"hidden_size": adapter_for(model).hidden_width()}
 
     def config_expresses(self, spec: Mapping[str, Any], config: Any) -> bool:

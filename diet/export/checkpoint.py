@@ -26,6 +26,7 @@ from diet.dims.choice import dimensions
 from diet.dims.shapes import record_shapes
 from diet.models.adapters import adapter_for
 from diet.models.stock_config import accepted_hidden_size, config_values, stock_refusal
+from diet.prune.rotation import SPEC_KEY as ROTATION_KEY, rebuild_rotated, rotation_spec
 
 
 FORMAT_VERSION = 1
@@ -112,6 +113,7 @@ def save_pruned(
                 "format_version": FORMAT_VERSION,
                 "model_type": model.config.model_type,
                 **{key: value for dimension in dimensions() for key, value in dimension.shape_spec(model).items()},
+                **rotation_spec(model),
                 "embed_scale": adapter_for(model).embedding_scale(),
                 "attn_implementation": getattr(model.config, "_attn_implementation", None),
                 "checksums": {name: sha256_file(staging / name) for name in weights},
@@ -245,6 +247,7 @@ def load_pruned(
         kwargs["attn_implementation"] = attn
 
     stock_shapes = all([dimension.config_expresses(spec, config) for dimension in dimensions()])  # all checked
+    stock_shapes = stock_shapes and not spec.get(ROTATION_KEY)  # shortcut matrices: never a stock layout
     if stock_shapes and _stock_keys(config, kwargs, files):
         model, info = AutoModelForCausalLM.from_pretrained(str(directory), output_loading_info=True, **kwargs)
         problems = {k: sorted(map(str, v))[:8] for k, v in info.items() if k.endswith("_keys") and v}
@@ -256,6 +259,7 @@ def load_pruned(
     model = AutoModelForCausalLM.from_config(config, **kwargs)
     for dimension in dimensions():
         dimension.rebuild(model, spec)
+    rebuild_rotated(model, spec)
     state: dict[str, torch.Tensor] = {}
     for path in files:
         state.update(load_file(str(path)))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from diet.prune.rotation import is_rotated
 from diet.models.adapters import adapter_for
 from diet.models.stock_config import stock_refusal
 from diet.prune.modules import module_names
@@ -61,6 +62,8 @@ def stock_head_count(config: Any, overrides: dict[str, Any], kept: int, kv_heads
 
 def stock_layout(model: nn.Module, pad: bool = False) -> tuple[StockLayout | None, str]:
     """The stock description of `model`, or (None, why there is none)."""
+    if is_rotated(model):
+        return None, "SliceGPT's shortcut matrices and weightless norms are not a stock architecture"
     adapter = adapter_for(model)
     widths, heads = adapter.mlp_widths(), adapter.head_counts()
     layers = range(adapter.num_layers())

@@ -13,6 +13,7 @@ from diet.methods import (  # noqa: E402,F401  (registers them)
     magnitude,
     random_baseline,
     shortgpt,
+    slicegpt,
     wanda_sp,
 )
 

@@ -39,6 +39,9 @@ class MaskSelection:
     # dimension -> per-layer compensation its pruner adds after the removal (FLAP: the MLP down_proj bias)
     bias: dict[str, list[torch.Tensor | None]] = field(default_factory=dict)
     per_task: dict[str, "MaskSelection"] | None = None    # evaluate each task with its own selection (oracle)
+    # a method that rewrites the model itself while selecting (SliceGPT rotates and slices as it calibrates):
+    # dimension -> the parameters {"total", "non_embedding"} its rewrite removed (negative where it added some)
+    rewritten: dict[str, dict[str, int]] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
 
     def kept(self, dimension: str) -> list[torch.Tensor] | None:

@@ -48,6 +48,12 @@ class ModelAdapter:
     mlp_kind: ClassVar[str] = "gated"
     # a decoder layer's own norms over the residual stream (its attention's q_norm/k_norm act on head_dim)
     layer_norms: ClassVar[tuple[str, ...]] = ("input_layernorm", "post_attention_layernorm")
+    # the norms whose output the attention and the MLP read (SliceGPT folds their scales into those readers), the
+    # norms on the attention and MLP branch outputs before the residual add (Gemma; None: none), and what a norm
+    # adds to its weight before scaling (Gemma multiplies by 1 + w)
+    reading_norms: ClassVar[tuple[str, str]] = ("input_layernorm", "post_attention_layernorm")
+    branch_norms: ClassVar[tuple[str | None, str | None]] = (None, None)
+    norm_offset: ClassVar[float] = 0.0
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -123,12 +129,18 @@ class Gemma2Adapter(ModelAdapter):
     family = "gemma2"
     layer_norms = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                    "post_feedforward_layernorm")
+    reading_norms = ("input_layernorm", "pre_feedforward_layernorm")
+    branch_norms = ("post_attention_layernorm", "post_feedforward_layernorm")
+    norm_offset = 1.0
 
 
 @ADAPTERS.register("gemma3_text")
 class Gemma3TextAdapter(ModelAdapter):
     family = "gemma3_text"
     layer_norms = Gemma2Adapter.layer_norms
+    reading_norms = Gemma2Adapter.reading_norms
+    branch_norms = Gemma2Adapter.branch_norms
+    norm_offset = Gemma2Adapter.norm_offset
 
 
 @ADAPTERS.register("llama")
