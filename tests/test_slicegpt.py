@@ -9,6 +9,8 @@ measured here and must exceed the bound (it changes the model)."""
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -191,3 +193,24 @@ def test_sparsity_of_params_is_refused(tmp_path):
                           "tasks=[arc_easy]", "wandb.mode=disabled"])
     with pytest.raises(DietConfigError, match="sparsity_of=params"):
         resolve(cfg)
+
+
+REFERENCE = json.loads((Path(__file__).parent / "fixtures" / "slicegpt_reference.json").read_text())
+
+
+@pytest.mark.parametrize("width", sorted(REFERENCE["logits"], key=int))
+def test_the_reference_code_gives_the_same_model(width):
+    """microsoft/TransformerCompression's own replace_layers + fuse_modules + rotate_and_slice (final_orientation
+    "pca", commit in the fixture) run on the same tiny Llama and calibration batches (experiments/
+    slicegpt_reference.py): our rotated and sliced model's logits equal its logits within float32 rounding, at zero
+    slicing (where both depart from the dense model by the embedding-mean step) and at two slicings."""
+    from experiments.slicegpt_reference import TINY, calibration, probe
+
+    assert REFERENCE["tiny"] == TINY and REFERENCE["calibration_lengths"] == [len(s) for s in calibration()]
+    model = tiny_llama(**TINY)
+    rotate_and_slice(model, batches_of(calibration(), REFERENCE["batch_size"], 0), int(width),
+                     SliceGPTOptions(final_orientation="pca", embedding_mean="subtract"), 0)
+    with torch.no_grad():
+        ours = model(probe()).logits[:, REFERENCE["positions"]].reshape(-1, model.config.vocab_size)
+    theirs = torch.tensor(REFERENCE["logits"][width])
+    assert (ours - theirs).abs().max() <= logits_bound(tiny_llama(**TINY), theirs)
