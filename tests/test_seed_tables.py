@@ -124,6 +124,26 @@ def test_a_method_whose_sparsity_is_another_knob_is_compared_where_it_removes_as
     assert list(protocols["sparsity"]) == [0.24] and float(protocols["diet_minus"].iloc[0]) == pytest.approx(5.0)
 
 
+def test_a_method_read_at_its_parameter_count_is_compared_where_it_removes_as_many_parameters(tmp_path):
+    """SliceGPT's sparsity is a hidden width with shortcut matrices added: its 0.425 run removes 13.95% of the
+    non-embedding parameters, within a hundredth of DIET's 14.12% at 0.2, and is read against it; its 0.2 run adds
+    parameters and is read against nothing."""
+    write(tmp_path, make_record("dense", 0.0, scores(0.60, 0.05), documents=DOCS, outcomes=outcomes(60)))
+    for seed, (d, matched, knob) in enumerate([(55, 49, 51), (57, 50, 52)]):
+        write(tmp_path, make_record("diet", 0.2, scores(d / 100, 0.05), seed=seed, documents=DOCS,
+                                    outcomes=outcomes(d), params_removed=0.1412))
+        write(tmp_path, make_record("slicegpt", 0.425, scores(matched / 100, 0.05), seed=seed, documents=DOCS,
+                                    calib_source="wikitext2_test", outcomes=outcomes(matched), actual=0.425,
+                                    params_removed=0.1395))
+        write(tmp_path, make_record("slicegpt", 0.2, scores(knob / 100, 0.05), seed=seed, documents=DOCS,
+                                    calib_source="wikitext2_test", outcomes=outcomes(knob), actual=0.2,
+                                    params_removed=-0.0833))
+    data = tables_by_name(tmp_path)["seed_differences__m__random100"].data
+    sliced = data[data["vs"] == "slicegpt"]
+    assert len(sliced) == 1 and float(sliced["vs_sparsity"].iloc[0]) == 0.425
+    assert sliced["per_seed"].iloc[0] == "+6.0, +7.0"
+
+
 def test_protocols_table_sets_each_baseline_on_both_protocols_beside_diet(seeded):
     table = seeded["protocols__m__random100"]
     data = table.data.set_index("protocol")

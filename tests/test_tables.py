@@ -36,11 +36,13 @@ INPUTS = {"diet": ("target", "calibration", "profile", "mask", "merge"),
           "diet_oracle": ("target", "calibration", "profile", "mask"),
           "activation_pooled": ("target", "calibration", "profile", "mask"), "wanda_sp": ("target", "calibration"),
           "flap": ("target", "calibration", "floor", "options"), "shortgpt": ("target", "calibration"),
-          "random": ("target", "seed"), "magnitude": ("target",), "llm_pruner": ("target", "calibration", "options")}
+          "random": ("target", "seed"), "magnitude": ("target",), "llm_pruner": ("target", "calibration", "options"),
+          "slicegpt": ("target", "calibration", "options")}
 # each method's own options at their conf/method defaults, as its identity holds them
 OPTIONS = {"flap": {"allocation": "global", "bias": True},
-           "llm_pruner": {"taylor": "param_first", "skip_first": 0.125, "skip_last": 0.0625}}
-CALIB_SOURCE = ("activation_pooled", "wanda_sp", "flap", "shortgpt", "llm_pruner")  # calib.source chooses their text
+           "llm_pruner": {"taylor": "param_first", "skip_first": 0.125, "skip_last": 0.0625},
+           "slicegpt": {"final_orientation": "random", "round_interval": 8, "embedding_mean": "subtract"}}
+CALIB_SOURCE = ("activation_pooled", "wanda_sp", "flap", "shortgpt", "llm_pruner", "slicegpt")  # calib.source chooses their text
 
 
 def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, float]], *, model: str = "m",

@@ -446,22 +446,29 @@ def diet_minus(diet_runs: list[dict[str, Any]], other: str, runs: list[dict[str,
             "config_hash": ",".join(b["config_hash"] for _, b in pairs)}
 
 
-ACTUAL_TOLERANCE = 1e-3  # a thousandth of the pruned dimension: 2 channels per layer of Gemma-3 270M, 1.5 of SmolLM2
+# a method's budget reading (diet.methods.base.Method.compared_at) -> the run column matched with DIET's and how
+# close it must come: whole channels over fewer layers cannot always hit DIET's count (SmolLM2-135M: 9210 channels
+# at 20%, 24 pruned layers of 384 = 9216); SliceGPT's width moves in steps of 8 dims, 1.2 points of Gemma-3 270M's
+# non-embedding parameters and 1.8 of SmolLM2-135M's, so the nearest step is within 1 point
+BUDGET_READINGS: dict[str, tuple[str, float]] = {
+    "actual": ("sparsity_actual", 1e-3),        # a thousandth of the pruned dimension
+    "non_embedding": ("params_removed", 1e-2),  # a hundredth of the non-embedding parameters
+}
 
 
-def compared_at_actual(method: str) -> bool:
-    """Whether the method's `sparsity` is a knob other than the fraction it removes (diet.methods: compared_at_actual)."""
-    return method in METHODS and bool(METHODS.get(method).compared_at_actual)
+def compared_at(method: str) -> str | None:
+    """The budget reading of a method whose `sparsity` is another knob (diet.methods: compared_at), else None."""
+    return METHODS.get(method).compared_at if method in METHODS else None
 
 
 def same_budget(method: str, runs: list[dict[str, Any]], sparsity: float, diet_runs: list[dict[str, Any]]) -> bool:
     """Whether `method`'s runs remove what DIET's runs at `sparsity` remove: the same sparsity, or for a method
-    whose sparsity is another knob (LLM-Pruner's ratio inside its layer range) the same fraction actually removed
-    of the pruned dimension (its record's `sparsity.actual`) within ACTUAL_TOLERANCE: whole channels spread over
-    fewer layers cannot always hit DIET's count (SmolLM2-135M: 9210 channels at 20%, 24 pruned layers of 384 = 9216).
-    """
-    if compared_at_actual(method):
-        return abs(runs[0]["sparsity_actual"] - diet_runs[0]["sparsity_actual"]) <= ACTUAL_TOLERANCE
+    whose sparsity is another knob what its reading (BUDGET_READINGS) says it removed, within that reading's
+    tolerance of DIET's."""
+    reading = compared_at(method)
+    if reading is not None:
+        column, tolerance = BUDGET_READINGS[reading]
+        return abs(runs[0][column] - diet_runs[0][column]) <= tolerance
     return runs[0]["sparsity"] == sparsity
 
 
@@ -485,7 +492,7 @@ def seed_differences_table(block: Block) -> Table | None:
             difference_row = diet_minus(diet_runs, other, runs, block)
             if difference_row is not None:
                 rows.append({"method": "diet", "sparsity": sparsity, "vs": other, "vs_variant": other_variant,
-                             "vs_sparsity": other_sparsity if compared_at_actual(other) else None, **difference_row})
+                             "vs_sparsity": other_sparsity if compared_at(other) else None, **difference_row})
     if not rows:
         return None
     family = holm_columns(rows, ("",))
@@ -498,9 +505,10 @@ def seed_differences_table(block: Block) -> Table | None:
              f"{Z:g} se, uncorrected for the number of comparisons", holm_note(family),
              *([block.first_n_note] if block.first_n_note else [])]
     if any(row["vs_sparsity"] is not None for row in rows):
-        notes.append("vs_sparsity: the baseline's own sparsity knob where it is not the fraction it removes "
-                     "(llm_pruner: a ratio inside its layer range); such a row is the run that removes the same "
-                     "fraction of the pruned dimension as DIET at `sparsity`")
+        notes.append("vs_sparsity: the baseline's own sparsity knob where it is not what DIET's removes "
+                     "(llm_pruner: a ratio inside its layer range, read where it removes the same fraction of the "
+                     "MLP channels as DIET at `sparsity`; slicegpt: a hidden width, read where it removes DIET's "
+                     "non-embedding parameter count within a hundredth)")
     return Table(f"seed_differences__{block.label}", _frame(rows, drop_empty=("vs_variant", "vs_sparsity")), notes,
                  formats={"sparsity": "{:.2f}", "vs_sparsity": "{:.2f}", "diff": "{:+.1f}", "p_holm": "{:.3f}"},
                  group=common_group(block.runs))

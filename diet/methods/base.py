@@ -74,9 +74,11 @@ class Method:
     # where its rows go in tables (lower first, then by name) and whether it is a baseline DIET is compared with
     table_rank: ClassVar[int] = 100
     baseline: ClassVar[bool] = True
-    # its `sparsity` is not the fraction of the model's units it removes (LLM-Pruner: a ratio inside its layer
-    # range): tables compare it with DIET where the fraction it actually removed equals DIET's
-    compared_at_actual: ClassVar[bool] = False
+    # where its `sparsity` is a knob other than what DIET's removes, what tables match with DIET's budget
+    # (diet.analysis.tables.BUDGET_READINGS): "actual", the fraction of the pruned dimension removed (LLM-Pruner: a
+    # ratio inside its layer range), or "non_embedding", the non-embedding parameters removed (SliceGPT: a hidden
+    # width, with shortcut matrices added); None: the same `sparsity`
+    compared_at: ClassVar[str | None] = None
     # evaluates every task with that task's own profile (oracle): profiled tasks must be the evaluated ones
     per_task_profiles: ClassVar[bool] = False
     # whether the run's `seed` can change this method's result (a calibration draw, random channels): the

@@ -109,7 +109,7 @@ class LLMPruner(Method):
     table_rank = 5  # beside FLAP
     calib_source = True
     reference_calib = (10, 64)  # get_examples('bookcorpus', tokenizer, 10, seq_len=64)
-    compared_at_actual = True   # 0.24 inside layers 2..16 of Gemma-3 270M removes DIET's 20% of the channels
+    compared_at = "actual"      # 0.24 inside layers 2..16 of Gemma-3 270M removes DIET's 20% of the channels
     Options = LLMPrunerOptions
     Inputs = LLMPrunerInputs
 

@@ -141,6 +141,7 @@ class SliceGPT(Method):
     calib_source = True
     reference_calib = (128, 2048)  # --cal-nsamples 128 --cal-max-seqlen 2048 (WikiText-2 train)
     dims = ("hidden",)
+    compared_at = "non_embedding"  # 0.425 slices Gemma-3 270M to 368 of 640 dims: 13.95% against DIET's 14.12%
     Options = SliceGPTOptions
     Inputs = SliceGPTInputs
 
