@@ -109,10 +109,17 @@ class Method:
         cls.options(section)
         read_section_inputs(cls, section)
 
+    # why the parameter solver (sparsity_of=params) cannot model what this method removes; None where it can
+    params_target_refusal: ClassVar[str | None] = None
+
     @classmethod
     def check_inputs(cls, inputs: Any) -> None:
         """Refuse inputs the method cannot honour (a combination its section alone does not show), before any
-        model is loaded; default: every combination its types allow."""
+        model is loaded; default: a parameter target where `params_target_refusal` says why it cannot be met."""
+        target = getattr(inputs, "target", None)
+        if cls.params_target_refusal and target is not None and target.of != "dim":
+            raise DietConfigError(f"method={cls.name} with sparsity_of=params: {cls.params_target_refusal}; run it "
+                                  f"at sparsity_of=dim and read the removed parameter fractions from its record")
 
     def select(self, ctx: PruningContext, inputs: Any) -> MaskSelection:
         raise NotImplementedError

@@ -112,14 +112,8 @@ class LLMPruner(Method):
     compared_at = "actual"      # 0.24 inside layers 2..16 of Gemma-3 270M removes DIET's 20% of the channels
     Options = LLMPrunerOptions
     Inputs = LLMPrunerInputs
-
-    @classmethod
-    def check_inputs(cls, inputs: LLMPrunerInputs) -> None:
-        if inputs.target.of != "dim":
-            raise DietConfigError(
-                "method=llm_pruner with sparsity_of=params: its ratio applies inside its layer range "
-                "(method.skip_first / method.skip_last), which the parameter solver does not model; run it at "
-                "sparsity_of=dim and read the removed parameter fraction from its record")
+    params_target_refusal = ("its ratio applies inside its layer range (method.skip_first / method.skip_last), "
+                             "which the parameter solver does not model")
 
     def select(self, ctx: PruningContext, inputs: LLMPrunerInputs) -> MaskSelection:
         model, options = ctx.loaded.model, inputs.options

@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
 from diet.calib.layer_calls import Batch, batches_of, call_layer, capture_input, layer_input
 from diet.checks import one_of, positive
@@ -104,7 +105,7 @@ def rotate_and_slice(model: torch.nn.Module, batches: list[Batch], width: int, o
     q = basis(inputs, width)
     rotation.rotate_embedding(model.get_input_embeddings(), q, width)
     layers = adapter.layers()
-    for index, layer in enumerate(layers):
+    for index, layer in enumerate(tqdm(layers, desc="slicegpt: rotate and slice", unit="layer")):
         d_out = hidden if index == len(layers) - 1 else width
         rotation.set_shortcut(layer, "attn_shortcut_Q", q.T[:width], dtype)
         rotation.rotate_inputs(rotation.attention_inputs(adapter, index), q, width)
@@ -144,14 +145,8 @@ class SliceGPT(Method):
     compared_at = "non_embedding"  # 0.425 slices Gemma-3 270M to 368 of 640 dims: 13.95% against DIET's 14.12%
     Options = SliceGPTOptions
     Inputs = SliceGPTInputs
-
-    @classmethod
-    def check_inputs(cls, inputs: SliceGPTInputs) -> None:
-        if inputs.target.of != "dim":
-            raise DietConfigError(
-                "method=slicegpt with sparsity_of=params: its shortcut matrices and untied head are not in the "
-                "parameter solver; run it at sparsity_of=dim (the fraction of the hidden width sliced, as the "
-                "reference's --sparsity) and read the parameter fractions from its record")
+    params_target_refusal = ("its shortcut matrices and untied head are not in the parameter solver (its sparsity "
+                             "is the fraction of the hidden width sliced, as the reference's --sparsity)")
 
     def select(self, ctx: PruningContext, inputs: SliceGPTInputs) -> MaskSelection:
         model = ctx.loaded.model
