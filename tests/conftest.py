@@ -36,7 +36,7 @@ def card_fractions(card: str) -> tuple[float, ...]:
     """(actual, non-embedding, total) removed fractions as a saved model's card (README.md) states them."""
     import re
 
-    found = re.search(r"actual ([0-9.]+) of it, ([0-9.]+) of the non-embedding and ([0-9.]+) of all", card)
+    found = re.search(r"actual ([0-9.]+) of it, (-?[0-9.]+) of the non-embedding and (-?[0-9.]+) of all", card)
     assert found, card
     return tuple(float(x) for x in found.groups())
 

@@ -244,7 +244,9 @@ def model_card(facts: Mapping[str, Any], metrics: Mapping[str, Mapping[str, Any]
              f"- base model: {facts['model']} ({facts['model_type']}, source {facts['source']})",
              f"- method: {facts['method']}, target sparsity {facts['sparsity']} of the {facts['dims']} dimension; "
              f"actual {facts['actual']:.4f} of it, {facts['removed_non_embedding']:.4f} of the non-embedding and "
-             f"{facts['removed_total']:.4f} of all parameters",
+             f"{facts['removed_total']:.4f} of all parameters"
+             + (" (negative: it added more parameters than it removed, e.g. SliceGPT's shortcut matrices and untied "
+                "head)" if min(facts["removed_non_embedding"], facts["removed_total"]) < 0 else ""),
              f"- calibration: {facts['calibration']}",
              f"- parameters: {facts['params_before']:,} -> {facts['params_after']:,}",
              f"- evaluation: lm-eval 0-shot, BOS prepended: {facts['bos_prepended']} "
