@@ -214,3 +214,11 @@ def test_the_reference_code_gives_the_same_model(width):
         ours = model(probe()).logits[:, REFERENCE["positions"]].reshape(-1, model.config.vocab_size)
     theirs = torch.tensor(REFERENCE["logits"][width])
     assert (ours - theirs).abs().max() <= logits_bound(tiny_llama(**TINY), theirs)
+
+
+def test_a_shortcut_lives_on_its_layers_device_in_the_models_dtype():
+    """PCA runs on the host in float64; the shortcut it gives must join the layer (a GPU layer in bfloat16 would
+    otherwise multiply a host matrix). The meta device stands in for an accelerator here."""
+    layer = tiny_llama().model.layers[0].to("meta")
+    rotation.set_shortcut(layer, "attn_shortcut_Q", torch.eye(4, dtype=torch.float64), torch.bfloat16)
+    assert layer.attn_shortcut_Q.device.type == "meta" and layer.attn_shortcut_Q.dtype == torch.bfloat16

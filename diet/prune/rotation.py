@@ -221,7 +221,9 @@ def fold_norms(model: nn.Module, subtract_embedding_mean: bool) -> None:
 
 
 def set_shortcut(layer: nn.Module, name: str, matrix: torch.Tensor, dtype: torch.dtype) -> None:
-    setattr(layer, name, nn.Parameter(matrix.to(dtype).contiguous(), requires_grad=False))
+    """A shortcut matrix in the model's dtype, on the device of the layer's weights (PCA runs on the host)."""
+    device = next(layer.parameters()).device
+    setattr(layer, name, nn.Parameter(matrix.to(device=device, dtype=dtype).contiguous(), requires_grad=False))
 
 
 def rotation_spec(model: nn.Module) -> dict[str, Any]:
