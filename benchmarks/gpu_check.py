@@ -321,6 +321,36 @@ def export_once(model: Any) -> dict[str, Any]:
     return {"format": saved["format"], "why": saved["why"]}
 
 
+def recovery_steps(model: Any, device: str, vocab: int, steps: int = 3, batch: int = 8, length: int = 256) -> dict[str, Any]:
+    """A few recover=lora training steps (conf/recover/lora.yaml's LoRA on every decoder projection, AdamW) on
+    random tokens, then the merge: training tokens/s on this device and dtype, and that the merge keeps the
+    parameter count (the stage's peak memory is what a recovered cell adds)."""
+    import torch
+
+    from diet.models.adapters import parameter_counts
+    from diet.recover.lora import wrap
+    from diet.recover.options import LoraRecovery, RecoveryPlan
+
+    before = parameter_counts(model)["total"]
+    peft_model = wrap(model, RecoveryPlan(LoraRecovery(), Path("."), "", 0, True))
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    seconds, losses = [], []
+    for _ in range(steps + 1):  # the first step warms up (optimizer state, kernels): not timed
+        ids = torch.randint(0, vocab, (batch, length), generator=generator).to(device)
+        start = time.perf_counter()
+        loss = peft_model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())  # one host sync per step, as recover does
+        seconds.append(time.perf_counter() - start)
+    peft_model.merge_and_unload()
+    return {"tokens_per_s": round(batch * length / statistics.median(seconds[1:]), 1), "batch": [batch, length],
+            "losses_finite": all(map(lambda x: x == x and abs(x) < float("inf"), losses)),
+            "parameters_kept": parameter_counts(model)["total"] == before}
+
+
 def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtype: Any, data: Path) -> dict[str, Any]:
     import torch
 
@@ -365,6 +395,8 @@ def check_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, dtyp
         if sparsity == SPARSITIES[0] and shape_parameters(shape) < EXPORT_BELOW:
             with stages(f"export_{sparsity}"):  # save + stock reload check, the model parked on the host
                 pruned[str(sparsity)]["export"] = export_once(copy_)
+            with stages(f"recover_{sparsity}"):  # recover=lora on the pruned model (after the export: it merges)
+                pruned[str(sparsity)]["recovery"] = recovery_steps(copy_, args.device, shape["vocab_size"])
         del copy_
     with stages("fast_vs_stock"):
         evaluation = fast_vs_stock(model, args.device, args.tasks.split(","), args.eval_docs, data)
@@ -415,6 +447,10 @@ def markdown(report: dict[str, Any]) -> str:
                   + "; ".join(f"{s}: {v['latency_s'] * 1000:.1f} ms ({v['speedup']:.2f}x)" for s, v in pr.items()),
                   *[f"- export at {s}: {v['export']['format']} ({v['export']['why']})" for s, v in pr.items()
                     if "export" in v],
+                  *[f"- recover=lora at {s}: {v['recovery']['tokens_per_s']:.0f} training tokens/s (batches of "
+                    f"{v['recovery']['batch'][0]} x {v['recovery']['batch'][1]}), losses finite: "
+                    f"{v['recovery']['losses_finite']}, parameters kept by the merge: {v['recovery']['parameters_kept']}"
+                    for s, v in pr.items() if "recovery" in v],
                   f"- fast vs stock on {ev['requests']} requests: {ev['speedup']:.2f}x, max |loglikelihood diff| "
                   f"{ev['max_abs_loglikelihood_diff']:.2e} = {ev['max_diff_over_bound']:.3g} of its rounding bound "
                   f"(within: {ev['within_rounding_bound']}), identical predictions: {ev['identical_predictions']}",

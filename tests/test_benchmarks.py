@@ -82,8 +82,11 @@ def test_gpu_check_runs_every_stage_on_a_tiny_model(tmp_path):
     report = gpu_check.main(["--device", "cpu", "--tiny", "--profile-tokens", "1000", "--eval-docs", "3",
                              "--out", str(tmp_path)])
     tiny = report["shapes"]["tiny"]
-    assert set(tiny["stages"]) == {"build", "profile", "masks", "prune_0.2", "export_0.2", "prune_0.5", "fast_vs_stock"}
+    assert set(tiny["stages"]) == {"build", "profile", "masks", "prune_0.2", "export_0.2", "recover_0.2", "prune_0.5",
+                                   "fast_vs_stock"}
     assert tiny["pruned"]["0.2"]["export"]["format"] == "transformers"  # uniform widths: a stock checkpoint
+    recovery = tiny["pruned"]["0.2"]["recovery"]
+    assert recovery["losses_finite"] and recovery["parameters_kept"] and recovery["tokens_per_s"] > 0
     assert tiny["profile_tokens"] == 1000 and tiny["precision"] == {"dtype": "float32"}
     width = gpu_check.TINY["intermediate_size"]
     assert tiny["pruned"]["0.2"]["mlp_widths"] == [width - round(0.2 * width)]

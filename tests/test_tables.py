@@ -216,7 +216,9 @@ def test_table_defaults_match_conf():
     assert DEFAULTS == {"threshold": diet["vote"]["threshold"], "calib_n": conf["calib"]["n"],
                         "stat": diet["profile"]["stat"], "scope": diet["mask"]["scope"], "merge": diet["merge"],
                         "profiled": "all", "dims": conf["dims"], "sparsity_of": conf["sparsity_of"],
-                        "calib_source": conf["calib"]["source"], "exclude_bos": conf["calib"]["exclude_bos"]}
+                        "calib_source": conf["calib"]["source"], "exclude_bos": conf["calib"]["exclude_bos"],
+                        "recover": next(entry["recover"] for entry in conf["defaults"]
+                                        if isinstance(entry, dict) and "recover" in entry)}
     assert conf["calib"]["tasks"] is None and conf["calib"]["exclude"] == []  # = "all": the evaluated tasks
 
 

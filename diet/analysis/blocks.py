@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from diet.analysis.frame import ABLATION_KEYS, ALL_PROFILED, RUN_COLUMNS
+from diet.analysis.frame import ABLATION_KEYS, ALL_PROFILED, NO_RECOVERY, RUN_COLUMNS
 from diet.analysis.stats import clearly_above_chance
 from diet.config.defaults import option_default, run_defaults
 from diet.eval.tasks import accuracy_tasks
@@ -28,7 +28,7 @@ TASK_ORDER = tuple(run_defaults()["task_sets"]["paper7"])  # the paper's column 
 LABELS = dict(ABLATION_KEYS)
 # The defaults (conf/config.yaml; a method.* option: conf/method/diet.yaml, the method the ablations vary): a run at
 # these settings is a main-table run; any other value makes it a variant.
-DEFAULTS: dict[str, Any] = {column: ALL_PROFILED if column == "profiled" else option_default(path)
+DEFAULTS: dict[str, Any] = {column: {"profiled": ALL_PROFILED, "recover": NO_RECOVERY}.get(column) or option_default(path)
                             for column, path in ABLATION_KEYS.items()}
 
 

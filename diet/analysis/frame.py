@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from diet.calib.generic_text import NAMED_SOURCES
-from diet.config.defaults import method_defaults, run_defaults
+from diet.config.defaults import method_defaults, recover_defaults, run_defaults
 from diet.eval.tasks import resolve_task_names
 from diet.methods import METHODS
 from diet.run.records import iter_records
@@ -36,6 +36,7 @@ ABLATION_KEYS: dict[str, str] = {
     "sparsity_of": "sparsity_of",         # the target's `of`
     "calib_source": "calib.source",       # baselines: "tasks" | "c4" | a file's name (calib_source_label)
     "exclude_bos": "calib.exclude_bos",   # the calibration's exclude_bos
+    "recover": "recover",                 # recovery fine-tuning after pruning: none | lora[(options off its defaults)]
 }
 # column -> (input field, key) where the value is one field of one input (diet.methods.inputs)
 INPUT_KEYS: dict[str, tuple[str, str]] = {
@@ -45,6 +46,7 @@ INPUT_KEYS: dict[str, tuple[str, str]] = {
     "merge": ("merge", "rule"),
 }
 ALL_PROFILED = "all"  # the profiled tasks are the evaluated ones (the default)
+NO_RECOVERY = "none"
 RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", "documents", "seed", "params_removed",
                "params_removed_total",
                *ABLATION_KEYS, "method_options", "n_tasks", "mask_hash", "config_hash", "finished_at", "group"]
@@ -121,8 +123,21 @@ def calibration_input(inputs: dict[str, Any] | None) -> dict[str, Any] | None:
                  if isinstance(value, dict) and ("file_sha256" in value or "with_answer" in value)), None)
 
 
+def recover_label(record: dict[str, Any]) -> str:
+    """'none', 'lora' (conf/recover/lora.yaml's recipe) or 'lora(alpha=10.0, lr=0.0002, ...)': the recovery options
+    a record's identity holds that differ from that file (recover=lora_slicegpt is such a variant)."""
+    identity = (record.get("effective_config") or {}).get("recover")
+    if identity is None:
+        return NO_RECOVERY
+    defaults = recover_defaults()
+    changed = [f"{key}={identity[key]}" for key in sorted(defaults) if key in identity and identity[key] != defaults[key]]
+    return "lora" + (f"({', '.join(changed)})" if changed else "")
+
+
 def ablation_value(record: dict[str, Any], column: str) -> Any:
     """The option's value, or None where the method does not receive it (not among its inputs)."""
+    if column == "recover":  # every method, dense included (the control)
+        return recover_label(record)
     inputs = method_inputs(record)
     if inputs is None:
         return None

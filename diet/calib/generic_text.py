@@ -56,12 +56,24 @@ def read_documents(path: Path) -> list[str]:
     return documents
 
 
+def read_source(path: Path) -> list[str] | str:
+    """A text file as its layout reads it: the documents of a .jsonl file, or one stream of text."""
+    return read_documents(path) if layout_of(path) == "documents" else path.read_text(encoding="utf-8")
+
+
 def sample_windows(path: Path, tokenizer: Any, n: int, length: int, seed: int, add_bos: bool) -> Windows:
     """`n` seeded windows of `length` tokens (BOS included when prepended) from a text file."""
+    return draw_windows(read_source(path), tokenizer, n, length, seed, add_bos, f"calib.source={str(path)!r}")
+
+
+def draw_windows(source: list[str] | str, tokenizer: Any, n: int, length: int, seed: int, add_bos: bool,
+                 label: str, length_option: str = "calib.window_length") -> Windows:
+    """`n` seeded windows of `length` tokens from documents (a list) or one stream of text (a str); `label`
+    names the source in errors ("calib.source='c4'"), `length_option` the option that sets `length`."""
     bos = tokenizer.bos_token_id if add_bos and tokenizer.bos_token_id is not None else None
     body = length - (bos is not None)
     if body < 1:
-        raise DietConfigError(f"calib.window_length={length} leaves no text token after the BOS: use >= 2")
+        raise DietConfigError(f"{length_option}={length} leaves no text token after the BOS: use >= 2")
     prefix = [] if bos is None else [bos]
     rng = random.Random(seed)
 
@@ -69,8 +81,8 @@ def sample_windows(path: Path, tokenizer: Any, n: int, length: int, seed: int, a
         return tokenizer(text, add_special_tokens=False).input_ids
 
     sequences: list[list[int]] = []
-    if layout_of(path) == "documents":
-        documents = read_documents(path)
+    if isinstance(source, list):
+        documents = source
         drawn, cache = 0, {}
         for _ in range(n):
             for attempt in range(100 * len(documents)):
@@ -81,14 +93,13 @@ def sample_windows(path: Path, tokenizer: Any, n: int, length: int, seed: int, a
                     break
             else:
                 raise DietConfigError(
-                    f"calib.source={str(path)!r}: no document is longer than {body} tokens: use a shorter "
-                    f"calib.window_length")
+                    f"{label}: no document is longer than {body} tokens: use a shorter {length_option}")
             start = rng.randint(0, len(ids) - body - 1)
             sequences.append(prefix + ids[start : start + body])
         return Windows(sequences, "documents", drawn)
-    ids = encode(path.read_text(encoding="utf-8"))
+    ids = encode(source)
     if len(ids) <= body + 1:
-        raise DietConfigError(f"calib.source={str(path)!r} has {len(ids)} tokens: fewer than one window of {body}")
+        raise DietConfigError(f"{label} has {len(ids)} tokens: fewer than one window of {body}")
     for _ in range(n):
         start = rng.randint(0, len(ids) - body - 1)
         sequences.append(prefix + ids[start : start + body])

@@ -10,13 +10,14 @@ embeddings, then runs on the caller's hidden states, and the pass stops there.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from diet.calib.layer_stubs import passthrough, replaced_forwards
 from diet.calib.profiler import length_sorted_batches, pad_batch
 from diet.models.adapters import adapter_for
 
@@ -44,25 +45,15 @@ class _Stop(Exception):
         self.value = value
 
 
-@contextmanager
-def _stubbed(layers: Sequence[nn.Module], target: int, hidden: torch.Tensor | None) -> Iterator[None]:
+def _stubbed(layers: Sequence[nn.Module], target: int, hidden: torch.Tensor | None) -> AbstractContextManager[None]:
     """Layers < target return their input; layer `target` runs on `hidden` (None: returns its input as given)."""
-
-    def passthrough(hidden_states, *args, **kwargs):
-        return hidden_states
 
     def run(hidden_states, *args, **kwargs):
         if hidden is None:
             raise _Stop(hidden_states)
         raise _Stop(type(layers[target]).forward(layers[target], hidden, *args, **kwargs))
 
-    try:
-        for index in range(target + 1):
-            layers[index].forward = run if index == target else passthrough  # instance attribute shadows the class
-        yield
-    finally:
-        for index in range(target + 1):
-            layers[index].__dict__.pop("forward", None)
+    return replaced_forwards(layers, {index: run if index == target else passthrough() for index in range(target + 1)})
 
 
 def _forward(model: nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:

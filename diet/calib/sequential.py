@@ -15,13 +15,14 @@ so buffer i belongs to batch i.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from diet.models.adapters import adapter_for
+from diet.calib.layer_stubs import passthrough, replaced_forwards
 from diet.calib.profiler import ActivationProfile, profile_activations
 
 
@@ -35,30 +36,18 @@ class _LayerInputs:
         self.batches.append((args[0] if args else kwargs["hidden_states"]).detach())
 
 
-@contextmanager
 def _stubbed(layers: Sequence[nn.Module], upto: int, buffered: list[torch.Tensor] | None,
-             returns_tuple: bool) -> Iterator[None]:
+             returns_tuple: bool) -> AbstractContextManager[None]:
     """Layers [0, upto) skip their computation; layer upto-1 returns the buffered batches in order."""
     counter = {"batch": 0}
-
-    def passthrough(hidden_states, *args, **kwargs):
-        return (hidden_states,) if returns_tuple else hidden_states
 
     def replay(hidden_states, *args, **kwargs):
         out = buffered[counter["batch"]]
         counter["batch"] += 1
         return (out,) if returns_tuple else out
 
-    patched = []
-    try:
-        for index in range(upto):
-            layer = layers[index]
-            layer.forward = replay if index == upto - 1 else passthrough  # instance attribute shadows the class
-            patched.append(layer)
-        yield
-    finally:
-        for layer in patched:
-            del layer.forward
+    return replaced_forwards(layers, {index: replay if index == upto - 1 else passthrough(returns_tuple)
+                                      for index in range(upto)})
 
 
 @torch.no_grad()

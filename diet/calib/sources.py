@@ -25,18 +25,24 @@ def source_file(cfg: Mapping[str, Any]) -> Path | None:
     source = calib_source(cfg)
     if source == TASKS_SOURCE:
         return None
+    return text_file(source, cfg, "calib.source", also=f"use {TASKS_SOURCE!r} (the task samples, pooled), ")
+
+
+def text_file(source: str, cfg: Mapping[str, Any], option: str, also: str = "use ") -> Path:
+    """The text file a source option names: a named source of the offline data folder (`c4`) or a path;
+    `option` names it in errors, `also` opens the list of what is allowed."""
     if source in NAMED_SOURCES:
         data_dir = resolve_data_dir((cfg.get("data") or {}).get("dir"))
         if data_dir is None:
             raise DietConfigError(
-                f"calib.source={source!r} is read from the offline data folder (<data.dir>/{NAMED_SOURCES[source]}): "
-                f"set data.dir / DIET_DATA_DIR, or give the path of a local copy as calib.source")
+                f"{option}={source!r} is read from the offline data folder (<data.dir>/{NAMED_SOURCES[source]}): "
+                f"set data.dir / DIET_DATA_DIR, or give the path of a local copy as {option}")
         path = data_dir / NAMED_SOURCES[source]
     else:
         path = Path(source).expanduser()
     if not path.is_file():
         raise DietConfigError(
-            f"calib.source={source!r}: no such file {str(path)!r}; use 'tasks' (the task samples, pooled), "
+            f"{option}={source!r}: no such file {str(path)!r}; {also}"
             f"{', '.join(repr(name) for name in NAMED_SOURCES)} or the path of a UTF-8 text (.txt) or JSON lines "
             f"(.jsonl, a 'text' field per document) file")
     return path

@@ -38,3 +38,12 @@ def option_default(path: str, method: str = "diet") -> Any:
             raise DietConfigError(f"{path} has no default in conf/ (method {method!r})")
         value = value[part]
     return value
+
+
+@functools.cache
+def recover_defaults(name: str = "lora") -> dict[str, Any]:
+    """conf/recover/<name>.yaml's options (without `name`)."""
+    path = conf_dir() / "recover" / f"{name}.yaml"
+    if not path.is_file():
+        raise DietConfigError(f"no {path}: diet reads the recovery defaults from the checkout's conf/ folder")
+    return {key: value for key, value in (yaml.safe_load(path.read_text()) or {}).items() if key != "name"}

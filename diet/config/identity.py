@@ -1,12 +1,14 @@
 """A cell's identity: what its result depends on (`identity`), hashed (`config_hash`).
 
 Reruns of one identity are skipped as done, so the identity must hold everything that can change a result
-and nothing that cannot. It is built from three things and nothing else:
+and nothing that cannot. It is built from these things and nothing else:
 
 - the base sections every run depends on: the model (its dtype as it resolves on this machine: bfloat16 on a
   GPU, float32 on the CPU, two precisions are two cells), the evaluated tasks, the evaluation options and the
   documents scored, whether data came from the data folder or the hub;
 - the method: its name, its version (bumped when its scoring changes);
+- the recovery fine-tuning after pruning, when there is one (diet.recover.options.RecoveryPlan.identity: its
+  options, the text by content, the seed); `recover=none` adds nothing, so no earlier cell changed;
 - the method's inputs, whole (diet.methods.inputs.identity_of): exactly the typed object its `select`
   receives, so an option reaches a method only by entering its identity. A method that ignores an option
   never receives it, so cells differing only there are one cell (dense at every sparsity and seed).
@@ -27,9 +29,10 @@ from diet.eval.documents import identity as documents_identity
 from diet.io import stable_hash
 from diet.methods import METHODS
 from diet.methods.inputs import build_inputs, identity_of
+from diet.recover.options import RecoveryPlan, recovery_plan
 
-def base_identity(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]:
-    """What every run depends on, whatever its method."""
+def base_identity(cfg: Mapping[str, Any], tasks: list[str], recovery: RecoveryPlan | None = None) -> dict[str, Any]:
+    """What every run depends on, whatever its method (`recovery`: the cell's recovery fine-tuning, if any)."""
     model = {k: v for k, v in cfg["model"].items() if k not in RUNTIME["model"]}
     model["dtype"] = resolved_precision(cfg["model"])[1]
     # the documents enter as their selection's identity (a random sample: its size and seed)
@@ -38,14 +41,15 @@ def base_identity(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]:
     if docs is not None:
         evaluation["docs"] = docs
     return {"model": model, "tasks": list(tasks), "eval": evaluation,
-            "data_mode": "online" if cfg["data"]["dir"] is None else "offline"}
+            "data_mode": "online" if cfg["data"]["dir"] is None else "offline",
+            **({"recover": recovery.identity()} if recovery is not None else {})}
 
 
 def identity(cfg: Mapping[str, Any], tasks: list[str], method: Any, inputs: Any,
              version: int | None = None) -> dict[str, Any]:
     """The identity of a cell whose method (a Method class) receives `inputs` (`version`: the method's, unless
     given: a record made by an earlier version keeps that one)."""
-    return {**base_identity(cfg, tasks),
+    return {**base_identity(cfg, tasks, recovery_plan(cfg, method.prunes)),
             "method": {"name": method.name, "version": method.version if version is None else version,
                        "inputs": identity_of(inputs)}}
 

@@ -20,6 +20,7 @@ from diet.methods import METHODS
 from diet.calib.sources import source_file
 from diet.models.loaders import SOURCES
 from diet.paths import data_dir as resolve_data_dir
+from diet.recover.options import RecoveryPlan, recovery_plan
 
 
 def document_selection(cfg: Mapping[str, Any]) -> DocumentSelection:
@@ -70,6 +71,7 @@ class CheckedConfig:
     tasks: list[str]             # the evaluated tasks, task sets resolved
     calib_tasks: list[str]       # the profiled tasks; [] for a method that profiles nothing
     data_dir: Path | None        # the offline data folder; None online
+    recovery: RecoveryPlan | None  # recovery fine-tuning after pruning (recover=lora); None: recover=none
 
 
 def validate(cfg: Mapping[str, Any]) -> CheckedConfig:
@@ -113,7 +115,9 @@ def validate(cfg: Mapping[str, Any]) -> CheckedConfig:
             f"method {method.name!r} evaluates each task with its own profile, so calib.tasks/calib.exclude "
             f"must leave the profiled tasks equal to the evaluated ones ({tasks}), got {profiled}"
         )
+    recovery = recovery_plan(cfg, method.prunes)
     data_dir = resolve_data_dir(cfg["data"]["dir"])
     check_data_files(tasks, data_dir)
     check_data_files(profiled, data_dir, need_train=True)
-    return CheckedConfig(method=method, options=options, tasks=tasks, calib_tasks=profiled, data_dir=data_dir)
+    return CheckedConfig(method=method, options=options, tasks=tasks, calib_tasks=profiled, data_dir=data_dir,
+                         recovery=recovery)

@@ -248,6 +248,7 @@ def model_card(facts: Mapping[str, Any], metrics: Mapping[str, Mapping[str, Any]
              + (" (negative: it added more parameters than it removed, e.g. SliceGPT's shortcut matrices and untied "
                 "head)" if min(facts["removed_non_embedding"], facts["removed_total"]) < 0 else ""),
              f"- calibration: {facts['calibration']}",
+             *([f"- recovery fine-tuning (merged into the weights): {facts['recovery']}"] if facts.get("recovery") else []),
              f"- parameters: {facts['params_before']:,} -> {facts['params_after']:,}",
              f"- evaluation: lm-eval 0-shot, BOS prepended: {facts['bos_prepended']} "
              "(lm-eval's HF backend prepends Gemma's BOS by model_type; pass add_bos_token=True elsewhere)",

@@ -121,7 +121,7 @@ def rotate_and_slice(model: torch.nn.Module, batches: list[Batch], width: int, o
         del seen
         rotation.set_shortcut(layer, "attn_shortcut_Q", layer.attn_shortcut_Q.double() @ q[:, :width].to(
             layer.attn_shortcut_Q.device), dtype)
-        rotation.rotate_outputs(rotation.attention_output(adapter, index), q, width)
+        rotation.rotate_outputs(rotation.branch_output(adapter, index, rotation.ATTENTION), q, width)
         rotation.set_shortcut(layer, "mlp_shortcut_Q", q.T[:width], dtype)
         rotation.rotate_inputs(rotation.mlp_inputs(adapter, index), q, width)
 
@@ -130,7 +130,7 @@ def rotate_and_slice(model: torch.nn.Module, batches: list[Batch], width: int, o
         q = basis(inputs, d_out)
         rotation.set_shortcut(layer, "mlp_shortcut_Q", (layer.mlp_shortcut_Q.double() @ q.to(
             layer.mlp_shortcut_Q.device))[:, :d_out], dtype)
-        rotation.rotate_outputs(rotation.mlp_output(adapter, index), q, d_out)
+        rotation.rotate_outputs(rotation.branch_output(adapter, index, rotation.MLP), q, d_out)
     rotation.rotate_inputs([model.get_output_embeddings()], q, hidden)
     return {"width": width, "hidden_size": hidden, "kept_energy": kept_energy}
 

@@ -129,20 +129,23 @@ def scale_inputs(linears: Iterable[nn.Linear], scale: torch.Tensor) -> None:
         _set_weight(linear, linear.weight.detach().double() * scale.to(linear.weight.device))
 
 
-def rotate_inputs(linears: Iterable[nn.Linear], q: torch.Tensor, width: int) -> None:
-    """W <- (W Q)[:, :width] (`rotate_attention_inputs` / `rotate_mlp_input` / `rotate_head` then slice)."""
+def rotate_inputs(linears: Iterable[nn.Linear], q: torch.Tensor | None, width: int) -> None:
+    """W <- (W Q)[:width] columns (`rotate_attention_inputs` / `rotate_mlp_input` / `rotate_head` then slice);
+    q None: slice only (a recorded rotation's shapes, rebuild_rotated)."""
     for linear in linears:
-        rotated = linear.weight.detach().double() @ q.to(linear.weight.device)
-        _set_weight(linear, rotated[:, :width])
+        weight = linear.weight.detach()
+        _set_weight(linear, (weight if q is None else weight.double() @ q.to(weight.device))[:, :width])
 
 
-def rotate_outputs(linear: nn.Linear, q: torch.Tensor, width: int) -> None:
-    """W <- (Q^T W)[:width], bias likewise (`rotate_attention_output` / `rotate_mlp_output` then slice)."""
-    device = linear.weight.device
-    _set_weight(linear, (q.T.to(device) @ linear.weight.detach().double())[:width])
+def rotate_outputs(linear: nn.Linear, q: torch.Tensor | None, width: int) -> None:
+    """W <- (Q^T W)[:width], bias likewise (`rotate_attention_output` / `rotate_mlp_output` then slice); q None:
+    slice only."""
+    def rotated(tensor: torch.Tensor) -> torch.Tensor:
+        return (tensor if q is None else q.T.to(tensor.device) @ tensor.double())[:width]
+
+    _set_weight(linear, rotated(linear.weight.detach()))
     if linear.bias is not None:
-        bias = (q.T.to(device) @ linear.bias.detach().double())[:width]
-        linear.bias = nn.Parameter(bias.to(linear.weight.dtype), requires_grad=False)
+        linear.bias = nn.Parameter(rotated(linear.bias.detach()).to(linear.weight.dtype), requires_grad=False)
 
 
 def rotate_embedding(embedding: nn.Embedding, q: torch.Tensor, width: int) -> None:
@@ -161,17 +164,17 @@ def mlp_inputs(adapter: ModelAdapter, layer: int) -> list[nn.Linear]:
     return [m.gate, m.up]
 
 
-def attention_output(adapter: ModelAdapter, layer: int) -> nn.Linear:
-    """The linear whose rows write the attention branch into the residual: o_proj, or a BranchNorm's map."""
-    norm = adapter.branch_norms[0]
-    module = getattr(adapter.layers()[layer], norm) if norm else None
-    return module.out if isinstance(module, BranchNorm) else adapter.attention(layer).o
+ATTENTION, MLP = 0, 1  # the two branches of a decoder layer, in adapter.branch_norms' order
 
 
-def mlp_output(adapter: ModelAdapter, layer: int) -> nn.Linear:
-    norm = adapter.branch_norms[1]
+def branch_output(adapter: ModelAdapter, layer: int, branch: int) -> nn.Linear:
+    """The linear whose rows write a branch (ATTENTION or MLP) into the residual: o_proj / down_proj, or the map of
+    the BranchNorm that follows it."""
+    norm = adapter.branch_norms[branch]
     module = getattr(adapter.layers()[layer], norm) if norm else None
-    return module.out if isinstance(module, BranchNorm) else adapter.mlp(layer).down
+    if isinstance(module, BranchNorm):
+        return module.out
+    return adapter.attention(layer).o if branch == ATTENTION else adapter.mlp(layer).down
 
 
 def untie_head(model: nn.Module) -> None:
@@ -235,8 +238,8 @@ def rotation_spec(model: nn.Module) -> dict[str, Any]:
     layers = []
     for index, layer in enumerate(adapter.layers()):
         attn_in = attention_inputs(adapter, index)[0].in_features
-        layers.append({"input": attn_in, "attention": attention_output(adapter, index).out_features,
-                       "output": mlp_output(adapter, index).out_features,
+        layers.append({"input": attn_in, "attention": branch_output(adapter, index, ATTENTION).out_features,
+                       "output": branch_output(adapter, index, MLP).out_features,
                        "eps": [norm_eps(_rmsn(getattr(layer, name))) if name else None
                                for name in layer.rotation_norms]})
     return {SPEC_KEY: {"hidden_size": int(model.config.hidden_size),
@@ -255,7 +258,6 @@ def rebuild_rotated(model: nn.Module, spec: Mapping[str, Any]) -> None:
         return
     adapter = adapter_for(model)
     fold_norms(model, subtract_embedding_mean=False)
-    width = int(recorded["hidden_size"])
     embedding = model.get_input_embeddings()
     embedding.weight = nn.Parameter(embedding.weight.detach()[:, :int(recorded["embedding"])].clone(),
                                     requires_grad=False)
@@ -263,11 +265,10 @@ def rebuild_rotated(model: nn.Module, spec: Mapping[str, Any]) -> None:
     dtype = embedding.weight.dtype
     for index, (layer, shapes) in enumerate(zip(adapter.layers(), recorded["layers"])):
         d_in, d_mid, d_out = int(shapes["input"]), int(shapes["attention"]), int(shapes["output"])
-        eye = torch.eye(width, dtype=torch.float64)
-        rotate_inputs(attention_inputs(adapter, index), eye, d_in)
-        rotate_outputs(attention_output(adapter, index), eye, d_mid)
-        rotate_inputs(mlp_inputs(adapter, index), eye, d_mid)
-        rotate_outputs(mlp_output(adapter, index), eye, d_out)
+        rotate_inputs(attention_inputs(adapter, index), None, d_in)  # shapes only: the weights are loaded next
+        rotate_outputs(branch_output(adapter, index, ATTENTION), None, d_mid)
+        rotate_inputs(mlp_inputs(adapter, index), None, d_mid)
+        rotate_outputs(branch_output(adapter, index, MLP), None, d_out)
         set_shortcut(layer, "attn_shortcut_Q", torch.zeros(d_in, d_mid), dtype)
         set_shortcut(layer, "mlp_shortcut_Q", torch.zeros(d_mid, d_out), dtype)
         for name, eps in zip(layer.rotation_norms, shapes["eps"]):
@@ -275,7 +276,7 @@ def rebuild_rotated(model: nn.Module, spec: Mapping[str, Any]) -> None:
                 _rmsn(getattr(layer, name)).eps = float(eps)
     adapter.backbone().norm.eps = float(recorded["final_eps"])
     last = int(recorded["layers"][-1]["output"])
-    rotate_inputs([model.get_output_embeddings()], torch.eye(width, dtype=torch.float64), last)
+    rotate_inputs([model.get_output_embeddings()], None, last)
 
 
 def pca_basis(signals: Iterable[torch.Tensor], masks: Iterable[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,8 @@ from diet.methods.inputs import with_dim_sparsity
 from diet import models  # load_model through the package: tests refuse loading there
 from diet.models.adapters import adapter_for, parameter_counts
 from diet.models.loaders import LoadedModel, weights_sha256
-from diet.io import atomic_write_text
+from diet.io import atomic_write_text, stable_hash
+from diet.recover.lora import recover
 from diet.dims.apply import apply_selection
 from diet.run.cell import Cell, resolve
 from diet.run.claims import claim_cell
@@ -137,6 +138,7 @@ def card_facts(cell: Cell, chosen: "SelectedCell", model: torch.nn.Module, shape
             "removed_non_embedding": parameters["removed_fraction_non_embedding"],
             "removed_total": parameters["removed_fraction_total"],
             "calibration": calibration, "params_before": parameters["before"]["total"],
+            "recovery": None if cell.checked.recovery is None else cell.checked.recovery.describe(),
             "params_after": parameters["after"]["total"],
             "bos_prepended": bos_prepended(loaded.tokenizer, cfg["model"]["add_bos_token"]),
             "command": f"python -m experiments.{Path(sys.argv[0]).stem} " + " ".join(sys.argv[1:]), "code": code_tag(),
@@ -192,6 +194,19 @@ def save_model(cell: Cell, chosen: SelectedCell, model: torch.nn.Module, shape: 
     return card, saved
 
 
+def recover_job(cell: Cell, model: torch.nn.Module, loaded: LoadedModel, checkpoints: Path | None,
+                task: str | None = None) -> dict[str, Any] | None:
+    """Recovery fine-tuning of one pruned model in place (recover=lora; None for recover=none). `checkpoints`: the
+    folder where it keeps its progress and resumes what a cut-off run of the same pruned weights and plan left
+    (None: none kept, a re-check); `task`: the oracle's task model it tunes."""
+    plan = cell.checked.recovery
+    if plan is None:
+        return None
+    checkpoint = None if checkpoints is None else checkpoints / "recover" / f"{task or 'model'}.pt"
+    fingerprint = stable_hash({"weights": weights_sha256(model), "plan": plan.identity()})
+    return recover(model, loaded.tokenizer, plan, loaded.device, checkpoint, fingerprint, task).record()
+
+
 def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
     """Prune and save, no evaluation (experiments.prune): validate, select, remove, export to save_model."""
     cell = resolve(cfg)
@@ -207,8 +222,12 @@ def prune_cell(cfg: dict[str, Any]) -> dict[str, Any]:
     model = chosen.loaded.model
     with chosen.timer("prune"):
         shape = PrunedShape.of(model, apply_selection(model, chosen.selection))
+    if cell.checked.recovery is not None:
+        with chosen.timer("recover"):
+            recover_job(cell, model, chosen.loaded, partial_dir(cell.results_dir, cell.stem))
     with chosen.timer("save_model"):
         card, saved = save_model(cell, chosen, model, shape, save_dir)
+    clear(partial_dir(cell.results_dir, cell.stem) / "recover")  # its checkpoints: the saved model holds it now
     log_saved_model(saved, cfg["wandb"], save_dir.name, cell.options.export.wandb_artifact)
     return {**saved, "config_hash": cell.config_hash, "parameters_after": card["params_after"],
             "parameters_before": card["params_before"], "timings": chosen.timer.seconds,
@@ -235,6 +254,7 @@ class EvaluatedCell:
     parameters: list[dict[str, int]]
     removed: list[dict[str, dict[str, int]]]
     saved: dict[str, Any] | None
+    recovery: list[dict[str, Any]] = field(default_factory=list)  # per evaluated model (recover=lora)
     reused: dict[str, str] = field(default_factory=dict)  # task -> code that evaluated it (eval.by_task resume)
     # reused tasks whose weights matched up to float rounding -> largest relative norm difference
     within_rounding: dict[str, float] = field(default_factory=dict)
@@ -262,11 +282,11 @@ def evaluate_job(model: torch.nn.Module, loaded: Any, tasks: list[str], data_dir
 
 
 def prune_and_evaluate(cell: Cell, chosen: SelectedCell, save_dir: Path | None, kept_dir: Path | None = None,
-                       settings: Any = None) -> EvaluatedCell:
-    """Apply the selection and evaluate; an oracle selection evaluates each task on its own pruned copy.
-    `save_dir`: save the pruned model there first (None: not saved); `kept_dir`: evaluate task by task, keeping
-    finished tasks there (eval.by_task); `settings`: evaluation settings other than the config's (a re-check
-    on listed documents)."""
+                       settings: Any = None, checkpoints: Path | None = None) -> EvaluatedCell:
+    """Apply the selection (and the recovery fine-tuning, if any) and evaluate; an oracle selection evaluates each
+    task on its own pruned copy. `save_dir`: save the pruned model there first (None: not saved); `kept_dir`:
+    evaluate task by task, keeping finished tasks there (eval.by_task); `settings`: evaluation settings other
+    than the config's (a re-check on listed documents); `checkpoints`: where recovery keeps its progress."""
     selection, timer, loaded = chosen.selection, chosen.timer, chosen.loaded
     tasks, cfg_hash = cell.tasks, cell.config_hash
     settings = settings or eval_settings(cell.cfg, cell.options.eval)
@@ -283,6 +303,10 @@ def prune_and_evaluate(cell: Cell, chosen: SelectedCell, save_dir: Path | None, 
         done.units.append(shape.units)
         done.parameters.append(shape.parameters)
         done.removed.append(shape.removed)
+        if cell.checked.recovery is not None:  # after pruning, before saving and evaluating; shapes unchanged
+            with timer("recover"):
+                done.recovery.append(recover_job(cell, job_model, loaded, checkpoints,
+                                                 None if selection.per_task is None else job_tasks[0]))
         if save_dir is not None:  # after pruning, before evaluation (validation refuses per-task methods)
             with timer("save_model"):
                 card, done.saved = save_model(cell, chosen, job_model, shape, save_dir)
@@ -382,13 +406,14 @@ def run_cell(cfg: dict[str, Any], parallel_jobs: int = 1) -> tuple[dict[str, Any
 def _run_claimed(cell: Cell, threads: dict[str, int]) -> tuple[dict[str, Any], Path]:
     """run_cell's work once the cell is claimed: select, prune, evaluate, write the record."""
     cfg = cell.cfg
-    kept_dir = partial_dir(cell.results_dir, cell.stem) if cell.runtime.by_task else None
-    if kept_dir is not None and cell.force:
-        clear(kept_dir)  # a forced rerun evaluates every task again
+    partial = partial_dir(cell.results_dir, cell.stem)  # kept tasks (eval.by_task), recovery checkpoints
+    kept_dir = partial if cell.runtime.by_task else None
+    if cell.force:
+        clear(partial)  # a forced rerun recovers and evaluates every task again
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     chosen = select_cell(cell, cell.save_dir)
-    done = prune_and_evaluate(cell, chosen, cell.save_dir, kept_dir)
+    done = prune_and_evaluate(cell, chosen, cell.save_dir, kept_dir, checkpoints=partial)
     loaded, method, ctx = chosen.loaded, chosen.method, chosen.ctx
     record: Record = {
         "schema": SCHEMA_VERSION,
@@ -400,6 +425,7 @@ def _run_claimed(cell: Cell, threads: dict[str, int]) -> tuple[dict[str, Any], P
         "sparsity": sparsity_section(cell, chosen, done.units, done.removed),
         "parameters": parameters_section(chosen.params_before, done.parameters),
         "mask": chosen.selection.stats or None,
+        **({"recovery": done.recovery} if done.recovery else {}),
         "model": {
             "name": loaded.name,
             "fingerprint": loaded.fingerprint,
@@ -426,6 +452,5 @@ def _run_claimed(cell: Cell, threads: dict[str, int]) -> tuple[dict[str, Any], P
         raise RuntimeError(f"the record does not match diet.run.record_schema: {wrong}")
     path = write_record(record, cell.results_dir)
     log.info("record written: %s", path)
-    if kept_dir is not None:
-        clear(kept_dir)  # the record holds every task now
+    clear(partial)  # the record holds every task (and the recovery) now
     return record, path

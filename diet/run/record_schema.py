@@ -84,6 +84,22 @@ class EvalInfo(TypedDict):
     reused_within_rounding: NotRequired[dict[str, float]]  # of those, evaluated on weights equal up to rounding
 
 
+class Recovery(TypedDict):
+    """One recovery fine-tuning (recover=lora; diet.recover.lora.RecoveryResult), per evaluated model."""
+
+    plan: dict[str, Any]                      # its identity (options, text by content, seed) + source, description
+    steps: int
+    tokens_seen: int
+    seconds: Number
+    trainable_parameters: int
+    val_loss_before: Number                   # held-out windows, before and after tuning
+    val_loss_after: Number
+    train_curve: list[list[Number]]           # [step, loss, learning rate]
+    val_curve: list[list[Number]]             # [step, validation loss]
+    resumed_from_step: int                    # 0 unless a cut-off run was resumed
+    task: str | None                          # the oracle's task model; None for the one model
+
+
 class Record(TypedDict):
     schema: int
     config_hash: str
@@ -108,6 +124,7 @@ class Record(TypedDict):
     calib_tasks: NotRequired[list[str] | None]
     saved_model: NotRequired[dict[str, Any] | None]
     peak_memory_gib: NotRequired[dict[str, Number]]
+    recovery: NotRequired[list[Recovery]]     # recover=lora: one per evaluated model
     # records made before identities held the method's inputs (experiments/migrate_identity.py): what they
     # were identified by then
     config_hash_v1: NotRequired[str]

@@ -51,6 +51,14 @@ def log_run(record: dict[str, Any], wandb_cfg: dict[str, Any]) -> str | None:
         saved = record.get("saved_model")
         if saved and (record["config"].get("export") or {}).get("wandb_artifact"):
             run.log_artifact(model_artifact(wandb, saved, Path(saved["path"]).name))
+        for recovery in record.get("recovery") or []:  # recover=lora: its loss curves, per tuned model
+            prefix = f"recovery/{recovery['task'] or 'model'}"
+            curves = {"train": wandb.Table(columns=["step", "loss", "lr"], data=recovery["train_curve"]),
+                      "val": wandb.Table(columns=["step", "val_loss"], data=recovery["val_curve"])}
+            run.log({f"{prefix}/train_loss": wandb.plot.line(curves["train"], "step", "loss", title=f"{prefix} train"),
+                     f"{prefix}/val_loss": wandb.plot.line(curves["val"], "step", "val_loss", title=f"{prefix} val")})
+            for key in ("val_loss_before", "val_loss_after", "tokens_seen", "seconds"):
+                run.summary[f"{prefix}/{key}"] = recovery[key]
         if record.get("mask"):
             mask = record["mask"]
             run.summary["mask_hash"] = mask.get("mask_hash")
