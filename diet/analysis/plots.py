@@ -51,7 +51,9 @@ def _label(method: str, variant: str) -> str:
 
 @FIGURES.register("avg_vs_sparsity")
 def avg_vs_sparsity(block: Block, records: Records) -> list[tuple[str, Figure]]:
-    """Average score vs target sparsity, one line per method (±1 se); dense as a dashed line."""
+    """Average score vs the fraction of non-embedding parameters removed, one line per method (±1 se); dense as a
+    dashed line. Parameters, not each method's knob: LLM-Pruner's ratio and SliceGPT's hidden width mean other
+    models at the same number (docs/study.md)."""
     table = TABLES.get("main")(block)
     # a perplexity-only block has no accuracy average to draw (perplexities are never averaged)
     if table is None or "average" not in table.data or not (table.data["method"] != "dense").any():
@@ -67,10 +69,10 @@ def avg_vs_sparsity(block: Block, records: Records) -> list[tuple[str, Figure]]:
         if method == "dense":
             ax.axhline(rows["average"].iloc[0], color=method_color(method), linestyle="--", label="dense")
             continue
-        rows = rows.sort_values("sparsity")
-        ax.errorbar(rows["sparsity"], rows["average"], yerr=rows["average_se"], marker=marker, capsize=3,
+        rows = rows.sort_values("non_embedding")
+        ax.errorbar(rows["non_embedding"], rows["average"], yerr=rows["average_se"], marker=marker, capsize=3,
                     color=method_color(method), label=_label(method, variant))
-    ax.set(xlabel="target sparsity (fraction of MLP channels removed)", ylabel="average score (points, ±1 se)",
+    ax.set(xlabel="fraction of non-embedding parameters removed", ylabel="average score (points, ±1 se)",
            title=f"{block.model}, {block.docs_title}")
     ax.legend(fontsize="small")
     fig.tight_layout()
