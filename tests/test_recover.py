@@ -257,3 +257,23 @@ def test_prune_only_recovers_before_saving(tmp_path, isolated_cache):
     assert tuned["weights_sha256"] != plain["weights_sha256"]
     assert tuned["parameters_after"] == plain["parameters_after"]
     assert not (tmp_path / "records" / ".partial").exists() or not any((tmp_path / "records" / ".partial").rglob("*.pt"))
+
+
+@pytest.mark.parametrize("model, method, extra", [
+    ("tiny_gemma3", "slicegpt", ["dims=hidden", "calib.source=c4", "calib.windows=4", "calib.window_length=64"]),
+    ("tiny_gemma2", "shortgpt", ["sparsity=0.6", "calib.source=c4", "calib.windows=4", "calib.window_length=64"]),
+    ("tiny_gemma2", "flap", []),
+])
+def test_recovery_after_every_kind_of_surgery(model, method, extra, tmp_path, isolated_cache):
+    """Rotated layers with Gemma's post-branch maps (SliceGPT), dropped layers (ShortGPT), a compensation bias
+    (FLAP): recovery adapts what is there, keeps the parameter count, and the saved model reloads."""
+    from diet.export.reload import load_saved
+
+    record, _ = run_cell(compose_config([f"model={model}", "tasks=[arc_easy,rte]", "eval.limit=4", "calib.n=4",
+                                         "calib.max_length=64", "wandb.mode=disabled", f"method={method}",
+                                         "sparsity=0.25", *extra, *SMALL, f"results_dir={tmp_path / 'records'}",
+                                         f"save_model={tmp_path / 'saved'}"]))
+    [recovery] = record["recovery"]
+    assert recovery["trainable_parameters"] > 0 and recovery["val_loss_after"] < recovery["val_loss_before"]
+    reloaded, _ = load_saved(record["saved_model"])
+    assert sum(p.numel() for p in reloaded.parameters()) == record["parameters"]["after"]["total"]
