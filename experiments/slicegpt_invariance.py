@@ -24,7 +24,6 @@ from diet.io import atomic_write_text
 from diet.methods.slicegpt import SliceGPTOptions, rotate_and_slice
 from diet.models import load_model
 from diet.models.adapters import adapter_for
-from diet.prune import rotation
 from diet.paths import data_dir
 from diet.rounding import logits_bound
 
@@ -33,26 +32,17 @@ def naive_rotation(model: torch.nn.Module, batches: list, options: SliceGPTOptio
     """The rotation with every Gemma post-branch norm ported naively: a port of the Llama procedure rotates the
     branch output (o_proj / down_proj rows) and leaves the norm's scale g = 1 + w on the rotated coordinates, so
     the branch enters the stream as n(y) Q diag(g) where the exact form (BranchNorm) computes n(y) diag(g) Q.
-    Each BranchNorm's basis Q is taken as rotate_outputs receives it, then its map set to diag(g) Q^T."""
-    adapter, seen = adapter_for(model), {}
-    scales = {id(getattr(layer, name)): getattr(layer, name).weight.detach().double() + adapter.norm_offset
-              for layer in adapter.layers() for name in adapter.branch_norms}
-    original = rotation.rotate_outputs
-
-    def recording(linear: torch.nn.Linear, q: torch.Tensor, width: int) -> None:
-        seen[id(linear)] = q
-        original(linear, q, width)
-
-    rotation.rotate_outputs = recording
-    try:
-        norms = {id(getattr(layer, name)): (layer, name) for layer in adapter.layers() for name in adapter.branch_norms}
-        rotate_and_slice(model, batches, int(model.config.hidden_size), options, 0)
-    finally:
-        rotation.rotate_outputs = original
-    for key, (layer, name) in norms.items():
-        out = getattr(layer, name).out
+    Each BranchNorm's basis Q is taken as rotate_and_slice reports it (`branch_basis`), then its map set to
+    diag(g) Q^T."""
+    adapter, bases = adapter_for(model), {}
+    scales = {(index, name): getattr(layer, name).weight.detach().double() + adapter.norm_offset
+              for index, layer in enumerate(adapter.layers()) for name in adapter.branch_norms}
+    rotate_and_slice(model, batches, int(model.config.hidden_size), options, 0,
+                     branch_basis=lambda linear, q: bases.__setitem__(id(linear), q))
+    for (index, name), g in scales.items():
+        out = getattr(adapter.layers()[index], name).out
         with torch.no_grad():
-            out.weight.copy_((scales[key].unsqueeze(1) * seen[id(out)].T).to(out.weight.dtype))
+            out.weight.copy_((g.unsqueeze(1) * bases[id(out)].T.to(g.device)).to(out.weight.dtype))
 
 
 def compare(dense: torch.Tensor, other: torch.Tensor, bound: float) -> dict[str, Any]:

@@ -30,6 +30,7 @@ every PCA. Gemma's post-branch norms have no exact rotation in the reference's p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -85,9 +86,12 @@ def _orient(q: torch.Tensor, width: int, orientation: str, generator: torch.Gene
 
 @torch.no_grad()
 def rotate_and_slice(model: torch.nn.Module, batches: list[Batch], width: int, options: SliceGPTOptions,
-                     seed: int, exclude_first: bool = False) -> dict[str, object]:
+                     seed: int, exclude_first: bool = False,
+                     branch_basis: Callable[[torch.nn.Linear, torch.Tensor], None] | None = None) -> dict[str, object]:
     """`fold_norms` then `rotate_and_slice_sequential` on `model`, in place, at constant width `width`; returns
-    the PCA eigenvalue spectra kept for the record (the fraction of each residual point's energy kept)."""
+    the PCA eigenvalue spectra kept for the record (the fraction of each residual point's energy kept).
+    `branch_basis(linear, q)`: told each branch output and the basis it is rotated into (an analysis hook:
+    experiments.slicegpt_invariance builds its naive port from it)."""
     adapter = adapter_for(model)
     rotation.fold_norms(model, subtract_embedding_mean=options.embedding_mean == "subtract")
     hidden = int(model.config.hidden_size)
@@ -95,6 +99,11 @@ def rotate_and_slice(model: torch.nn.Module, batches: list[Batch], width: int, o
     generator = torch.Generator().manual_seed(int(seed))
     masks = _pca_masks(batches, exclude_first)
     kept_energy: list[float] = []
+
+    def rotate_branch(linear: torch.nn.Linear, q: torch.Tensor, kept: int) -> None:
+        if branch_basis is not None:
+            branch_basis(linear, q)
+        rotation.rotate_outputs(linear, q, kept)
 
     def basis(signals: list[torch.Tensor], kept: int) -> torch.Tensor:
         values, q = rotation.pca_basis(signals, masks)
@@ -121,7 +130,7 @@ def rotate_and_slice(model: torch.nn.Module, batches: list[Batch], width: int, o
         del seen
         rotation.set_shortcut(layer, "attn_shortcut_Q", layer.attn_shortcut_Q.double() @ q[:, :width].to(
             layer.attn_shortcut_Q.device), dtype)
-        rotation.rotate_outputs(rotation.branch_output(adapter, index, rotation.ATTENTION), q, width)
+        rotate_branch(rotation.branch_output(adapter, index, rotation.ATTENTION), q, width)
         rotation.set_shortcut(layer, "mlp_shortcut_Q", q.T[:width], dtype)
         rotation.rotate_inputs(rotation.mlp_inputs(adapter, index), q, width)
 
@@ -130,7 +139,7 @@ def rotate_and_slice(model: torch.nn.Module, batches: list[Batch], width: int, o
         q = basis(inputs, d_out)
         rotation.set_shortcut(layer, "mlp_shortcut_Q", (layer.mlp_shortcut_Q.double() @ q.to(
             layer.mlp_shortcut_Q.device))[:, :d_out], dtype)
-        rotation.rotate_outputs(rotation.branch_output(adapter, index, rotation.MLP), q, d_out)
+        rotate_branch(rotation.branch_output(adapter, index, rotation.MLP), q, d_out)
     rotation.rotate_inputs([model.get_output_embeddings()], q, hidden)
     return {"width": width, "hidden_size": hidden, "kept_energy": kept_energy}
 
