@@ -277,3 +277,17 @@ def test_recovery_after_every_kind_of_surgery(model, method, extra, tmp_path, is
     assert recovery["trainable_parameters"] > 0 and recovery["val_loss_after"] < recovery["val_loss_before"]
     reloaded, _ = load_saved(record["saved_model"])
     assert sum(p.numel() for p in reloaded.parameters()) == record["parameters"]["after"]["total"]
+
+
+def test_the_plan_estimates_a_recovered_cell_from_recovered_records_only(tmp_path, isolated_cache):
+    from diet.run.plan import plan_cells
+
+    results = tmp_path / "records"
+    common = [*TINY, "method=diet", f"results_dir={results}"]
+    run_cell(compose_config([*common, "sparsity=0.25"]))
+    planned = [(["sparsity=0.5"], compose_config([*common, "sparsity=0.5", *SMALL]))]
+    [cell] = plan_cells(planned, results, "cpu").cells
+    assert cell.estimate_s is None and "no finished cpu record" in cell.basis  # the unrecovered one is not used
+    recovered, _ = run_cell(compose_config([*common, "sparsity=0.25", *SMALL]))
+    [cell] = plan_cells(planned, results, "cpu").cells
+    assert "diet+recover" in cell.basis and cell.estimate_s >= recovered["timings"]["recover"]
