@@ -145,6 +145,8 @@ def test_recovery_options_are_the_identity_and_none_changes_nothing():
     for key, value in kept.items():
         assert cell_hash("method=diet", "recover=lora", f"recover.{key}={value}") == recovered, key
     assert cell_hash("method=diet", "recover=lora", "seed=1") != cell_hash("method=diet", "recover=lora", "seed=2")
+    assert cell_hash("method=diet", "recover=lora", "recover.alpha=16",
+                     "recover.weight_decay=0", "recover.betas=[0.9,0.999]") == recovered  # ints and floats: one recipe
     assert cell_hash("method=dense", "recover=lora", "recover.dense_control=true") != cell_hash("method=dense")
 
 

@@ -72,6 +72,12 @@ class LoraRecovery:
     dense_control: bool = field(default=False, metadata=FLAG)
 
     def __post_init__(self) -> None:
+        # recover.alpha=16 and recover.alpha=16.0 are one recipe: numbers stored as floats, so one identity
+        for name in ("alpha", "dropout", "lr", "weight_decay", "warmup_fraction", "max_grad_norm"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, float(value))
+        object.__setattr__(self, "betas", [float(beta) for beta in self.betas])
         if self.name != "lora":
             raise DietConfigError(f"recover.name={self.name!r} is not allowed here: use recover=lora")
         if self.window_length < 2:
