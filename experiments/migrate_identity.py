@@ -95,7 +95,7 @@ def migrated(record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     cell = resolve(record["config"])
     problems = differences(record, cell)
     version = int(record["effective_config"].get("method_version", 1))
-    effective = identity(cell.cfg, cell.tasks, cell.method, cell.inputs, version=version)
+    effective = identity(cell.cfg, cell.tasks, cell.method, cell.inputs, cell.checked.recovery, version=version)
     new = {**record, "config_hash": config_hash(effective), "effective_config": effective,
            "config_hash_v1": record["config_hash"], "effective_config_v1": record["effective_config"]}
     return new, problems

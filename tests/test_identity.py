@@ -186,7 +186,7 @@ def test_perturbing_any_field_of_a_methods_inputs_changes_the_identity(name, sou
     paths = leaf_paths(cell.inputs)
     assert (paths == []) == (name == "dense")
     for path in paths:
-        other = identity(cfg, cell.tasks, cell.method, replaced(cell.inputs, path, tmp_path))
+        other = identity(cfg, cell.tasks, cell.method, replaced(cell.inputs, path, tmp_path), cell.checked.recovery)
         assert config_hash(other) != cell.config_hash, f"{name}: {path}"
 
 

@@ -59,8 +59,8 @@ def test_perplexity_cells_are_not_estimated_from_accuracy_records():
                 "method": "diet", "tasks": {t: {"n": 10} for t in tasks}}
 
     basis = cost_basis([record(["arc_easy", "rte"], 20.0), record(["wikitext"], 500.0)])
-    assert basis[("m", "diet", "cpu", "accuracy")] == [(10.0, 1.0)]
-    assert basis[("m", "diet", "cpu", "perplexity")] == [(10.0, 50.0)]
+    assert basis[("m", "diet", False, "cpu", "accuracy")] == [(10.0, 1.0)]
+    assert basis[("m", "diet", False, "cpu", "perplexity")] == [(10.0, 50.0)]
     assert work_kind(["arc_easy", "wikitext"]) == "perplexity" and work_kind(["boolq"]) == "accuracy"
 
 
@@ -72,11 +72,11 @@ def test_a_method_without_records_is_estimated_from_the_same_models_other_method
                 "method": method, "tasks": {t: {"n": 10} for t in tasks}}
 
     basis = cost_basis([record("dense", ["wikitext"], 300.0), record("diet", ["arc_easy"], 20.0)])
-    own, why = measured_cost(basis, "m", "diet", "cpu", "accuracy")
+    own, why = measured_cost(basis, "m", "diet", False, "cpu", "accuracy")
     assert own == [(5.0, 2.0)] and why == "1 cpu record(s) of m/diet"
-    borrowed, why = measured_cost(basis, "m", "diet", "cpu", "perplexity")  # only dense has a perplexity record
+    borrowed, why = measured_cost(basis, "m", "diet", False, "cpu", "perplexity")  # only dense has a perplexity record
     assert borrowed == [(5.0, 30.0)] and "estimated from 1 of m/dense" in why
-    assert measured_cost(basis, "other", "diet", "cpu", "perplexity")[0] == []  # another model: nothing to go by
+    assert measured_cost(basis, "other", "diet", False, "cpu", "perplexity")[0] == []  # another model: nothing to go by
 
 
 def test_committed_study_cells_keep_their_identity():

@@ -45,11 +45,12 @@ def base_identity(cfg: Mapping[str, Any], tasks: list[str], recovery: RecoveryPl
             **({"recover": recovery.identity()} if recovery is not None else {})}
 
 
-def identity(cfg: Mapping[str, Any], tasks: list[str], method: Any, inputs: Any,
+def identity(cfg: Mapping[str, Any], tasks: list[str], method: Any, inputs: Any, recovery: RecoveryPlan | None,
              version: int | None = None) -> dict[str, Any]:
-    """The identity of a cell whose method (a Method class) receives `inputs` (`version`: the method's, unless
-    given: a record made by an earlier version keeps that one)."""
-    return {**base_identity(cfg, tasks, recovery_plan(cfg, method.prunes)),
+    """The identity of a cell whose method (a Method class) receives `inputs` and whose recovery is `recovery`
+    (validate's, checked once) (`version`: the method's, unless given: a record made by an earlier version
+    keeps that one)."""
+    return {**base_identity(cfg, tasks, recovery),
             "method": {"name": method.name, "version": method.version if version is None else version,
                        "inputs": identity_of(inputs)}}
 
@@ -59,7 +60,7 @@ def effective_config(cfg: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]
     them once and keeps them for the method)."""
     method = METHODS.get(cfg["method"]["name"])
     inputs = build_inputs(method, cfg, calib_tasks(cfg, tasks) if method.calibrates() else [])
-    return identity(cfg, tasks, method, inputs)
+    return identity(cfg, tasks, method, inputs, recovery_plan(cfg, method.prunes))
 
 
 def config_hash(effective: Mapping[str, Any]) -> str:

@@ -45,9 +45,20 @@ def word_count(part: list[str] | str) -> int:
     return sum(len(doc.split()) for doc in part) if isinstance(part, list) else len(part.split())
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=2)
+def _split_file(path: Path, mtime_ns: int) -> SplitText:
+    return split_text(read_source(path))
+
+
+def split_file(path: Path) -> SplitText:
+    """The split of a text file, read once per content on disk (the preflight check and the training both use
+    it; a file changed since is read again)."""
+    return _split_file(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
 def _split_words(path: Path, mtime_ns: int) -> tuple[int, int]:
-    split = split_text(read_source(path))
+    split = _split_file(path, mtime_ns)
     return word_count(split.train), word_count(split.val)
 
 
@@ -67,7 +78,7 @@ def check_text_holds(path: Path, windows: int, val_windows: int, window_length: 
 def recovery_windows(path: Path, tokenizer: Any, windows: int, val_windows: int, window_length: int, seed: int,
                      add_bos: bool) -> tuple[Windows, Windows]:
     """(training windows drawn with `seed`, validation windows drawn with VAL_SEED) of the split source."""
-    split = split_text(read_source(path))
+    split = split_file(path)
     label = f"recover.source={str(path)!r}"
     train = draw_windows(split.train, tokenizer, windows, window_length, seed, add_bos, label, "recover.window_length")
     val = draw_windows(split.val, tokenizer, val_windows, window_length, VAL_SEED, add_bos, f"{label} (held out)",

@@ -77,7 +77,7 @@ def resolve(cfg: Mapping[str, Any]) -> Cell:
     checked = validate(cfg)
     inputs = build_inputs(checked.method, cfg, checked.calib_tasks)
     checked.method.check_inputs(inputs)
-    effective = identity(cfg, checked.tasks, checked.method, inputs)
+    effective = identity(cfg, checked.tasks, checked.method, inputs, checked.recovery)
     cfg_hash = config_hash(effective)
     stem = record_stem(checked.method.name, cfg["model"]["name"], cfg_hash)
     return Cell(cfg=cfg, checked=checked, inputs=inputs, effective=effective, config_hash=cfg_hash, stem=stem,

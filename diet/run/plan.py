@@ -75,19 +75,18 @@ def work_kind(tasks: Iterable[str]) -> str:
     return "perplexity" if any(is_perplexity(task) for task in tasks) else "accuracy"
 
 
-RECOVERED = "+recover"
+CostKey = tuple[str, str, bool, str, str]  # (model, method, recovered, device, work kind)
 
 
-def cost_label(method: str, recovered: bool) -> str:
-    """The method as the cost basis keys it: a recovered cell (recover=lora) costs its training on top, so it is
-    estimated from recovered records only ('diet+recover')."""
-    return method + (RECOVERED if recovered else "")
+def cost_name(method: str, recovered: bool) -> str:
+    """A method as the plan names its cost basis ('diet+recover': recovered cells)."""
+    return method + ("+recover" if recovered else "")
 
 
-def cost_basis(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str, str], list[tuple[float, float]]]:
-    """(model, method, device, work kind) -> [(fixed seconds, evaluation seconds per document)] of finished
-    records."""
-    basis: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+def cost_basis(records: Iterable[dict[str, Any]]) -> dict[CostKey, list[tuple[float, float]]]:
+    """(model, method, recovered, device, work kind) -> [(fixed seconds, evaluation seconds per document)] of
+    finished records. A recovered cell (recover=lora) costs its training on top: it is keyed apart."""
+    basis: dict[CostKey, list[tuple[float, float]]] = {}
     for record in records:
         timings = record.get("timings") or {}
         documents = sum(int(m["n"]) for m in record["tasks"].values())
@@ -95,29 +94,30 @@ def cost_basis(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str, s
             continue
         evaluate = float(timings.get("evaluate", 0.0))
         fixed = sum(float(v) for k, v in timings.items() if k != "evaluate")
-        key = (record["model"]["name"], cost_label(record["method"], bool(record.get("recovery"))),
-               device_kind(record), work_kind(record["tasks"]))
+        key = (record["model"]["name"], record["method"], bool(record.get("recovery")), device_kind(record),
+               work_kind(record["tasks"]))
         basis.setdefault(key, []).append((fixed, evaluate / documents))
     return basis
 
 
-def measured_cost(basis: dict[tuple[str, str, str, str], list[tuple[float, float]]], model: str, method: str,
+def measured_cost(basis: dict[CostKey, list[tuple[float, float]]], model: str, method: str, recovered: bool,
                   device: str, kind: str) -> tuple[list[tuple[float, float]], str]:
     """The finished records a cell's cost is estimated from, and how the plan names them: the method's own
     records of this model, device and work kind; failing those, every other method's of the same (the
     evaluation, not the selection, dominates a cell: one WikiText pass is about an hour here, any profile
     minutes), recovered cells from recovered records only; ([], why) when there are none."""
     suffix = " with perplexity" if kind == "perplexity" else ""
-    own = basis.get((model, method, device, kind))
+    name = cost_name(method, recovered)
+    own = basis.get((model, method, recovered, device, kind))
     if own:
-        return own, f"{len(own)} {device} record(s) of {model}/{method}{suffix}"
-    others = {m: v for (mo, m, d, k), v in basis.items()
-              if (mo, d, k) == (model, device, kind) and m.endswith(RECOVERED) == method.endswith(RECOVERED)}
+        return own, f"{len(own)} {device} record(s) of {model}/{name}{suffix}"
+    others = {cost_name(m, r): v for (mo, m, r, d, k), v in basis.items()
+              if (mo, r, d, k) == (model, recovered, device, kind)}
     if others:
         measured = [cost for costs in others.values() for cost in costs]
-        return measured, (f"no {device} record of {model}/{method}{suffix}: estimated from {len(measured)} of "
+        return measured, (f"no {device} record of {model}/{name}{suffix}: estimated from {len(measured)} of "
                           f"{model}/{'+'.join(sorted(others))} (evaluation dominates; its own selection not counted)")
-    return [], f"no finished {device} record of {model}/{method}{suffix}: run one cell, then plan again"
+    return [], f"no finished {device} record of {model}/{name}{suffix}: run one cell, then plan again"
 
 
 def plan_cells(cfgs: Iterable[tuple[list[str], dict[str, Any]]], results_dir: Path, device: str) -> Plan:
@@ -138,7 +138,7 @@ def plan_cells(cfgs: Iterable[tuple[list[str], dict[str, Any]]], results_dir: Pa
             plan.cells.append(cell)
             continue
         first[cfg_hash] = " ".join(overrides) or "(defaults)"
-        measured, why = measured_cost(basis, model, cost_label(method, resolved.checked.recovery is not None), device,
+        measured, why = measured_cost(basis, model, method, resolved.checked.recovery is not None, device,
                                       work_kind(resolved.tasks))
         if cell.done is None:
             cell.basis = why
