@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from diet.io import atomic_write_json
 from diet.paths import cache_dir
-from diet.eval.tasks import TASKS, write_offline_task_yamls
+from diet.config.sections import include_paths
+from diet.eval.tasks import PAPER_TASKS, resolve_task_names, task_spec, write_offline_task_yamls
 
 
 def document_arguments(record: dict) -> list[str]:
@@ -51,9 +53,9 @@ def checkpoint_of(record: dict) -> Path:
 
 
 def compared_metrics(task: str, ours: dict) -> list[str]:
-    """The metrics of `task` (diet.eval.tasks: acc/acc_norm, or word/byte perplexity and bits per byte) the
-    record holds."""
-    return [metric for metric in TASKS.get(task).metrics if metric in ours]
+    """The metrics of `task` (diet.eval.tasks: acc/acc_norm, exact_match, or word/byte perplexity and bits per
+    byte) the record holds."""
+    return [metric for metric in task_spec(task).metrics if metric in ours]
 
 
 def max_length_argument(record: dict) -> str:
@@ -69,10 +71,22 @@ def scoring_argument(record: dict) -> str:
     return "" if value is None else f",softmax_dtype={value}"
 
 
-def stock_results(record: dict, work: Path) -> dict:
+def task_folder(record: dict, work: Path) -> Path:
+    """One --include_path folder with every task of the record: the paper tasks' offline YAMLs (their data
+    source made local) and a copy of each of the user's eval.include_path folders (their own data files)."""
     data_dir = Path(record["eval"]["data"])
     tasks = list(record["tasks"])
-    yamls = write_offline_task_yamls(work / "yamls", tasks, data_dir)
+    yamls = write_offline_task_yamls(work / "yamls", [task for task in tasks if task in PAPER_TASKS], data_dir)
+    for number, folder in enumerate(include_paths(record["config"]["eval"].get("include_path"))):
+        shutil.copytree(folder, yamls / f"user{number}")
+    return yamls
+
+
+def stock_results(record: dict, work: Path) -> dict:
+    """Stock `lm_eval` on the record's model, tasks and documents (run from the current folder, as the cell was:
+    a task YAML's relative data paths resolve the same)."""
+    tasks = list(record["tasks"])
+    yamls = task_folder(record, work)
     model_dir = checkpoint_of(record)
     command = [
         sys.executable, "-m", "lm_eval", "--model", "hf",
@@ -84,7 +98,7 @@ def stock_results(record: dict, work: Path) -> dict:
     ]
     command += document_arguments(record)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    subprocess.run(command, check=True, env=env, cwd=work)
+    subprocess.run(command, check=True, env=env)
     [results_file] = list((work / "out").rglob("results_*.json"))
     return json.loads(results_file.read_text())["results"]
 
@@ -95,6 +109,7 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("results/checks"))
     args = parser.parse_args()
     record = json.loads(args.record.read_text())
+    resolve_task_names(list(record["tasks"]), {}, include_paths(record["config"]["eval"].get("include_path")))
     checkpoint_of(record)  # fails here, before lm-eval starts, for a pruned record without a saved model
     with tempfile.TemporaryDirectory() as work:
         stock = stock_results(record, Path(work))

@@ -56,7 +56,8 @@ def test_perplexity_cells_are_not_estimated_from_accuracy_records():
 
     def record(tasks, evaluate):
         return {"timings": {"profile": 10.0, "evaluate": evaluate}, "model": {"name": "m", "device": "cpu"},
-                "method": "diet", "tasks": {t: {"n": 10} for t in tasks}}
+                "method": "diet",
+                "tasks": {t: {"n": 10, "metric": "word_perplexity" if t == "wikitext" else "acc"} for t in tasks}}
 
     basis = cost_basis([record(["arc_easy", "rte"], 20.0), record(["wikitext"], 500.0)])
     assert basis[("m", "diet", False, "cpu", "accuracy")] == [(10.0, 1.0)]
@@ -69,7 +70,8 @@ def test_a_method_without_records_is_estimated_from_the_same_models_other_method
 
     def record(method, tasks, evaluate):
         return {"timings": {"load_model": 5.0, "evaluate": evaluate}, "model": {"name": "m", "device": "cpu"},
-                "method": method, "tasks": {t: {"n": 10} for t in tasks}}
+                "method": method,
+                "tasks": {t: {"n": 10, "metric": "word_perplexity" if t == "wikitext" else "acc"} for t in tasks}}
 
     basis = cost_basis([record("dense", ["wikitext"], 300.0), record("diet", ["arc_easy"], 20.0)])
     own, why = measured_cost(basis, "m", "diet", False, "cpu", "accuracy")

@@ -55,16 +55,24 @@ def test_diet_prunes_real_model_and_reports_it(tmp_path):
 
 def test_saved_diet_model_equals_stock_lm_eval_on_it(tmp_path):
     """A DIET 20% Gemma-3 270M saved by the run (save_model) is a plain checkpoint: the stock lm_eval CLI
-    (HFLM from the folder, no diet code) scores the record's documents exactly as the run did."""
+    (HFLM from the folder, no diet code) scores the record's documents exactly as the run did, a generation task
+    of the user's (eval.include_path, greedy exact match; calibrated on prompt + answer) included."""
     from experiments.stock_check import stock_results
+    from test_user_tasks import write_generation_task
 
+    gen = write_generation_task(tmp_path / "gen")
     record, _ = run_cell(compose_config([
-        "model=gemma3_270m", "method=diet", "sparsity=0.2", "tasks=[arc_easy,rte]", "calib.n=8", "eval.limit=8",
-        f"results_dir={tmp_path / 'records'}", f"save_model={tmp_path / 'diet20'}", "wandb.mode=disabled",
+        "model=gemma3_270m", "method=diet", "sparsity=0.2", "tasks=[arc_easy,rte,copy_word]", "calib.n=4",
+        "eval.limit=8", f"eval.include_path={gen}", f"results_dir={tmp_path / 'records'}",
+        f"save_model={tmp_path / 'diet20'}", "wandb.mode=disabled",
     ]))
-    assert record["saved_model"]["format"] == "transformers"
+    assert record["saved_model"]["format"] == "transformers" and record["mask"]["num_tasks"] == 3
+    assert record["tasks"]["copy_word"]["metric"] == "exact_match" and record["tasks"]["copy_word"]["n"] == 6
     stock = stock_results(record, tmp_path)
+    compared = 0
     for task, ours in record["tasks"].items():
-        for metric in ("acc", "acc_norm"):
+        for metric in ("acc", "acc_norm", "exact_match"):
             if metric in ours:
                 assert ours[metric] == stock[task][f"{metric},none"], (task, metric)
+                compared += 1
+    assert compared == 4  # arc_easy acc/acc_norm, rte acc, copy_word exact_match

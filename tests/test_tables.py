@@ -25,6 +25,7 @@ from diet.analysis.blocks import DEFAULTS
 from diet.io import stable_hash
 from diet.run.records import SCHEMA_VERSION
 from diet.analysis.frame import load_frame, load_records
+from diet.analysis.frame import CHANCE
 from diet.analysis.stats import clearly_above_chance, difference, mean_se, votes_needed
 from diet.analysis.render import to_markdown
 from diet.analysis.tables import build_tables
@@ -56,8 +57,9 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
                 exclude_bos: bool = False, method_options: dict[str, Any] | None = None,
                 actual: float | None = None) -> dict[str, Any]:
     """A schema-1 record as run_cell writes it, reduced to what tables, figures and W&B read."""
-    tasks = {task: {"acc": s, "acc_stderr": se, "metric": "acc", "n": n, "score": s, "score_stderr": se}
-             for task, (s, se) in scores.items()}
+    metric = {"wikitext": "word_perplexity"}  # what the record of each task is reported by
+    tasks = {task: {"acc": s, "acc_stderr": se, "metric": metric.get(task, "acc"), "n": n, "score": s,
+                    "score_stderr": se} for task, (s, se) in scores.items()}
     for task, values in (outcomes or {}).items():  # per-document outcomes; `docs` stands for their digest
         tasks[task].update(outcomes=values, docs_sha256=docs)
     sparsity = sparsity if method != "dense" else 0.0
@@ -228,9 +230,9 @@ def test_table_defaults_match_conf():
 def test_statistics_by_hand():
     mean, se = mean_se([0.6, 0.4], [0.03, 0.04])
     assert mean == pytest.approx(0.5) and se == pytest.approx(0.025)  # sqrt(.03^2 + .04^2) / 2
-    assert not clearly_above_chance("winogrande", 0.75, 0.125)  # exactly 2 se above 0.5: not "clearly"
-    assert clearly_above_chance("winogrande", 0.76, 0.125) and not clearly_above_chance("unknown_task", 0.99, 0.0)
-    assert not clearly_above_chance("rte", 0.58, 0.03)  # RTE's chance is its majority label, 0.527
+    assert not clearly_above_chance(CHANCE["winogrande"], 0.75, 0.125)  # exactly 2 se above 0.5: not "clearly"
+    assert clearly_above_chance(CHANCE["winogrande"], 0.76, 0.125) and not clearly_above_chance(None, 0.99, 0.0)
+    assert not clearly_above_chance(CHANCE["rte"], 0.58, 0.03)  # RTE's chance is its majority label, 0.527
     assert difference(0.5, 0.03, 0.4, 0.04) == (pytest.approx(0.1), pytest.approx(0.05), False)  # 0.1 = 2 se
     assert difference(0.52, 0.03, 0.4, 0.04)[2] is True
     assert [votes_needed(t, 7) for t in (0.142857, 0.285714, 0.428571, 0.571428, 0.714285, 0.857142, 1.0)] \

@@ -7,20 +7,20 @@ from types import SimpleNamespace
 
 import pytest
 
-from diet.eval.tasks import TASKS, build_tasks, chance_level, chance_levels
+from diet.eval.tasks import PAPER_TASKS, build_tasks, chance_level, chance_levels
 
 WITH_CHANCE = sorted(chance_levels())
 
 
 def test_every_accuracy_task_of_the_paper_has_a_chance_level():
     assert set(WITH_CHANCE) >= {"boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"}
-    assert TASKS.get("wikitext").chance is None  # a perplexity has no chance level
+    assert PAPER_TASKS.get("wikitext").chance is None  # a perplexity has no chance level
 
 
 @pytest.mark.parametrize("task", WITH_CHANCE)
 def test_stated_chance_is_computed_from_the_task_yaml_and_split(task, offline_data):
     built = build_tasks([task], offline_data, with_train=False)[task]
-    assert chance_level(built) == TASKS.get(task).chance
+    assert chance_level(built) == PAPER_TASKS.get(task).chance
 
 
 def fake_task(choices, targets):

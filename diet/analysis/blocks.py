@@ -16,7 +16,7 @@ import pandas as pd
 from diet.analysis.frame import ABLATION_KEYS, ALL_PROFILED, NO_RECOVERY, RUN_COLUMNS
 from diet.analysis.stats import clearly_above_chance
 from diet.config.defaults import option_default, run_defaults
-from diet.eval.tasks import accuracy_tasks
+from diet.eval.metric_kinds import ACCURACY, PERPLEXITY, metric_kind
 from diet.methods import METHODS
 
 # Row order of every table, from the method registry (Method.table_rank): dense first, DIET and its oracle, then
@@ -65,9 +65,12 @@ def runs_from_frame(frame: pd.DataFrame) -> list[dict[str, Any]]:
     Records of one model evaluated on disjoint tasks are one run (merge_complementary)."""
     runs: dict[str, dict[str, Any]] = {}
     for row in frame.to_dict("records"):
-        run = runs.setdefault(row["config_hash"],
-                              {col: _plain(row[col]) for col in RUN_COLUMNS} | {"tasks": {}, "outcomes": {}})
+        run = runs.setdefault(row["config_hash"], {col: _plain(row[col]) for col in RUN_COLUMNS}
+                              | {"tasks": {}, "outcomes": {}, "kinds": {}, "chance": {}})
         run["tasks"][row["task"]] = (float(row["score"]), float(row["stderr"]), int(row["n"]))
+        run["kinds"][row["task"]] = metric_kind(row["metric"])
+        if _plain(row["chance"]) is not None:
+            run["chance"][row["task"]] = float(row["chance"])
         if _plain(row["outcomes"]) is not None:
             run["outcomes"][row["task"]] = (row["outcomes"], row["docs_sha256"])
     for run in runs.values():
@@ -78,7 +81,8 @@ def runs_from_frame(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 # Fields that may differ between records of one model evaluated on different tasks (run separately, e.g. a
 # perplexity run beside the 7-task run): everything else must be equal for two records to be one run.
-PER_EVALUATION = frozenset({"n_tasks", "config_hash", "finished_at", "group", "tasks", "outcomes", "config_hashes"})
+PER_EVALUATION = frozenset({"n_tasks", "config_hash", "finished_at", "group", "tasks", "outcomes", "config_hashes",
+                            "kinds", "chance"})
 
 
 def merge_complementary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -100,6 +104,8 @@ def merge_complementary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         run = dict(group[0])
         run.update(tasks={t: v for r in group for t, v in r["tasks"].items()},
                    outcomes={t: v for r in group for t, v in r["outcomes"].items()},
+                   kinds={t: v for r in group for t, v in r["kinds"].items()},
+                   chance={t: v for r in group for t, v in r["chance"].items()},
                    config_hashes=[h for r in group for h in r["config_hashes"]],
                    config_hash="+".join(r["config_hash"] for r in group),
                    finished_at=max(r["finished_at"] for r in group))
@@ -124,11 +130,24 @@ class Block:
     tasks: list[str]                # task columns: paper order, then others alphabetically
     above_chance: list[str] | None  # tasks where dense is clearly above chance; None without a dense run
     documents: str = ""             # diet.analysis.frame.documents_label: all | first<N> | random<N>s<seed>
+    kinds: dict[str, str] | None = None     # task -> its metric's kind (diet.eval.metric_kinds)
+    chance: dict[str, float] | None = None  # task -> its chance level, where it has one
+
+    def kind(self, task: str) -> str:
+        return (self.kinds or {}).get(task, ACCURACY)
+
+    def is_perplexity(self, task: str) -> bool:
+        return self.kind(task) == PERPLEXITY
+
+    def scale(self, task: str) -> float:
+        """Accuracies in points (x100), any other metric as it is."""
+        return 100.0 if self.kind(task) == ACCURACY else 1.0
 
     @property
     def averaged(self) -> list[str]:
-        """The task columns an average covers: the accuracy tasks (a perplexity is its own column)."""
-        return accuracy_tasks(self.tasks)
+        """The task columns an average covers: the tasks reported by an accuracy (a perplexity, an F1 are
+        columns of their own, never averaged with accuracies)."""
+        return [task for task in self.tasks if self.kind(task) == ACCURACY]
 
     @property
     def is_random(self) -> bool:
@@ -180,8 +199,9 @@ def above_chance_tasks(main: list[dict[str, Any]]) -> list[str] | None:
     dense = [run for run in main if run["method"] == "dense"]
     if not dense:
         return None
-    tasks = dense[0]["tasks"]  # several dense runs (e.g. seeds): the first by config_hash decides
-    return sorted((t for t, (score, se, _) in tasks.items() if clearly_above_chance(t, score, se)), key=task_rank)
+    run = dense[0]  # several dense runs (e.g. seeds): the first by config_hash decides
+    return sorted((t for t, (score, se, _) in run["tasks"].items()
+                   if clearly_above_chance(run["chance"].get(t), score, se)), key=task_rank)
 
 
 def blocks_from_frame(frame: pd.DataFrame) -> list[Block]:
@@ -195,5 +215,7 @@ def blocks_from_frame(frame: pd.DataFrame) -> list[Block]:
         runs = sorted(by_block[(model, limit, documents)], key=row_key)
         main = main_runs(runs)
         tasks = sorted({t for run in runs for t in run["tasks"]}, key=task_rank)
-        blocks.append(Block(model, limit, runs, main, tasks, above_chance_tasks(main), documents))
+        kinds = {t: k for run in runs for t, k in run["kinds"].items()}
+        chance = {t: c for run in runs for t, c in run["chance"].items()}
+        blocks.append(Block(model, limit, runs, main, tasks, above_chance_tasks(main), documents, kinds, chance))
     return blocks

@@ -18,7 +18,7 @@ import pandas as pd
 
 from diet.calib.generic_text import NAMED_SOURCES
 from diet.config.defaults import method_defaults, recover_defaults, run_defaults
-from diet.eval.tasks import resolve_task_names
+from diet.eval.tasks import chance_levels
 from diet.methods import METHODS
 from diet.run.records import iter_records
 
@@ -50,7 +50,9 @@ NO_RECOVERY = "none"
 RUN_COLUMNS = ["model", "method", "sparsity", "sparsity_actual", "limit", "documents", "seed", "params_removed",
                "params_removed_total",
                *ABLATION_KEYS, "method_options", "n_tasks", "mask_hash", "config_hash", "finished_at", "group"]
-TASK_COLUMNS = ["task", "metric", "score", "stderr", "n", "outcomes", "docs_sha256"]  # the last two: None if absent
+CHANCE: dict[str, float] = chance_levels()  # the paper tasks'
+TASK_COLUMNS = ["task", "metric", "score", "stderr", "n", "chance", "outcomes", "docs_sha256"]  # the last three: None
+# if absent (chance: a paper task's hand-kept level where an older record carries none)
 COLUMNS = RUN_COLUMNS + TASK_COLUMNS
 
 
@@ -77,9 +79,11 @@ def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def default_tasks() -> list[str]:
-    """conf/config.yaml's `tasks`, resolved through its task_sets (paper7)."""
+    """conf/config.yaml's `tasks`, through its task_sets (paper7)."""
     defaults = run_defaults()
-    return resolve_task_names(defaults["tasks"], defaults.get("task_sets") or {})
+    tasks, task_sets = defaults["tasks"], defaults.get("task_sets") or {}
+    return list(task_sets[tasks]) if isinstance(tasks, str) and tasks in task_sets else \
+        ([tasks] if isinstance(tasks, str) else list(tasks))
 
 
 def profiled_label(profiled: list[str], evaluated: list[str],
@@ -250,6 +254,7 @@ def tidy_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         for task, m in record["tasks"].items():
             rows.append({**fields, "task": task, "metric": m["metric"], "score": float(m["score"]),
                          "stderr": math.nan if m.get("score_stderr") is None else float(m["score_stderr"]), "n": int(m["n"]),
+                         "chance": m.get("chance", CHANCE.get(task)),
                          "outcomes": m.get("outcomes"), "docs_sha256": m.get("docs_sha256")})
     # object dtype keeps None as None (pandas would turn a None limit into NaN and ints into floats)
     frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object)

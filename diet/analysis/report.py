@@ -10,7 +10,8 @@ import pandas as pd
 from diet.analysis.blocks import task_rank
 from diet.analysis.stats import Z, mean_se
 from diet.analysis.tables import compare
-from diet.eval.tasks import accuracy_tasks, is_perplexity
+from diet.eval.metric_kinds import ACCURACY, metric_kind
+from diet.eval.tasks import averaged_tasks
 
 SE_NOTE = "scores: accuracy in points ± one standard error"
 
@@ -28,7 +29,7 @@ def stderr(metrics: dict[str, Any]) -> float:
 
 def average_se(record: dict[str, Any]) -> float:
     """se of the record's average: sqrt(sum se_t^2) / T over its averaged tasks (independent tasks)."""
-    tasks = record["average"].get("tasks") or accuracy_tasks(ordered_tasks(record))
+    tasks = record["average"].get("tasks") or averaged_tasks({t: record["tasks"][t] for t in ordered_tasks(record)})
     ses = [stderr(record["tasks"][task]) for task in tasks]
     return mean_se([record["tasks"][task]["score"] for task in tasks], ses)[1]
 
@@ -51,7 +52,8 @@ def per_task_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
         }
         for task in ordered_tasks(record):
             metrics = record["tasks"][task]
-            row[f"{task} ({metrics['metric']})"] = (f"{metrics['score']:.2f}" if is_perplexity(task)  # not points
+            row[f"{task} ({metrics['metric']})"] = (f"{metrics['score']:.2f}"  # not points
+                                                    if metric_kind(metrics["metric"]) != ACCURACY
                                                     else points(metrics["score"], stderr(metrics)))
         average = record["average"]["score"]
         row["average"] = "n/a" if average is None else points(average, average_se(record))
@@ -65,7 +67,7 @@ def row_label(record: dict[str, Any]) -> str:
 
 def as_run(record: dict[str, Any]) -> dict[str, Any]:
     """The shape diet.analysis.tables.compare takes: tasks {t: (score, se, n)}, outcomes {t: (outcomes, docs_sha256)}."""
-    tasks = record["average"].get("tasks") or accuracy_tasks(ordered_tasks(record))
+    tasks = record["average"].get("tasks") or averaged_tasks({t: record["tasks"][t] for t in ordered_tasks(record)})
     return {
         "tasks": {t: (record["tasks"][t]["score"], stderr(record["tasks"][t]), record["tasks"][t]["n"]) for t in tasks},
         "outcomes": {t: (record["tasks"][t]["outcomes"], record["tasks"][t].get("docs_sha256"))

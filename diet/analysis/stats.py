@@ -11,11 +11,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from diet.eval.tasks import chance_levels
 
-# The score a model with no skill gets, per task (diet.eval.tasks.chance_level: the majority-label rate of
-# BoolQ and RTE, uniform guessing among the options elsewhere)
-CHANCE: dict[str, float] = chance_levels()
 Z = 2.0  # "clearly" / "significant" = more than 2 standard errors
 ALPHA = 0.05  # family-wise error rate of the Holm-corrected reading
 VOTE_EPS = 1e-9  # same slack as diet.select.masks: threshold 0.142857 with 7 tasks needs 1 vote
@@ -29,9 +25,9 @@ def mean_se(scores: Sequence[float], stderrs: Sequence[float]) -> tuple[float, f
     return sum(scores) / count, math.sqrt(sum(se * se for se in stderrs)) / count
 
 
-def clearly_above_chance(task: str, score: float, stderr: float) -> bool:
-    """Whether score exceeds the task's chance level by more than Z standard errors (unknown task: no)."""
-    chance = CHANCE.get(task)
+def clearly_above_chance(chance: float | None, score: float, stderr: float) -> bool:
+    """Whether score exceeds a task's chance level (diet.eval.tasks.chance_level: the majority-label rate of BoolQ
+    and RTE, uniform guessing among the options elsewhere) by more than Z standard errors (no chance level: no)."""
     return chance is not None and score - chance > Z * stderr
 
 

@@ -19,8 +19,8 @@ from diet.errors import DietConfigError
 from diet.methods import METHODS
 from diet.registry import Registry
 from diet.analysis.frame import ABLATION_KEYS
-from diet.analysis.stats import ALPHA, CHANCE, Z, difference, holm, mean_se, paired_difference, two_sided_p, votes_needed
-from diet.eval.tasks import is_perplexity
+from diet.eval.metric_kinds import ACCURACY, PERPLEXITY
+from diet.analysis.stats import ALPHA, Z, difference, holm, mean_se, paired_difference, two_sided_p, votes_needed
 
 CELL_NOTE = "cells: score ± standard error, in points (x100); (n=...) = documents per task"
 
@@ -53,7 +53,7 @@ def score_columns(run: dict[str, Any], block: Block) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for task in block.tasks:
         score, se, n = run["tasks"].get(task, (math.nan, math.nan, None))
-        scale = 1 if is_perplexity(task) else 100  # accuracies in points, a perplexity as it is
+        scale = block.scale(task)  # accuracies in points, a perplexity as it is
         row.update({task: scale * score, f"{task}_se": scale * se, f"{task}_n": n})
     for column, tasks in (("average", block.averaged), ("avg_above_chance", block.above_chance or [])):
         if tasks and all(task in run["tasks"] for task in tasks):
@@ -104,8 +104,8 @@ SIGNIFICANCE_NOTE = (f"significant = |diff| > {Z:g} se; paired: se from the per-
 
 
 def above_chance_note(block: Block) -> str:
-    rule = f"dense score - chance > {Z:g} se; chance: " + ", ".join(f"{t} {CHANCE[t]:g}" for t in block.tasks
-                                                                    if t in CHANCE)
+    rule = f"dense score - chance > {Z:g} se; chance: " + ", ".join(f"{t} {block.chance[t]:g}" for t in block.tasks
+                                                                    if t in (block.chance or {}))
     if block.above_chance is None:
         return f"avg_above_chance: no dense run of this model at this limit ({rule})"
     if not block.above_chance:
@@ -114,7 +114,7 @@ def above_chance_note(block: Block) -> str:
 
 
 def perplexity_tasks(block: Block) -> list[str]:
-    return [task for task in block.tasks if is_perplexity(task)]
+    return [task for task in block.tasks if block.is_perplexity(task)]
 
 
 def perplexity_note(block: Block) -> list[str]:
@@ -125,9 +125,24 @@ def perplexity_note(block: Block) -> list[str]:
             "with the accuracies"] if tasks else []
 
 
+def other_metric_note(block: Block) -> list[str]:
+    """What the columns of tasks reported by neither an accuracy nor a perplexity hold (F1, BLEU...)."""
+    tasks = [task for task in block.tasks if block.kind(task) not in (ACCURACY, PERPLEXITY)]
+    return [f"{', '.join(tasks)}: reported by a metric that is neither an accuracy nor a perplexity, as it is (not "
+            "in points), never averaged"] if tasks else []
+
+
+def average_note(block: Block) -> list[str]:
+    """Which tasks an average covers, where a column other than a perplexity (its own note) is left out of it."""
+    left_out = [task for task in block.tasks if task not in block.averaged and not block.is_perplexity(task)]
+    return [f"average: the mean of the accuracy columns ({', '.join(block.averaged)}; acc, acc_norm or "
+            f"exact_match); {', '.join(left_out)} not averaged"] if left_out and block.averaged else []
+
+
 def score_formats(block: Block) -> dict[str, str]:
-    """Column formats of the score columns: perplexities with two decimals (accuracies: the default, one)."""
-    return {task: "{:.2f}" for task in perplexity_tasks(block)}
+    """Column formats of the score columns: anything but an accuracy in points with two decimals (accuracies:
+    the default, one)."""
+    return {task: "{:.2f}" for task in block.tasks if block.kind(task) != ACCURACY}
 
 
 def block_notes(block: Block) -> list[str]:
@@ -171,7 +186,7 @@ def main_table(block: Block) -> Table | None:
              **removed_columns([run]), **score_columns(run, block), "config_hash": run["config_hash"]}
             for run in block.main]
     frame = _frame(rows, drop_empty=("variant",))
-    notes = [CELL_NOTE, REMOVED_NOTE, *perplexity_note(block)]
+    notes = [CELL_NOTE, REMOVED_NOTE, *perplexity_note(block), *other_metric_note(block), *average_note(block)]
     if block.averaged:
         notes.append(above_chance_note(block))
     else:  # perplexity only: there is no accuracy to average
@@ -390,7 +405,7 @@ def seeds_table(block: Block) -> Table | None:
         for task in block.tasks:
             combined = combine_seeds([s[task] for s in scored], [s[f"{task}_se"] for s in scored])
             row.update({task: combined["mean"], f"{task}_se": combined["se"]})
-            if is_perplexity(task):  # no document se: the spread across seeds is its only uncertainty
+            if block.is_perplexity(task):  # no document se: the spread across seeds is its only uncertainty
                 row[f"{task}_sd_seeds"] = combined["sd"]
         if block.averaged:
             average = combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])

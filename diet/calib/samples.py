@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from diet.errors import DietConfigError
+from diet.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,37 @@ def gold_index(task: Any, doc: dict) -> int:
     return int(gold)
 
 
+# output type -> (task, doc, context, metadata) -> the gold (context, continuation) as lm-eval scores or generates it
+GOLD_TEXT: Registry[Callable[[Any, dict, str, tuple], tuple[str, str]]] = Registry("calibrated output type")
+
+
+@GOLD_TEXT.register("multiple_choice")
+def _multiple_choice_gold(task: Any, doc: dict, context: str, metadata: tuple) -> tuple[str, str]:
+    """The gold choice's loglikelihood request."""
+    requests = task.construct_requests(doc=doc, ctx=context, metadata=metadata)
+    return tuple(requests[gold_index(task, doc)].args[:2])  # type: ignore[return-value]
+
+
+@GOLD_TEXT.register("loglikelihood")
+def _loglikelihood_gold(task: Any, doc: dict, context: str, metadata: tuple) -> tuple[str, str]:
+    """The one request: the context and its target."""
+    request = task.construct_requests(doc=doc, ctx=context, metadata=metadata)
+    request = request[0] if isinstance(request, list) else request
+    return tuple(request.args[:2])  # type: ignore[return-value]
+
+
+@GOLD_TEXT.register("generate_until")
+def _generation_gold(task: Any, doc: dict, context: str, metadata: tuple) -> tuple[str, str]:
+    """The prompt and the reference answer (its first, where a document has several), as a generation task's
+    target follows its prompt (target_delimiter): the text a correct answer makes the model run over."""
+    target = task.doc_to_target(doc)
+    if isinstance(target, list):
+        target = target[0]
+    if isinstance(target, int) and task.config.doc_to_choice is not None:
+        target = task.doc_to_choice(doc)[target]
+    return context, f"{task.config.target_delimiter}{target}"
+
+
 def draw_samples(task_name: str, task: Any, n: int, seed: int, with_answer: bool) -> list[CalibrationSample]:
     """`n` seeded samples from the task's training split (never from the split that is evaluated)."""
     if not task.has_training_docs():
@@ -50,8 +82,7 @@ def draw_samples(task_name: str, task: Any, n: int, seed: int, with_answer: bool
     for index in indices:
         doc = docs[index]
         context = task.fewshot_context(doc, num_fewshot=0)
-        requests = task.construct_requests(doc=doc, ctx=context, metadata=(task_name, index, 1))
-        gold_context, gold_continuation = requests[gold_index(task, doc)].args[:2]
+        gold_context, gold_continuation = GOLD_TEXT.get(task.OUTPUT_TYPE)(task, doc, context, (task_name, index, 1))
         samples.append(
             CalibrationSample(task_name, index, gold_context, gold_continuation if with_answer else "")
         )

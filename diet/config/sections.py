@@ -13,7 +13,8 @@ from them (diet.methods.inputs), which the identity (diet/config/identity.py) ha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 from diet.bind import bind, check_names
 from diet.checks import FLAG, one_of, positive
@@ -48,6 +49,21 @@ class CalibOptions:
     exclude_bos: bool = field(default=False, metadata=FLAG)
 
 
+def include_paths(value: Any) -> tuple[str, ...]:
+    """`eval.include_path` (null, a folder or a list of folders) -> absolute folder paths; a missing one fails."""
+    if value is None:
+        return ()
+    listed = [value] if isinstance(value, str) else list(value) if isinstance(value, Iterable) else value
+    if not isinstance(listed, list) or not listed or not all(isinstance(path, str) for path in listed):
+        raise DietConfigError(f"eval.include_path={value!r} is not allowed: use a folder of task YAMLs or a list")
+    paths = tuple(str(Path(path).expanduser().resolve()) for path in listed)
+    for given, path in zip(listed, paths):
+        if not Path(path).is_dir():
+            raise DietConfigError(f"eval.include_path={given!r} is not a folder ({path}): give folders of task "
+                                  f"YAMLs")
+    return paths
+
+
 @dataclass(frozen=True)
 class EvalOptions:
     limit: int | None = field(default=None, metadata=positive(allow_none=True))
@@ -60,9 +76,12 @@ class EvalOptions:
     by_task: bool = field(default=False, metadata=FLAG)
     # documents per kept chunk inside a task (diet/eval/chunks.py); needs by_task, which keeps them
     chunk_docs: int | None = field(default=None, metadata=positive(allow_none=True))
+    # folders of the user's own task YAMLs (lm-eval's TaskManager(include_path=...)): one path or a list
+    include_path: str | list | None = field(default=None, metadata={"check": lambda _, value: include_paths(value)})
 
     def __post_init__(self) -> None:
         self.documents()  # eval.docs / eval.docs_seed
+        include_paths(self.include_path)
         if self.chunk_docs is not None and not self.by_task:
             raise DietConfigError(f"eval.chunk_docs={self.chunk_docs} keeps chunks of a task's documents as they "
                                   "finish, which only eval.by_task=true does: set eval.by_task=true or drop it")

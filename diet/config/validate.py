@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from diet.dims.accounting import SPARSITY_OF  # dim, params
 from diet.dims.choice import dim_parts
 from diet.checks import choice, flag, number_in
-from diet.config.sections import RunOptions, eval_options, run_options
+from diet.config.sections import RunOptions, eval_options, include_paths, run_options
 from diet.eval.documents import DocumentSelection
 from diet.errors import DietConfigError
 from diet.eval.tasks import accuracy_tasks, check_data_files, headline_metric, is_perplexity, resolve_task_names
@@ -41,7 +41,7 @@ def calib_tasks(cfg: Mapping[str, Any], tasks: list[str]) -> list[str]:
             raise DietConfigError(f"tasks={tasks} are all perplexity tasks: name the tasks to profile with "
                                   f"calib.tasks (e.g. calib.tasks=paper7)")
     else:
-        chosen = resolve_task_names(calib["tasks"], task_sets)
+        chosen = resolve_task_names(calib["tasks"], task_sets, include_paths(cfg["eval"].get("include_path")))
         leaked = [task for task in chosen if is_perplexity(task)]
         if leaked:
             raise DietConfigError(f"calib.tasks={list(chosen)} includes the perplexity task(s) {leaked}: calibrating "
@@ -49,7 +49,8 @@ def calib_tasks(cfg: Mapping[str, Any], tasks: list[str]) -> list[str]:
     exclude = calib.get("exclude") or []
     if isinstance(exclude, str):
         exclude = [exclude]
-    excluded = resolve_task_names(list(exclude), task_sets) if exclude else []
+    excluded = resolve_task_names(list(exclude), task_sets, include_paths(cfg["eval"].get("include_path"))) \
+        if exclude else []
     missing = [task for task in excluded if task not in chosen]
     if missing:
         raise DietConfigError(
@@ -79,7 +80,7 @@ def validate(cfg: Mapping[str, Any]) -> CheckedConfig:
     method = METHODS.get(cfg["method"]["name"])
     options = run_options(cfg, method.prunes)  # each fixed section binds to its class (diet/config/sections.py)
     SOURCES.get(cfg["model"]["source"])
-    tasks = resolve_task_names(cfg["tasks"], cfg.get("task_sets") or {})
+    tasks = resolve_task_names(cfg["tasks"], cfg.get("task_sets") or {}, include_paths(options.eval.include_path))
     for task in tasks:
         headline_metric(task, cfg["eval"]["metric"])
     flag("model.add_bos_token", cfg["model"]["add_bos_token"])

@@ -110,4 +110,4 @@ def evaluate_in_chunks(model: nn.Module, tokenizer: Any, task: str, data_dir: Pa
             chunk = {"doc_ids": part, "rows": document_rows(results["samples"][task])}
             kept.save(key, chunk)
         rows.extend(chunk["rows"])
-    return summarize(aggregate_rows(task_object, task, rows), [task], settings.metric, {task: n_docs})[task]
+    return summarize(aggregate_rows(task_object, task, rows), [task], settings.metric, {task: task_object})[task]

@@ -14,7 +14,8 @@ from torch import nn
 from diet.eval.documents import DocumentSelection
 from diet.eval.fast import FastHFLM
 from diet.registry import Registry
-from diet.eval.tasks import build_tasks, headline_metric
+from diet.eval.metric_kinds import metric_kind
+from diet.eval.tasks import build_tasks, chance_level, headline_metric, task_spec
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +110,20 @@ def document_outcomes(samples: Sequence[dict[str, Any]], metric: str, n_docs: in
     return entry
 
 
+def task_chance(task: str, task_object: Any) -> float | None:
+    """The chance level recorded beside a task's score: a paper task's hand-kept value; any other multiple-choice
+    task's measured on its evaluated split (chance_level); None for any other output type."""
+    spec = task_spec(task)
+    if spec.paper:
+        return spec.chance
+    return chance_level(task_object) if spec.output_type == "multiple_choice" else None
+
+
 def summarize(results: dict[str, Any], tasks: Sequence[str], metric: str,
-              split_sizes: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
-    """lm-eval's results dict -> {task: {acc, acc_stderr, acc_norm, ..., n, metric, score[, outcomes,
-    docs_sha256, doc_ids, split_docs]}} (outcomes when lm-eval logged samples)."""
+              task_objects: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """lm-eval's results dict -> {task: {acc, acc_stderr, acc_norm, ..., n, metric, score, kind, higher_is_better,
+    chance[, outcomes, docs_sha256, doc_ids, split_docs]}} (outcomes when lm-eval logged samples; split_docs and a
+    measured chance when the built tasks are given)."""
     summary: dict[str, dict[str, Any]] = {}
     for task in tasks:
         raw = results["results"][task]
@@ -123,11 +134,21 @@ def summarize(results: dict[str, Any], tasks: Sequence[str], metric: str,
                 entry[name] = float(value)
         entry["n"] = int(results["n-samples"][task]["effective"])
         entry["metric"] = headline_metric(task, metric)
+        if entry["metric"] not in entry:
+            raise ValueError(f"task {task!r}: lm-eval reported {sorted(entry)}, not its headline metric "
+                             f"{entry['metric']!r} (a filter other than 'none'?)")
         entry["score"] = entry[entry["metric"]]
         entry["score_stderr"] = entry.get(f"{entry['metric']}_stderr")
+        entry["kind"] = metric_kind(entry["metric"])
+        higher = task_spec(task).higher_is_better(entry["metric"])
+        if higher is not None:
+            entry["higher_is_better"] = higher
+        built = (task_objects or {}).get(task)
+        entry["chance"] = task_chance(task, built) if built is not None or task_spec(task).paper else None
         samples = (results.get("samples") or {}).get(task)
         if samples:
-            entry.update(document_outcomes(samples, entry["metric"], (split_sizes or {}).get(task)))
+            entry.update(document_outcomes(samples, entry["metric"],
+                                           None if built is None else len(built.eval_docs)))
         summary[task] = entry
     return summary
 
@@ -139,9 +160,9 @@ def run_harness(
     data_dir: Path | None,
     settings: EvalSettings,
     device: str = "cpu",
-) -> tuple[dict[str, Any], dict[str, int]]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run lm-eval simple_evaluate zero-shot on the live model; returns lm-eval's results dict (with the
-    logged samples) and each task's split size."""
+    logged samples) and the built tasks."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -173,7 +194,7 @@ def run_harness(
         fewshot_random_seed=settings.seed,
         bootstrap_iters=BOOTSTRAP_ITERS,
     )
-    return results, split_sizes
+    return results, task_objects
 
 
 def evaluate(
@@ -185,5 +206,5 @@ def evaluate(
     device: str = "cpu",
 ) -> dict[str, dict[str, Any]]:
     """Run lm-eval simple_evaluate zero-shot on the live model; returns the per-task summary."""
-    results, split_sizes = run_harness(model, tokenizer, tasks, data_dir, settings, device)
-    return summarize(results, tasks, settings.metric, split_sizes)
+    results, task_objects = run_harness(model, tokenizer, tasks, data_dir, settings, device)
+    return summarize(results, tasks, settings.metric, task_objects)

@@ -21,7 +21,7 @@ from diet.calib.profiler import ActivationProfile, profile_activations
 from diet.calib.samples import draw_samples, encode_samples
 from diet.calib.sources import TASKS_SOURCE
 from diet.eval.evaluate import EvalSettings, make_lm
-from diet.eval.tasks import build_tasks, data_files
+from diet.eval.tasks import PAPER_TASKS, build_tasks, data_files, definition_digest
 from diet.methods.base import PruningContext
 from diet.methods.inputs import Calibration, GenericText, TaskSamples
 from diet.paths import cache_dir
@@ -46,6 +46,8 @@ def profile_cache_key(ctx: PruningContext, samples: TaskSamples, task: str) -> d
         "add_bos_token": samples.add_bos_token,
         "source": "online" if ctx.data_dir is None else str(data_files(task, ctx.data_dir)["train"].name),
         **_bos_key(samples),
+        # a task not of the paper's by its definition's content: a changed YAML or data file is another profile
+        **({} if task in PAPER_TASKS else {"definition": definition_digest(task, ctx.data_dir)}),
     }
 
 

@@ -22,7 +22,7 @@ from diet.errors import DietConfigError
 from diet.eval.chunks import evaluate_in_chunks
 from diet.eval import evaluate as evaluation  # called through the module: tests count its calls
 from diet.eval.evaluate import EvalSettings, scoring_dtype
-from diet.eval.tasks import accuracy_tasks
+from diet.eval.tasks import averaged_tasks
 from diet.export.room import check_room, model_bytes
 from diet.export.save import check_save_path, export_model, model_card
 from diet.methods import MaskSelection, Method, PruningContext
@@ -99,9 +99,9 @@ def bos_prepended(tokenizer: Any, add_bos_token: bool) -> bool:
 
 
 def average_score(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The mean headline score over the accuracy tasks (a perplexity is never averaged with accuracies;
-    None when only perplexity was evaluated)."""
-    tasks = accuracy_tasks(metrics)
+    """The mean headline score over the tasks reported by an accuracy (diet.eval.metric_kinds: a perplexity or an
+    F1 is never averaged with accuracies; None when no accuracy was evaluated)."""
+    tasks = averaged_tasks(metrics)
     scores = [metrics[task]["score"] for task in tasks]
     return {"score": float(np.mean(scores)) if scores else None, "tasks": tasks, "n_tasks": len(scores)}
 

@@ -17,7 +17,8 @@ from diet.config.validate import document_selection
 from diet.run.cell import resolve
 from diet.run.claims import describe, live_claim
 from diet.run.records import find_existing, iter_records
-from diet.eval.tasks import data_files, is_perplexity
+from diet.eval.metric_kinds import PERPLEXITY, metric_kind
+from diet.eval.tasks import data_files, is_perplexity, task_spec
 
 
 @dataclass
@@ -50,11 +51,18 @@ class Plan:
 
 
 def split_documents(task: str, data_dir: Path | None) -> int | None:
-    """Documents in a task's evaluated split (offline data: lines of its file)."""
-    if data_dir is None:
+    """Documents in a task's evaluated split: lines of its .jsonl file(s) (the data folder's, or those its own
+    YAML reads); None where they are not known before loading (the hub, another format)."""
+    spec = task_spec(task)
+    files = [Path(path) for path in spec.local_files.get(spec.eval_split, [])] if spec.local_files else \
+        ([] if data_dir is None else [data_files(task, data_dir)["eval"]])
+    if not files or any(path.suffix != ".jsonl" for path in files):
         return None
-    with data_files(task, data_dir)["eval"].open(encoding="utf-8") as handle:
-        return sum(1 for line in handle if line.strip())
+    total = 0
+    for path in files:
+        with path.open(encoding="utf-8") as handle:
+            total += sum(1 for line in handle if line.strip())
+    return total
 
 
 def cell_documents(cfg: dict[str, Any], tasks: list[str], data_dir: Path | None) -> int | None:
@@ -94,8 +102,9 @@ def cost_basis(records: Iterable[dict[str, Any]]) -> dict[CostKey, list[tuple[fl
             continue
         evaluate = float(timings.get("evaluate", 0.0))
         fixed = sum(float(v) for k, v in timings.items() if k != "evaluate")
+        perplexity = any(metric_kind(m["metric"]) == PERPLEXITY for m in record["tasks"].values())
         key = (record["model"]["name"], record["method"], bool(record.get("recovery")), device_kind(record),
-               work_kind(record["tasks"]))
+               "perplexity" if perplexity else "accuracy")
         basis.setdefault(key, []).append((fixed, evaluate / documents))
     return basis
 

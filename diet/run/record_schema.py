@@ -16,12 +16,15 @@ Number = float | int
 
 
 class TaskResult(TypedDict):
-    metric: str                               # the headline metric: acc | acc_norm | word_perplexity ...
+    metric: str                               # the headline metric: acc | acc_norm | exact_match | word_perplexity ...
     score: Number
     score_stderr: Number | None
     n: int                                    # documents scored
     outcomes: NotRequired[str]                # one 0/1 per document, in doc_id order
     docs_sha256: NotRequired[str]             # digest of lm-eval's document hashes: pairs two records
+    kind: NotRequired[str]                    # the metric's kind (diet.eval.metric_kinds): accuracy | perplexity | other
+    higher_is_better: NotRequired[bool]       # as lm-eval reads it for the headline metric
+    chance: NotRequired[Number | None]        # chance level of the evaluated split (multiple choice), else None
 
 
 class Average(TypedDict):
