@@ -14,6 +14,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"  # never copied into the repository
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_task_example() -> Path:
+    """The user task of README "Prune for your own tasks", written where experiment=own_task_local and its
+    committed records read it (examples/own_task.py: deterministic, so their identities hold on any clone)."""
+    import runpy
+
+    folder = REPO_ROOT / ".cache" / "own_task"
+    runpy.run_path(str(REPO_ROOT / "examples" / "own_task.py"))["main"](folder)
+    return folder
+
+
 def compose_config(overrides: list[str]) -> dict[str, Any]:
     """The resolved run config exactly as `python -m experiments.run <overrides>` builds it."""
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):

@@ -756,3 +756,20 @@ def test_a_report_names_its_model_when_several_scored_the_same_documents(tmp_pat
     assert find_block(tmp_path, "first100", "m2").model == "m2"
     with pytest.raises(SystemExit, match="no records of m3"):
         find_block(tmp_path, "first100", "m3")
+
+
+def test_an_average_covers_accuracies_only_and_the_tables_say_which(tmp_path):
+    """A task reported by F1 (another kind) beside accuracies and an exact match: its own column, as it is, never
+    averaged; the average is over the accuracy columns and a note names both."""
+    scores = {"boolq": (0.6, 0.02), "copy_word": (0.5, 0.1), "squad_f1_task": (0.3, 0.05)}
+    record = make_record("dense", 0.0, scores, limit=None)
+    record["tasks"]["copy_word"]["metric"] = "exact_match"
+    record["tasks"]["squad_f1_task"]["metric"] = "f1"
+    write(tmp_path, record)
+    table = tables_by_name(tmp_path)["main__m__limitall"]
+    [row] = table.data.to_dict("records")
+    assert row["average"] == pytest.approx(100 * (0.6 + 0.5) / 2) and row["squad_f1_task"] == pytest.approx(0.3)
+    assert row["copy_word"] == pytest.approx(50.0)
+    assert any("squad_f1_task: reported by a metric that is neither" in note for note in table.notes)
+    assert any(note.startswith("average: the mean of the accuracy columns (boolq, copy_word") and
+               "squad_f1_task not averaged" in note for note in table.notes)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from diet.eval.tasks import PAPER_TASKS, build_tasks, chance_level, chance_levels
+from diet.eval.tasks import PAPER_TASKS, build_tasks, chance_level, chance_levels, task_spec
 
 WITH_CHANCE = sorted(chance_levels())
 
@@ -33,3 +33,22 @@ def test_chance_is_the_majority_label_for_a_label_task_and_uniform_otherwise():
     assert chance_level(fake_task(labels, [1, 1, 1, 0, 1])) == 0.8  # always "yes"
     options = [["a", "b", "c", "d"], ["e", "f"], ["g", "h", "i", "j"], ["k", "l", "m", "n"]]
     assert chance_level(fake_task(options, [0, 0, 0, 0])) == round((0.25 * 3 + 0.5) / 4, 3)  # index 0 means nothing
+
+
+# The facts the paper tasks were registered with by hand before they were read from lm-eval 0.4.13's configs: the
+# evaluated split, the metrics and whether the task is a perplexity.
+HAND_KEPT = {
+    "boolq": ("validation", ("acc",), False), "rte": ("validation", ("acc",), False),
+    "sglue_rte": ("validation", ("acc",), False), "hellaswag": ("validation", ("acc", "acc_norm"), False),
+    "winogrande": ("validation", ("acc",), False), "arc_easy": ("test", ("acc", "acc_norm"), False),
+    "arc_challenge": ("test", ("acc", "acc_norm"), False), "openbookqa": ("test", ("acc", "acc_norm"), False),
+    "wikitext": ("test", ("word_perplexity", "byte_perplexity", "bits_per_byte"), True),
+}
+
+
+@pytest.mark.parametrize("task", sorted(HAND_KEPT))
+def test_the_paper_tasks_facts_read_from_their_configs_are_the_ones_kept_by_hand_before(task):
+    spec = task_spec(task)
+    assert (spec.eval_split, spec.metrics, spec.perplexity) == HAND_KEPT[task] and spec.paper
+    assert spec.default_metric() == ("word_perplexity" if spec.perplexity else
+                                     "acc_norm" if "acc_norm" in spec.metrics else "acc")

@@ -514,7 +514,8 @@ def seed_differences_table(block: Block) -> Table | None:
     order = ["method", "sparsity", "vs", "vs_variant", "vs_sparsity", "seeds", "diff", "diff_se", "sd_seeds", "se_documents",
              "significant", "p_holm", "significant_holm", "paired", "per_seed", "config_hash"]
     rows = [{column: row.get(column) for column in order} for row in rows]
-    notes = [f"diff = DIET minus `vs`, 7-task average in points, over {len(rows)} comparisons in this table; "
+    notes = [f"diff = DIET minus `vs`, {len(block.averaged)}-task average in points, over {len(rows)} comparisons in "
+             f"this table; "
              "per seed the paired difference on the same documents (dense: one run, against every DIET seed), "
              "then combined over seeds as in seeds__*; significant = |diff| > "
              f"{Z:g} se, uncorrected for the number of comparisons", holm_note(family),
@@ -561,7 +562,7 @@ def protocols_table(block: Block) -> Table | None:
                      "config_hash": ",".join(run["config_hash"] for run in runs)})
     if not any(row["protocol"] != SAME_TOKENS for row in rows):
         return None
-    notes = ["average: the baseline's 7-task average, mean over its calibration seeds ± combined se (as in "
+    notes = [f"average: the baseline's {len(block.averaged)}-task average, mean over its calibration seeds ± combined se (as in "
              "seeds__*); diet_minus: DIET (task samples, default settings) minus the baseline, paired per seed on "
              f"the same documents, then combined over seeds; significant = |diet_minus| > {Z:g} se, uncorrected "
              f"for the {len(rows)} comparisons in this table",

@@ -23,9 +23,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from diet.errors import DietConfigError
 from diet.eval.catalogue import STRUCTURAL_KEYS, leaf_configs, load_task_yaml, nearest_names, official_root, user_names
-from diet.eval.metric_kinds import ACCURACY, PERPLEXITY, metric_kind
+from diet.eval.metric_kinds import ACCURACY, metric_kind
 from diet.io import sha256_file
 from diet.registry import Registry, unknown_name_message
+
 
 @dataclass(frozen=True)
 class PaperTask:
