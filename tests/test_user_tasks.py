@@ -63,6 +63,11 @@ def write_generation_task(folder: Path) -> Path:
         "generation_kwargs:", "  until: ['\\n']", "  max_gen_toks: 4", "  do_sample: false",
         "metric_list:", "  - metric: exact_match", "    aggregation: mean", "    higher_is_better: true",
     ]) + "\n")
+    # the same task with an answer-extraction filter, as GSM8K's: the record is read under that filter
+    text = (folder / "copy_word.yaml").read_text().replace("task: copy_word", "task: copy_word_filtered")
+    (folder / "copy_word_filtered.yaml").write_text(text + "filter_list:\n  - name: first_word\n    filter:\n"
+                                                    "      - function: regex\n        regex_pattern: '(\\w+)'\n"
+                                                    "      - function: take_first\n")
     return folder
 
 
@@ -127,6 +132,10 @@ def test_a_generation_task_is_scored_by_exact_match_through_either_backend(tmp_p
         assert entry["metric"] == "exact_match" and entry["kind"] == "accuracy" and entry["chance"] is None
         assert entry["n"] == 6 and len(entry["outcomes"]) == 6  # per-document 0/1 outcomes
     assert records["stock"]["tasks"]["copy_word"]["outcomes"] == records["fast"]["tasks"]["copy_word"]["outcomes"]
+    filtered = run_cell(compose_config([*TINY, f"eval.include_path={tasks}", "tasks=[copy_word_filtered]",
+                                        "method=dense", f"results_dir={tmp_path / 'filtered'}"]))[0]
+    entry = filtered["tasks"]["copy_word_filtered"]
+    assert entry["filter"] == "first_word" and entry["metric"] == "exact_match" and len(entry["outcomes"]) == 6
     # calibrated on prompt + reference answer
     pruned, _ = run_cell(compose_config([*TINY, f"eval.include_path={tasks}", "tasks=[copy_word]", "method=diet",
                                          "sparsity=0.25", "calib.n=4", f"results_dir={tmp_path / 'diet'}"]))

@@ -119,6 +119,15 @@ def task_chance(task: str, task_object: Any) -> float | None:
     return chance_level(task_object) if spec.output_type == "multiple_choice" else None
 
 
+def reported_filter(task: str, raw: Mapping[str, Any]) -> str:
+    """The filter whose metrics a task is reported by: lm-eval's "none" where the task has no filter list, else its
+    first filter (a generation task's answer extraction, e.g. GSM8K's "strict-match")."""
+    if any(key.endswith(",none") for key in raw):
+        return "none"
+    filters = [f["name"] for f in task_spec(task).config.get("filter_list") or [] if isinstance(f, Mapping)]
+    return filters[0] if filters else "none"
+
+
 def summarize(results: dict[str, Any], tasks: Sequence[str], metric: str,
               task_objects: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """lm-eval's results dict -> {task: {acc, acc_stderr, acc_norm, ..., n, metric, score, kind, higher_is_better,
@@ -127,16 +136,17 @@ def summarize(results: dict[str, Any], tasks: Sequence[str], metric: str,
     summary: dict[str, dict[str, Any]] = {}
     for task in tasks:
         raw = results["results"][task]
-        entry: dict[str, Any] = {}
+        reported = reported_filter(task, raw)
+        entry: dict[str, Any] = {} if reported == "none" else {"filter": reported}
         for key, value in raw.items():
             name, _, filter_name = key.partition(",")
-            if filter_name == "none" and isinstance(value, (int, float)):
+            if filter_name == reported and isinstance(value, (int, float)):
                 entry[name] = float(value)
         entry["n"] = int(results["n-samples"][task]["effective"])
         entry["metric"] = headline_metric(task, metric)
         if entry["metric"] not in entry:
-            raise ValueError(f"task {task!r}: lm-eval reported {sorted(entry)}, not its headline metric "
-                             f"{entry['metric']!r} (a filter other than 'none'?)")
+            raise ValueError(f"task {task!r}: lm-eval reported {sorted(raw)}, not its headline metric "
+                             f"{entry['metric']!r} under the filter {reported!r}")
         entry["score"] = entry[entry["metric"]]
         entry["score_stderr"] = entry.get(f"{entry['metric']}_stderr")
         entry["kind"] = metric_kind(entry["metric"])
@@ -145,7 +155,8 @@ def summarize(results: dict[str, Any], tasks: Sequence[str], metric: str,
             entry["higher_is_better"] = higher
         built = (task_objects or {}).get(task)
         entry["chance"] = task_chance(task, built) if built is not None or task_spec(task).paper else None
-        samples = (results.get("samples") or {}).get(task)
+        samples = [sample for sample in (results.get("samples") or {}).get(task) or []
+                   if sample.get("filter", "none") == reported]
         if samples:
             entry.update(document_outcomes(samples, entry["metric"],
                                            None if built is None else len(built.eval_docs)))

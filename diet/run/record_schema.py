@@ -22,6 +22,7 @@ class TaskResult(TypedDict):
     n: int                                    # documents scored
     outcomes: NotRequired[str]                # one 0/1 per document, in doc_id order
     docs_sha256: NotRequired[str]             # digest of lm-eval's document hashes: pairs two records
+    filter: NotRequired[str]                  # the lm-eval filter the metrics are read under, where not "none"
     kind: NotRequired[str]                    # the metric's kind (diet.eval.metric_kinds): accuracy | perplexity | other
     higher_is_better: NotRequired[bool]       # as lm-eval reads it for the headline metric
     chance: NotRequired[Number | None]        # chance level of the evaluated split (multiple choice), else None
