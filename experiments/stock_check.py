@@ -24,7 +24,7 @@ from pathlib import Path
 from diet.io import atomic_write_json
 from diet.paths import cache_dir
 from diet.config.sections import include_paths
-from diet.eval.tasks import PAPER_TASKS, resolve_task_names, task_spec, write_offline_task_yamls
+from diet.eval.tasks import resolve_task_names, task_spec, write_offline_task_yamls
 
 
 def document_arguments(record: dict) -> list[str]:
@@ -72,11 +72,12 @@ def scoring_argument(record: dict) -> str:
 
 
 def task_folder(record: dict, work: Path) -> Path:
-    """One --include_path folder with every task of the record: the paper tasks' offline YAMLs (their data
+    """One --include_path folder with every task of the record: offline YAMLs of lm-eval's tasks (their data
     source made local) and a copy of each of the user's eval.include_path folders (their own data files)."""
     data_dir = Path(record["eval"]["data"])
     tasks = list(record["tasks"])
-    yamls = write_offline_task_yamls(work / "yamls", [task for task in tasks if task in PAPER_TASKS], data_dir)
+    yamls = write_offline_task_yamls(work / "yamls", [task for task in tasks if not task_spec(task).local_files],
+                                     data_dir)
     for number, folder in enumerate(include_paths(record["config"]["eval"].get("include_path"))):
         shutil.copytree(folder, yamls / f"user{number}")
     return yamls

@@ -180,3 +180,32 @@ def test_groups_and_tags_expand_to_their_leaves_as_lm_eval_builds_them(tmp_path)
         assert task_spec(name).config["doc_to_text"] == task.config.doc_to_text
     assert resolve_task_names("ai2_arc", {}) == ["arc_challenge", "arc_easy"]  # an lm-eval tag of paper tasks
     assert task_spec("arc_easy").paper
+
+
+def sciq_rows(n: int, seed: int) -> list[dict]:
+    """Documents in SciQ's schema (allenai/sciq), written by the test."""
+    rng = random.Random(seed)
+    return [{"question": f"Which gas do plants take in, case {i}?", "support": "Plants photosynthesise.",
+             "correct_answer": "carbon dioxide", "distractor1": rng.choice(["oxygen", "helium"]),
+             "distractor2": "neon", "distractor3": "argon"} for i in range(n)]
+
+
+def test_a_catalogue_task_reads_the_data_folder_offline_and_equals_stock_lm_eval(tmp_path, isolated_cache):
+    """SciQ, an lm-eval task that is not the paper's, through the data folder's layout: profiled, pruned, scored, and
+    scored alike by stock lm-eval; a missing file is named before the model loads."""
+    from experiments.stock_check import stock_results
+
+    data = tmp_path / "data"
+    (data / "eval").mkdir(parents=True)
+    (data / "train").mkdir()
+    write_jsonl(data / "eval" / "sciq_test.jsonl", sciq_rows(12, 1))
+    common = [*TINY, "tasks=[sciq]", f"data.dir={data}"]
+    with pytest.raises(DietConfigError, match=r"missing train data for task 'sciq': expected file .*sciq_train.jsonl"):
+        validate(compose_config([*common, "method=diet"]))
+    write_jsonl(data / "train" / "sciq_train.jsonl", sciq_rows(20, 2))
+    record, _ = run_cell(compose_config([*common, "method=diet", "sparsity=0.25", f"results_dir={tmp_path / 'r'}",
+                                         f"save_model={tmp_path / 'saved'}"]))
+    ours = record["tasks"]["sciq"]
+    assert ours["n"] == 12 and ours["chance"] == 0.25 and "sciq" in record["effective_config"]["task_definitions"]
+    stock = stock_results(record, tmp_path / "stock")
+    assert (ours["acc"], ours["acc_norm"]) == (stock["sciq"]["acc,none"], stock["sciq"]["acc_norm,none"])

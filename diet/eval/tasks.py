@@ -360,20 +360,25 @@ def build_tasks(tasks: Sequence[str], data_dir: Path | None, with_train: bool = 
 def write_offline_task_yamls(directory: Path, tasks: Sequence[str], data_dir: Path) -> Path:
     """Task YAMLs for the stock `lm_eval --include_path DIR` CLI that read the local files.
 
-    Each file includes the official YAML and overrides only the data source, so stock lm-eval
-    scores exactly the documents this framework scores (used by the identity test; handy for users).
+    Each file includes the task's own YAML (the official one of a paper task; any other catalogue task's file, as
+    lm-eval's metadata names it) and overrides only the data source, so stock lm-eval scores exactly the documents
+    this framework scores (used by the identity tests; handy for users). A task whose YAML reads its own local
+    files needs none: give stock lm-eval its folder.
     """
     import yaml
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for task in tasks:
-        if task not in PAPER_TASKS:
-            raise DietConfigError(f"task {task!r} is not a paper task: give stock lm-eval its own YAML folder "
-                                  f"(--include_path) instead")
+        spec = task_spec(task)
+        source = str(official_root() / PAPER_TASKS.get(task).yaml) if spec.paper else \
+            (spec.config.get("metadata") or {}).get("config_source")
+        if spec.local_files or not source or not Path(source).is_file():
+            raise DietConfigError(f"task {task!r} has no YAML of lm-eval's to include (or reads its own files): give "
+                                  f"stock lm-eval its own folder (--include_path) instead")
         offline = task_config(task, data_dir, with_train=False)
         overrides = {key: offline[key] for key in
                      ("dataset_path", "dataset_name", "dataset_kwargs", "training_split", "validation_split", "test_split")}
-        document = {"include": str(official_root() / PAPER_TASKS.get(task).yaml), "task": task, **overrides}
+        document = {"include": source, "task": task, **overrides}
         (directory / f"{task}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     return directory
