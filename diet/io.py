@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -97,6 +98,19 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _content_sha256(path: Path, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
+
+
+def content_sha256(path: str | Path) -> str:
+    """sha256_file for identities: a file is read once per content on disk (its path, mtime and size), since a
+    sweep computes the same identity for every cell. Integrity checks (checkpoints, caches) read the file."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return _content_sha256(resolved, stat.st_mtime_ns, stat.st_size)
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

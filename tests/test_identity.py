@@ -317,3 +317,22 @@ def test_a_cuda_device_that_is_not_there_stops_in_preflight(tmp_path, monkeypatc
     with pytest.raises(DietConfigError, match="model.device='cuda' but torch .* sees no CUDA device"):
         run_cell(cfg)
     assert compose_config(["target=gpu", "model=gemma2_2b"])["model"]["device"] == "cuda"
+
+
+def test_a_file_an_identity_names_is_read_once_per_content(tmp_path, monkeypatch):
+    """Every cell of a sweep hashes the same calibration text and task files: read once, read again when the
+    file on disk changes (a stale digest would give an edited file the old file's cells)."""
+    import os
+
+    import diet.io
+
+    reads = []
+    real = diet.io.sha256_file
+    monkeypatch.setattr(diet.io, "sha256_file", lambda path: reads.append(path) or real(path))
+    text = tmp_path / "text.txt"
+    text.write_text("one\n")
+    first = diet.io.content_sha256(text)
+    assert diet.io.content_sha256(tmp_path / "." / "text.txt") == first and len(reads) == 1
+    text.write_text("two\n")  # same size: only the modification time tells the content changed
+    os.utime(text, ns=(text.stat().st_atime_ns, text.stat().st_mtime_ns + 1_000_000))
+    assert diet.io.content_sha256(text) == diet.io.sha256_bytes(b"two\n") != first and len(reads) == 2

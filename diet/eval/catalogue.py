@@ -39,9 +39,7 @@ def task_manager(include_paths: tuple[str, ...], include_defaults: bool = True) 
     """lm-eval's TaskManager over its own tasks (`include_defaults`) and the user's folders (built once)."""
     from lm_eval.tasks import TaskManager
 
-    for path in include_paths:
-        if not Path(path).is_dir():
-            raise DietConfigError(f"eval.include_path={path!r} is not a folder: give folders of task YAMLs")
+    # include_paths come from config.sections.include_paths, which has checked they are folders
     return TaskManager(include_path=list(include_paths) or None, include_defaults=include_defaults)
 
 

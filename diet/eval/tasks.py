@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from diet.errors import DietConfigError
 from diet.eval.catalogue import STRUCTURAL_KEYS, leaf_configs, load_task_yaml, nearest_names, official_root, user_names
 from diet.eval.metric_kinds import ACCURACY, metric_kind
-from diet.io import sha256_file
+from diet.io import content_sha256
 from diet.registry import Registry, unknown_name_message
 
 
@@ -210,16 +210,16 @@ def definition_digest(task: str, data_dir: Path | None) -> str:
         if callable(value):
             source = inspect.getsourcefile(value) if not isinstance(value, type) else None
             return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}" + \
-                (f":{sha256_file(source)}" if source and Path(source).is_file() else "")
+                (f":{content_sha256(source)}" if source and Path(source).is_file() else "")
         return value
 
     config = _without_metadata(spec.config)
     if spec.local_files:  # its files by content under their split, not by where they are
-        data = {split: [sha256_file(path) for path in paths] for split, paths in spec.local_files.items()}
+        data = {split: [content_sha256(path) for path in paths] for split, paths in spec.local_files.items()}
         config["dataset_kwargs"] = {key: value for key, value in (config.get("dataset_kwargs") or {}).items()
                                     if key != "data_files"}
     else:
-        data = {kind: sha256_file(path) for kind, path in data_files(task, data_dir).items()
+        data = {kind: content_sha256(path) for kind, path in data_files(task, data_dir).items()
                 if path.is_file()} if data_dir is not None else {}
     content = {"config": canonical(config), "data": data}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]

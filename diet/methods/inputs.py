@@ -27,7 +27,7 @@ from diet.calib.sources import TASKS_SOURCE, calib_source, source_file, window_p
 from diet.checks import FLAG, in_range, one_of
 from diet.dims.choice import cfg_dims
 from diet.errors import DietConfigError
-from diet.io import sha256_file
+from diet.io import content_sha256
 from diet.select.masks import MERGES, SCOPES
 
 
@@ -136,7 +136,7 @@ def _calibration(cfg: Mapping[str, Any], method: Any, calib_tasks: list[str]) ->
                            max_length=calib["max_length"], seed=cfg["seed"], add_bos_token=cfg["model"]["add_bos_token"],
                            exclude_bos=exclude)
     windows, length = window_plan(cfg, method.reference_calib)
-    return GenericText(file=path, sha256=sha256_file(path), windows=windows, window_length=length, seed=cfg["seed"],
+    return GenericText(file=path, sha256=content_sha256(path), windows=windows, window_length=length, seed=cfg["seed"],
                        add_bos_token=cfg["model"]["add_bos_token"], exclude_bos=exclude)
 
 

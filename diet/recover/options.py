@@ -19,7 +19,7 @@ from diet.calib.generic_text import layout_of
 from diet.calib.sources import text_file
 from diet.checks import FLAG, in_range, number_in, positive
 from diet.errors import DietConfigError
-from diet.io import sha256_file
+from diet.io import content_sha256
 from diet.recover.data import check_text_holds
 
 NONE = "none"
@@ -132,7 +132,7 @@ def recovery_plan(cfg: Mapping[str, Any], prunes: bool) -> RecoveryPlan | None:
                               "recovery study; say so with recover.dense_control=true")
     path = text_file(options.source, cfg, "recover.source")
     check_text_holds(path, options.windows, options.val_windows, options.window_length)
-    return RecoveryPlan(options=options, file=path, sha256=sha256_file(path), seed=int(cfg["seed"]),
+    return RecoveryPlan(options=options, file=path, sha256=content_sha256(path), seed=int(cfg["seed"]),
                         add_bos_token=bool(cfg["model"]["add_bos_token"]))
 
 
