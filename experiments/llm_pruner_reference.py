@@ -44,22 +44,34 @@ def import_reference(root: Path) -> tuple[Any, Any]:
     return importlib.import_module("LLMPruner.torch_pruning"), importlib.import_module("LLMPruner.pruner.hf_llama_pruner")
 
 
-def run_case(tp: Any, pruner_lib: Any, taylor: str, ratio: float, mlp_range: tuple[int, int]) -> dict[str, Any]:
+def reference_pruner(tp: Any, pruner_lib: Any, model: Any, importance: Any, ratio: float, roots: list[Any]) -> Any:
+    """llama3.py's block-wise MetaPruner (one step, local ratios, k_proj in consecutive groups of head_dim) over
+    `roots`."""
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
+    layers = model.model.layers
+    return tp.pruner.MetaPruner(
+        model, windows()[:2, :8], output_transform=lambda out: out.logits,  # transformers returns a ModelOutput
+        importance=importance, global_pruning=False, iterative_steps=1, ch_sparsity=ratio, ignored_layers=[],
+        channel_groups={}, consecutive_groups={layer.self_attn.k_proj: layer.self_attn.head_dim for layer in layers},
+        customized_pruners={LlamaRMSNorm: pruner_lib.hf_rmsnorm_pruner}, root_module_types=None,
+        root_instances=roots)
+
+
+def trainable_tiny_llama() -> Any:
     model = tiny_llama(seed=0).float()
-    before = [layer.mlp.gate_proj.weight.detach().clone() for layer in model.model.layers]
     for p in model.parameters():
         p.requires_grad_(True)
+    return model
+
+
+def run_case(tp: Any, pruner_lib: Any, taylor: str, ratio: float, mlp_range: tuple[int, int]) -> dict[str, Any]:
+    model = trainable_tiny_llama()
+    before = [layer.mlp.gate_proj.weight.detach().clone() for layer in model.model.layers]
     example = windows()
     layers = model.model.layers
-    pruner = tp.pruner.MetaPruner(
-        model, example[:2, :8], output_transform=lambda out: out.logits,  # transformers returns a ModelOutput
-        importance=pruner_lib.TaylorImportance(group_reduction="sum", taylor=taylor), global_pruning=False,
-        iterative_steps=1, ch_sparsity=ratio, ignored_layers=[], channel_groups={},
-        consecutive_groups={layer.self_attn.k_proj: layer.self_attn.head_dim for layer in layers},
-        customized_pruners={LlamaRMSNorm: pruner_lib.hf_rmsnorm_pruner}, root_module_types=None,
-        root_instances=[layers[i].mlp.gate_proj for i in range(*mlp_range)])
+    pruner = reference_pruner(tp, pruner_lib, model, pruner_lib.TaylorImportance(group_reduction="sum", taylor=taylor),
+                              ratio, [layers[i].mlp.gate_proj for i in range(*mlp_range)])
     model.zero_grad()
     if taylor in ("param_mix", "param_second"):  # llama3.py's per-sample loop
         for j in range(len(example)):
@@ -87,13 +99,9 @@ def kv_group_case(tp: Any, pruner_lib: Any, ratio: float = 0.5) -> dict[str, Any
     """The reference's KV-group pruning (roots `self_attn.k_proj`, consecutive groups of head_dim, llama3.py):
     per layer, the importance it gives each KV group (recorded from its own TaylorImportance) and the KV heads
     and query heads it keeps."""
-    from transformers.models.llama.modeling_llama import LlamaRMSNorm
-
-    model = tiny_llama(seed=0).float()
+    model = trainable_tiny_llama()
     head_dim = model.config.head_dim
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    for p in model.parameters():
-        p.requires_grad_(True)
     importance = pruner_lib.TaylorImportance(group_reduction="sum", taylor="param_first")
     scores: list[list[float]] = []
 
@@ -106,12 +114,7 @@ def kv_group_case(tp: Any, pruner_lib: Any, ratio: float = 0.5) -> dict[str, Any
     importance.__class__ = Recording
     layers = model.model.layers
     example = windows()
-    pruner = tp.pruner.MetaPruner(
-        model, example[:2, :8], output_transform=lambda out: out.logits, importance=importance,
-        global_pruning=False, iterative_steps=1, ch_sparsity=ratio, ignored_layers=[], channel_groups={},
-        consecutive_groups={layer.self_attn.k_proj: head_dim for layer in layers},
-        customized_pruners={LlamaRMSNorm: pruner_lib.hf_rmsnorm_pruner}, root_module_types=None,
-        root_instances=[layer.self_attn.k_proj for layer in layers])
+    pruner = reference_pruner(tp, pruner_lib, model, importance, ratio, [layer.self_attn.k_proj for layer in layers])
     model.zero_grad()
     model(example, labels=example).loss.backward()
     pruner.step()

@@ -56,7 +56,8 @@ def test_widths_heads_and_layers_agree_with_the_config(tiny):
     assert adapter.num_layers() == config.num_hidden_layers == len(adapter.layers())
     assert adapter.mlp_widths() == [config.intermediate_size] * config.num_hidden_layers
     assert adapter.head_counts() == [config.num_attention_heads] * config.num_hidden_layers
-    assert adapter.hidden_width() == config.hidden_size and adapter.num_kv_heads() == config.num_key_value_heads
+    assert adapter.hidden_width() == config.hidden_size
+    assert adapter.kv_head_counts() == [config.num_key_value_heads] * config.num_hidden_layers
     for layer in range(adapter.num_layers()):
         mlp, attn = adapter.mlp(layer), adapter.attention(layer)
         assert adapter.mlp_kind == "gated"
@@ -64,7 +65,7 @@ def test_widths_heads_and_layers_agree_with_the_config(tiny):
         assert attn.q.out_features == attn.o.in_features == config.num_attention_heads * adapter.head_dim()
         assert attn.k.out_features == attn.v.out_features == config.num_key_value_heads * adapter.head_dim()
     assert dim_units(tiny) == {"mlp": 3 * config.intermediate_size, "heads": 3 * config.num_attention_heads,
-                               "hidden": config.hidden_size, "layers": 3}
+                               "kv_groups": 3 * config.num_key_value_heads, "hidden": config.hidden_size, "layers": 3}
 
 
 def test_the_embedding_scale_is_what_the_forward_multiplies_by(tiny):
@@ -106,9 +107,9 @@ def test_every_dimension_prunes_every_family_to_the_counted_parameters(tiny, nam
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", ["mlp", "heads"])
+@pytest.mark.parametrize("name", ["mlp", "kv_groups", "heads"])
 def test_zeroing_is_the_reference_of_slicing_on_every_family(tiny, name):
-    """Slicing units away equals zeroing their weights (MLP channels and heads; hidden dims change the
+    """Slicing units away equals zeroing their weights (MLP channels, KV groups and heads; hidden dims change the
     norms' means and are not equivalent, diet.prune.hidden)."""
     [dimension] = [d for d in dimensions() if d.name == name]
     layout = dimension.layout(tiny)

@@ -115,7 +115,7 @@ BAD_OVERRIDES = [
     (["method.merge=votes"], r"^unknown method\.merge 'votes': did you mean 'vote'\? available: intersection, mean, union, vote$"),
     (["wandb.mode=offlne"], r"^unknown wandb\.mode 'offlne': did you mean 'offline'\? available: disabled, offline, online$"),
     (["eval.metric=f1"], r"^eval\.metric='f1' is not allowed: use one of auto, acc, acc_norm$"),
-    (["dims=attn"], r"^unknown dims 'attn': available: heads, hidden, mlp, mlp\+heads$"),
+    (["dims=attn"], r"^unknown dims 'attn': available: heads, hidden, kv_groups, mlp, mlp\+heads$"),
     (["model.source=hub"], r"^unknown model source 'hub': available: gguf_package, gguf_wheel_file, pretrained, tiny_random$"),
     (["calib.exclude=[boolqq]"], r"^unknown task 'boolqq': .*nearest: boolq\b"),
     (["tasks=[arc_easy,rte]", "calib.exclude=[boolq]"],

@@ -28,7 +28,8 @@ from diet.dims.apply import apply_selection
 from diet.run.pipeline import run_cell
 from diet.calib.profiler import profile_activations
 from diet.export.checkpoint import load_pruned, save_pruned
-from diet.prune.attention import check_head_mask, prune_attention_heads, zero_attention_heads
+from diet.prune.attention import (check_head_mask, prune_attention_heads, prune_kv_groups, zero_attention_heads,
+                                  zero_kv_groups)
 from diet.prune.hidden import prune_hidden
 
 LAYERS, HEADS, KV, HEAD_DIM, HIDDEN = 3, 4, 2, 32, 64
@@ -146,11 +147,17 @@ def test_select_heads_keeps_the_same_count_per_group():
     assert mask.tolist() == [True, False, False, True]  # the best of each group, not the best two overall
 
 
-def test_every_dimension_a_dims_value_can_name_is_scored_by_the_activation_methods():
-    """DIET, its oracle and activation_pooled offer every selectable dimension: each needs its scoring."""
+def test_every_dimension_a_dims_value_can_name_is_scored_by_some_method():
+    """DIET, its oracle and activation_pooled offer every selectable dimension marked `scored`: each needs its
+    scoring; one that is not (KV groups) must be offered by a method that scores it itself."""
+    from diet.dims.base import DIMENSIONS
     from diet.dims.choice import single_dims
+    from diet.methods import METHODS
 
-    assert sorted(SCORING.names()) == sorted(single_dims())
+    scored = [name for name in single_dims() if DIMENSIONS.get(name).scored]
+    assert sorted(SCORING.names()) == sorted(scored)
+    offered = {part for name in METHODS.names() for dims in METHODS.get(name).dims for part in dim_parts(dims)}
+    assert set(single_dims()) <= offered
 
 
 def test_equalize_groups_after_a_count_free_merge():
@@ -200,12 +207,16 @@ def prune_dims(model, dims):
             "heads": bools(HEAD_KEEP),
         },
         "hidden": {"hidden": [hidden_keep()]},
+        "mlp+kv_groups": {
+            "mlp": [torch.arange(w) % 3 != 0 for w in adapter_for(model).mlp_widths()],
+            "kv_groups": bools(KV_KEEP),
+        },
     }[dims]
     apply_selection(model, MaskSelection(keep=fields))
     return model
 
 
-@pytest.mark.parametrize("dims", ["heads", "mlp+heads", "hidden"])
+@pytest.mark.parametrize("dims", ["heads", "mlp+heads", "hidden", "mlp+kv_groups"])
 def test_save_load_round_trip_is_exact(model, batch, tmp_path, dims):
     pruned = prune_dims(model, dims)
     expected = logits(pruned, batch)
@@ -215,8 +226,9 @@ def test_save_load_round_trip_is_exact(model, batch, tmp_path, dims):
     assert spec["num_heads"] == adapter_for(pruned).head_counts() == adapter_for(restored).head_counts()
     assert spec["hidden_size"] == restored.config.hidden_size == adapter_for(pruned).hidden_width()
     assert spec["embed_scale"] == float(restored.model.embed_tokens.embed_scale) == math.sqrt(HIDDEN)
+    assert spec["num_kv_heads"] == adapter_for(pruned).kv_head_counts() == adapter_for(restored).kv_head_counts()
     groups = [layer.self_attn.num_key_value_groups for layer in adapter_for(restored).layers()]
-    assert groups == [count // KV for count in spec["num_heads"]]
+    assert groups == [count // kv for count, kv in zip(spec["num_heads"], spec["num_kv_heads"])]
     assert parameter_counts(restored) == parameter_counts(pruned)
 
 
@@ -348,7 +360,8 @@ TINY = ["model=tiny_gemma2", "tasks=[arc_easy,rte]", "eval.limit=4", "calib.n=4"
         (["method=wanda_sp", "dims=hidden"], r"^method 'wanda_sp' does not support dims='hidden': it supports mlp, heads, mlp\+heads$"),
         (["method=flap", "dims=heads"], r"^method 'flap' does not support dims='heads': it supports mlp$"),
         (["method=shortgpt", "dims=mlp+heads"], r"^method 'shortgpt' does not support dims='mlp\+heads': it supports mlp$"),
-        (["method=diet", "dims=head"], r"^unknown dims 'head': did you mean 'heads'\? available: heads, hidden, mlp, mlp\+heads$"),
+        (["method=diet", "dims=head"], r"^unknown dims 'head': did you mean 'heads'\? available: heads, hidden, kv_groups, mlp, "
+                                      r"mlp\+heads$"),
         (["method=diet", "sparsity_of=param"], r"^unknown sparsity_of 'param': did you mean 'params'\? available: dim, params$"),
     ],
 )
@@ -485,3 +498,76 @@ def test_real_gemma3_heads_and_hidden(gemma3, gemma3_heads):
     assert torch.isfinite(out).all() and hidden.config.hidden_size == 512
     # float32 holds sqrt(640) within one rounding, eps / 2 relative
     assert float(hidden.model.embed_tokens.embed_scale) == scale == pytest.approx(math.sqrt(640), rel=EPS32)
+
+
+# --------------------------------------------------------------------------- KV groups (LLM-Pruner's attention unit)
+# per layer, per KV head: group 1 removed, nothing removed, group 0 removed
+KV_KEEP = [[True, False], [True, True], [False, True]]
+
+
+def test_kv_groups_sliced_equal_masked_and_keep_the_heads_per_group(model, batch):
+    keep = bools(KV_KEEP)
+    dense = logits(model, batch)
+    masked = logits(zero_kv_groups(copy.deepcopy(model), keep), batch)
+    bound = logits_bound(model, masked)
+    sliced_model = prune_kv_groups(model, keep)
+    sliced = logits(sliced_model, batch)
+    assert (masked - dense).abs().max() > 1e-2  # the mask really changes the model
+    assert (sliced - masked).abs().max() <= bound  # float32 rounding only
+    adapter = adapter_for(sliced_model)
+    record_shapes(sliced_model)
+    assert adapter.kv_head_counts() == [1, 2, 1] and model.config.diet_pruning["num_kv_heads"] == [1, 2, 1]
+    assert adapter.head_counts() == [2, 4, 2] and model.config.diet_pruning["num_heads"] == [2, 4, 2]
+    assert [layer.self_attn.num_key_value_groups for layer in adapter.layers()] == [2, 2, 2]
+
+
+@pytest.mark.parametrize("layer", [0, 2])
+def test_kv_groups_bound_catches_the_wrong_group(model, batch, layer):
+    keep = bools(KV_KEEP)
+    masked = logits(zero_kv_groups(copy.deepcopy(model), keep), batch)
+    swapped = [mask.clone() for mask in keep]
+    swapped[layer] = ~swapped[layer]
+    sliced = logits(prune_kv_groups(model, swapped), batch)
+    assert (sliced - masked).abs().max() > 1000 * logits_bound(model, masked)
+
+
+def test_a_kv_group_goes_with_the_query_heads_of_its_group(model):
+    original = [copy.deepcopy(adapter_for(model).attention(i)) for i in range(LAYERS)]
+    prune_kv_groups(model, bools(KV_KEEP))
+    size = HEADS // KV
+    for layer, row in enumerate(KV_KEEP):
+        groups = torch.tensor(row).repeat_interleave(HEAD_DIM)
+        heads = torch.tensor(row).repeat_interleave(size * HEAD_DIM)  # heads g*size .. g*size+size-1
+        attn = adapter_for(model).attention(layer)
+        assert torch.equal(attn.k.weight, original[layer].k.weight[groups])
+        assert torch.equal(attn.v.weight, original[layer].v.weight[groups])
+        assert torch.equal(attn.q.weight, original[layer].q.weight[heads])
+        assert torch.equal(attn.o.weight, original[layer].o.weight[:, heads])
+
+
+def test_kv_group_accounting_and_bad_masks(model):
+    before = parameter_counts(model)["non_embedding"]
+    costs = unit_parameters(model, "kv_groups")["kv_groups"]
+    prune_kv_groups(model, bools(KV_KEEP))
+    assert before - parameter_counts(model)["non_embedding"] == costs[0] + costs[2]
+    with pytest.raises(DietConfigError, match="mask of layer 1 removes all 2 KV groups"):
+        prune_kv_groups(tiny_gemma2(seed=0, num_hidden_layers=LAYERS),
+                        bools([[True, True], [False, False], [True, True]]))
+    with pytest.raises(DietConfigError, match="KV-group mask of layer 0 must be a 1-D bool tensor of length 2"):
+        prune_kv_groups(tiny_gemma2(seed=0, num_hidden_layers=LAYERS), bools([[True]] + KV_KEEP[1:]))
+
+
+def test_kv_groups_are_offered_only_by_a_method_that_scores_them():
+    assert "kv_groups" not in scored_dims() and dim_parts("mlp+kv_groups") == ("mlp", "kv_groups")
+    with pytest.raises(DietConfigError, match="method 'diet' does not support dims='kv_groups'"):
+        validate(compose_config(["model=tiny_gemma2", "method=diet", "dims=kv_groups", "tasks=[arc_easy]"]))
+
+
+def test_kv_groups_and_heads_together_keep_the_gqa_rule(model, batch):
+    """Heads pruned after KV groups (pruning order): the heads of the remaining groups, the same count in each."""
+    prune_kv_groups(model, bools(KV_KEEP))
+    prune_attention_heads(model, bools([[True, False], [True, False, False, True], [False, True]]))
+    adapter = adapter_for(model)
+    assert adapter.head_counts() == [1, 2, 1] and adapter.kv_head_counts() == [1, 2, 1]
+    assert [layer.self_attn.num_key_value_groups for layer in adapter.layers()] == [1, 1, 1]
+    assert torch.isfinite(logits(model, batch)).all()

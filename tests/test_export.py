@@ -16,7 +16,7 @@ from diet.models.tiny import byte_level_tokenizer, tiny_gemma2, tiny_llama
 from diet.prune.layers import drop_decoder_layers
 from diet.export.checkpoint import load_pruned
 from diet.prune.mlp import prune_mlp_channels, set_down_bias
-from diet.prune.attention import prune_attention_heads
+from diet.prune.attention import prune_attention_heads, prune_kv_groups
 from diet.export.stock_layout import stock_layout
 
 
@@ -50,6 +50,27 @@ def test_uniform_pruning_saves_a_stock_checkpoint(build, tmp_path):
     assert hasattr(model.config, "diet_pruning")  # the in-memory model is left as it was
     with pytest.raises(FileExistsError, match="exists and is not empty"):
         export_model(model, byte_level_tokenizer(), tmp_path / "out", "# card\n")
+
+
+@pytest.mark.parametrize("build", [tiny_gemma2, tiny_llama], ids=["gemma2", "llama"])
+def test_the_same_kv_groups_removed_in_every_layer_save_a_stock_checkpoint(build, tmp_path):
+    """Every layer keeps one of its two KV groups: a stock config with num_key_value_heads=1 holds it; layers
+    that differ do not, and keep the spec format."""
+    model = build()
+    layers = range(adapter_for(model).num_layers())
+    prune_kv_groups(model, [torch.tensor([layer % 2 == 0, layer % 2 == 1]) for layer in layers])
+    record_shapes(model)
+    batch = left_padded_batch()
+    expected = logits(model, batch)
+    saved = export_model(model, byte_level_tokenizer(), tmp_path / "out", "# card\n")
+    assert saved["format"] == STANDARD, saved["why"]
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["num_key_value_heads"] == 1 and config["num_attention_heads"] == 2
+    stock = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), attn_implementation="eager").eval()
+    assert torch.equal(logits(stock, batch), expected)
+    uneven_kv = build()
+    prune_kv_groups(uneven_kv, [torch.tensor([True, layer > 0]) for layer in layers])
+    assert stock_layout(uneven_kv)[0] is None and "KV heads differ between layers (1..2)" in stock_layout(uneven_kv)[1]
 
 
 def uneven(model):

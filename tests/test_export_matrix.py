@@ -35,8 +35,21 @@ TASK, LIMIT = "arc_easy", 4
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("model", MODELS)
 def test_export_reloads_with_the_named_loader_to_the_same_outcomes(model, path, tmp_path):
-    overrides, expected_format = PATHS[path]
-    cfg = compose_config([f"model={model}", *overrides, "sparsity=0.25", f"tasks=[{TASK}]", "calib.n=4",
+    check_export(model, path, *PATHS[path], tmp_path)
+
+
+def test_llm_pruners_kv_groups_export_and_reload(tmp_path):
+    """SmolLM2-135M's 3 KV heads: from a ratio of 1/3 the block-wise mode removes one group in each pruned layer
+    (Gemma-3 270M's single KV head is never removed), so the layers differ in KV heads: the spec format."""
+    record = check_export("smollm2_135m", "llm_pruner-kv_groups", ["method=llm_pruner", "dims=mlp+kv_groups",
+                          "calib.source=c4", "sparsity=0.34"], SPEC, tmp_path)
+    kept = record["mask"]["kv_groups"]["kept_per_layer"]
+    first, last = record["mask"]["pruned_layers"]
+    assert kept == [3] * first + [2] * (last - first) + [3] * (len(kept) - last)
+
+
+def check_export(model: str, path: str, overrides: list[str], expected_format: str | None, tmp_path) -> dict:
+    cfg = compose_config([f"model={model}", "sparsity=0.25", *overrides, f"tasks=[{TASK}]", "calib.n=4",
                           f"eval.limit={LIMIT}", f"results_dir={tmp_path / 'records'}", f"save_model={tmp_path / 'm'}",
                           "wandb.mode=disabled"])
     record, _ = run_cell(cfg)
@@ -64,3 +77,4 @@ def test_export_reloads_with_the_named_loader_to_the_same_outcomes(model, path, 
     assert total == round(record["parameters"]["removed_fraction_total"], 4) != 0
     if path == "slicegpt":  # what it adds is counted: at 0.25 the untied head outweighs the slicing on both models
         assert total < 0
+    return record

@@ -4,6 +4,7 @@ experiments.llm_pruner_reference from horseee/LLM-Pruner at the commit it names)
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 
 from conftest import compose_config
 from diet.calib.gradients import loss_gradients, per_sample_squares
+from diet.dims.apply import apply_selection
 from diet.errors import DietConfigError
 from diet.methods import METHODS, PruningContext
 from diet.methods import llm_pruner
@@ -38,12 +40,13 @@ def reference_windows() -> list[list[int]]:
     return [row.tolist() for row in torch.randint(4, 260, (spec["n"], spec["length"]), generator=generator)]
 
 
-def select(model, ratio: float, options: llm_pruner.LLMPrunerOptions, monkeypatch, batch_size: int = 8):
+def select(model, ratio: float, options: llm_pruner.LLMPrunerOptions, monkeypatch, batch_size: int = 8,
+           dims: str = "mlp"):
     windows = reference_windows()
     monkeypatch.setattr(llm_pruner, "calibration_sequences", lambda ctx, calibration, reference: windows)
     loaded = LoadedModel(model, byte_level_tokenizer(), "tiny", "cpu", "float32", "fingerprint")
     ctx = PruningContext(loaded, None, lambda stage: contextlib.nullcontext(), batch_size=batch_size)
-    inputs = llm_pruner.LLMPrunerInputs(Target(ratio, "mlp"), None, options)
+    inputs = llm_pruner.LLMPrunerInputs(Target(ratio, dims), None, options)
     return METHODS.get("llm_pruner")().select(ctx, inputs)
 
 
@@ -123,6 +126,46 @@ def test_the_reference_layer_range_for_any_depth(depth, expected):
     assert llm_pruner.pruned_layers(depth, 0.125, 0.0625) == expected
 
 
+def test_removes_the_kv_groups_and_query_heads_llm_pruners_own_code_removes(monkeypatch):
+    """dims=kv_groups over every layer at the fixture's ratio: the KV heads the reference kept, and with each the
+    query heads of its group (q rows, o columns) and nothing else."""
+    case = FIXTURE["kv_groups"]
+    model = tiny_llama(seed=0).float()
+    original = [copy.deepcopy(layer.self_attn) for layer in model.model.layers]
+    options = llm_pruner.LLMPrunerOptions(taylor=case["taylor"], skip_first=0.0, skip_last=0.0)
+    selection = select(model, case["ratio"], options, monkeypatch, dims="kv_groups")
+    assert list(selection.keep) == ["kv_groups"]
+    assert [mask.nonzero().flatten().tolist() for mask in selection.keep["kv_groups"]] == case["kept_kv_heads"]
+    apply_selection(model, selection)
+    head_dim = model.config.head_dim
+    for layer, attn in enumerate(model.model.layers):
+        def rows(heads: list[int]) -> torch.Tensor:
+            return torch.tensor([h * head_dim + i for h in heads for i in range(head_dim)])
+
+        pruned, dense = attn.self_attn, original[layer]
+        assert torch.equal(pruned.k_proj.weight, dense.k_proj.weight[rows(case["kept_kv_heads"][layer])])
+        assert torch.equal(pruned.v_proj.weight, dense.v_proj.weight[rows(case["kept_kv_heads"][layer])])
+        assert torch.equal(pruned.q_proj.weight, dense.q_proj.weight[rows(case["kept_query_heads"][layer])])
+        assert torch.equal(pruned.o_proj.weight, dense.o_proj.weight[:, rows(case["kept_o_heads"][layer])])
+
+
+def test_kv_groups_and_channels_together_and_layers_outside_the_range_untouched(monkeypatch):
+    model = tiny_llama(seed=0).float()
+    options = llm_pruner.LLMPrunerOptions(skip_first=0.5, skip_last=0.0)  # layer 1 of 2 pruned
+    selection = select(model, 0.5, options, monkeypatch, dims="mlp+kv_groups")
+    assert selection.keep["kv_groups"][0].all() and selection.keep["mlp"][0].all()
+    assert int(selection.keep["kv_groups"][1].sum()) == 1 and int(selection.keep["mlp"][1].sum()) == 64
+    assert selection.stats["dims"] == "mlp+kv_groups" and selection.stats["kv_groups"]["kept_per_layer"] == [2, 1]
+
+
+@pytest.mark.parametrize(("kv", "head_dim", "ratio", "kept"), [
+    (4, 256, 0.2, 4), (4, 256, 0.25, 3),  # Gemma-2 2B: 1024 k_proj channels, 204 or 256 pruned
+    (3, 64, 0.2, 3), (3, 64, 0.33, 2),    # SmolLM2-135M: int(192 * 0.67) = 128 leaves 64 pruned, one group
+    (1, 256, 0.5, 1), (2, 32, 0.5, 1)])   # Gemma-3 270M keeps its one KV head; the tiny Llama
+def test_the_reference_removes_whole_kv_groups_of_the_pruned_channel_count(kv, head_dim, ratio, kept):
+    assert llm_pruner.kept_kv_groups(kv, head_dim, ratio) == kept
+
+
 def test_the_reference_ratio_keeps_the_floor():
     """MetaPruner keeps int(width * (1 - ratio)): it removes ceil(width * ratio), where the other methods' keep_count
     removes round-half-up(width * ratio); the two differ when the fraction is below one half."""
@@ -188,6 +231,9 @@ def test_the_references_kv_group_score_counts_the_query_heads_h_mod_n_kv():
         by_group = [score(g, list(range(g * size, (g + 1) * size))) for g in range(kv)]
         bound = gradient_bound(model, torch.tensor(by_residue))
         assert max(abs(a - b) for a, b in zip(reference, by_residue)) <= bound, (reference, by_residue)
+        ours = llm_pruner.kv_group_importance(weights[4 * layer:4 * layer + 4], grads[4 * layer:4 * layer + 4], None,
+                                              "param_first", kv, head_dim)
+        assert torch.allclose(ours, torch.tensor(by_residue, dtype=torch.float64), rtol=0, atol=bound)
         if layer == 0:  # the GQA reading would keep the other group
             assert (reference[0] > reference[1]) != (by_group[0] > by_group[1])
         kept = case["kept_kv_heads"][layer]

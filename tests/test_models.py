@@ -16,7 +16,7 @@ def test_tiny_gemma2_adapter_names_layers_and_heads():
     adapter = adapter_for(model)
     assert adapter.family == "gemma2" and adapter.num_layers() == 3
     assert adapter.mlp_widths() == [128, 128, 128]
-    assert adapter.head_dim() == 32 and adapter.num_heads(0) == 4 and adapter.num_kv_heads() == 2
+    assert adapter.head_dim() == 32 and adapter.num_heads(0) == 4 and adapter.num_kv_heads(0) == 2
     counts = parameter_counts(model)
     assert counts["total"] == counts["embedding"] + counts["non_embedding"]
     assert counts["embedding"] == 260 * 64  # tied LM head counted once

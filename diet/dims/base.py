@@ -10,7 +10,7 @@ counts, and its tests.
 
 Masks are lists of 1-D bool tensors in **per-layer form** (one per decoder layer; a model-wide dimension
 such as hidden is a one-entry list). Ranking happens on the dimension's **entries** (`Layout.split`):
-per layer for MLP channels, per (layer, KV group) for heads (the GQA rule), one entry for hidden.
+per layer for MLP channels and KV groups, per (layer, KV group) for heads (the GQA rule), one entry for hidden.
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ class Dimension:
     scopes: ClassVar[tuple[str, ...]] = ("layer",)
     # whether `dims=` may name it (layers are dropped only by ShortGPT's own selection)
     selectable: ClassVar[bool] = True
+    # whether the activation-scored methods (diet.methods.activation_scoring) score it; others are offered only by
+    # the methods that score them themselves (KV groups: LLM-Pruner)
+    scored: ClassVar[bool] = True
     # offset of the random baseline's seed stream, so that adding a dimension never changes another's draw
     random_stream: ClassVar[int] = 0
 

@@ -26,8 +26,9 @@ def single_dims() -> tuple[str, ...]:
 
 
 def scored_dims() -> tuple[str, ...]:
-    """What an activation-scored method offers: every selectable dimension alone, then the combinations."""
-    return single_dims() + COMBINATIONS
+    """What an activation-scored method offers: every selectable dimension it scores alone, then the
+    combinations."""
+    return tuple(d.name for d in dimensions() if d.selectable and d.scored) + COMBINATIONS
 
 
 def dim_parts(dims: str) -> tuple[str, ...]:
@@ -52,7 +53,7 @@ def cfg_dims(cfg: Mapping[str, Any]) -> str:
 
 def sort_key(dims: str) -> tuple[int, int]:
     """Order of `dims` values in tables and figures: pruning order, a combination right after its last
-    part (mlp, heads, mlp+heads, hidden); unknown names last."""
+    part (mlp, kv_groups, mlp+kv_groups, heads, mlp+heads, hidden); unknown names last."""
     order = {d.name: d.order for d in dimensions()}
     parts = str(dims).split("+")
     return (max(order.get(part, len(order)) for part in parts), len(parts))

@@ -28,9 +28,8 @@ class HeadLayout(Layout):
     @classmethod
     def of(cls, model: nn.Module) -> "HeadLayout":
         adapter = adapter_for(model)
-        kv = adapter.num_kv_heads()
-        counts = adapter.head_counts()
-        return cls(tuple(kv for _ in counts), tuple(count // kv for count in counts))
+        kv = adapter.kv_head_counts()
+        return cls(tuple(kv), tuple(count // groups for count, groups in zip(adapter.head_counts(), kv)))
 
     def split(self, per_layer: list[Tensor]) -> list[Tensor]:
         """Per-layer per-head tensors -> one tensor per (layer, KV group), layer-major."""
@@ -54,7 +53,7 @@ def select_heads(scores: list[Tensor], sparsity: float, layout: HeadLayout) -> l
 @register_dimension
 class QueryHeads(Dimension):
     name = "heads"
-    order = 1
+    order = 2
     random_stream = 1_000_003
 
     def widths(self, model: nn.Module) -> list[int]:

@@ -18,7 +18,7 @@ from diet.select import masks
 @register_dimension
 class HiddenDims(Dimension):
     name = "hidden"
-    order = 2
+    order = 3
     random_stream = 2_000_003
 
     def widths(self, model: nn.Module) -> list[int]:

@@ -12,7 +12,7 @@ from diet.prune.layers import drop_decoder_layers
 @register_dimension
 class DecoderLayers(Dimension):
     name = "layers"
-    order = 3
+    order = 4
     selectable = False
 
     def widths(self, model: nn.Module) -> list[int]:

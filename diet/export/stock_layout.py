@@ -1,6 +1,6 @@
 """How a pruned model is described by a stock transformers config, padded with zeros where needed.
 
-A stock config has one MLP width and one query-head count for every layer, and a model family either
+A stock config has one MLP width, one query-head count and one KV-head count for every layer, and a model family either
 has MLP biases (Llama's `mlp_bias`) or not (Gemma). A pruned model fits that when its layers agree; when
 they do not (FLAP's global allocation, `method.mask.scope=global`), `export.pad=true` zero-pads every layer to
 the widest kept width: padded gate/up rows and down columns are zero, so a padded channel adds
@@ -71,15 +71,22 @@ def stock_layout(model: nn.Module, pad: bool = False) -> tuple[StockLayout | Non
     if any(biased) and adapter.stock_mlp_bias is None:
         return None, (f"down_proj biases were added (FLAP's compensation), which the stock {model.config.model_type} "
                       f"MLP does not have")
+    kv_counts = adapter.kv_head_counts()
+    if len(set(kv_counts)) > 1:
+        return None, (f"KV heads differ between layers ({min(kv_counts)}..{max(kv_counts)}), which no stock config "
+                      f"holds (zero-padding whole KV groups is not offered)")
+    kv = kv_counts[0]
     uneven = [f"MLP widths differ between layers ({min(widths)}..{max(widths)})"] if len(set(widths)) > 1 else []
     uneven += [f"query heads differ between layers ({min(heads)}..{max(heads)})"] if len(set(heads)) > 1 else []
     if uneven and not pad:
         return None, "; ".join(uneven) + " (export.pad=true saves a stock checkpoint zero-padded to the widest layer)"
     width, head_count = max(widths), max(heads)
     overrides = {"intermediate_size": width, "num_attention_heads": head_count}
+    if kv != int(model.config.num_key_value_heads):  # every layer lost the same KV groups
+        overrides["num_key_value_heads"] = kv
     refusal = stock_refusal(model.config, overrides)
     if refusal is not None:
-        padded_heads = stock_head_count(model.config, overrides, head_count, adapter.num_kv_heads())
+        padded_heads = stock_head_count(model.config, overrides, head_count, kv)
         if padded_heads is None or not pad:
             hint = (f" (export.pad=true saves a stock checkpoint zero-padded to {padded_heads} query heads)"
                     if padded_heads is not None else "")
@@ -90,7 +97,7 @@ def stock_layout(model: nn.Module, pad: bool = False) -> tuple[StockLayout | Non
     if not uneven and not any(biased):
         return layout, "uniform shapes"
     names = {key: found[0] for key, found in module_names(model).items()}
-    kv, head_dim = adapter.num_kv_heads(), adapter.head_dim()
+    head_dim = adapter.head_dim()
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}  # padded copies on the host
     added = 0
     for i in layers:

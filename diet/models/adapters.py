@@ -1,10 +1,10 @@
 """One adapter per architecture family: everything the framework knows about a model's layout.
 
 The contract: where the decoder layers live (`layers`, `backbone`), the MLP's kind and projections (`mlp_kind`,
-`mlp`), the attention layout (`attention`, `num_kv_heads`, `head_dim`, `head_counts`), the norms that act on
-the residual stream (`hidden_norms`), the input embedding's scale (`embedding_scale`), the unit counts of every
-prunable dimension (`mlp_widths`, `head_counts`, `hidden_width`, `num_layers`) and the config flag of the
-family's stock MLP biases (`stock_mlp_bias`). Pruning, profiling and export talk only to an adapter, never to
+`mlp`), the attention layout (`attention`, `num_kv_heads`, `head_dim`, `head_counts`), the norms that act on the
+residual stream (`hidden_norms`), the input embedding's scale (`embedding_scale`), the unit counts of every
+prunable dimension (`mlp_widths`, `head_counts`, `kv_head_counts`, `hidden_width`, `num_layers`) and the config
+flag of the family's stock MLP biases (`stock_mlp_bias`). Pruning, profiling and export talk only to an adapter, never to
 `if "llama" in name` branches; tests/test_adapters.py runs one contract suite against every registered adapter.
 """
 
@@ -84,8 +84,12 @@ class ModelAdapter:
     def num_heads(self, layer_index: int) -> int:
         return self.attention(layer_index).o.in_features // self.head_dim()
 
-    def num_kv_heads(self) -> int:
-        return int(self.config.num_key_value_heads)
+    def num_kv_heads(self, layer_index: int) -> int:
+        """KV heads of one layer now (KV-group pruning removes whole groups: layers may differ)."""
+        return self.attention(layer_index).k.out_features // self.head_dim()
+
+    def kv_head_counts(self) -> list[int]:
+        return [self.num_kv_heads(i) for i in range(self.num_layers())]
 
     def head_counts(self) -> list[int]:
         """Current number of query heads per layer (layers may differ after head pruning)."""

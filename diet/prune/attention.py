@@ -9,10 +9,16 @@ consecutive groups of n = num_heads / G heads, group g sharing KV head g (transf
 each KV head n times, in order). A valid mask keeps the SAME number k >= 1 of query heads in every
 group of a layer, so after slicing the kept heads are again G consecutive groups of k and repeat_kv
 still pairs them with the right KV head once the attention module's `num_key_value_groups` is set to k.
-KV heads (k_proj / v_proj rows) are therefore never removed, and the KV cache keeps its shape. Layers
-may keep different k. `config.num_attention_heads` keeps its original value (like intermediate_size
-for MLP pruning); the per-layer counts are the adapter's `head_counts()`, recorded in `config.diet_pruning["num_heads"]`
-by diet.dims.apply and in the checkpoint spec, from which `diet.export.checkpoint.load_pruned` rebuilds the shapes.
+Head pruning never removes KV heads (k_proj / v_proj rows). Layers may keep different k.
+
+KV-group pruning (`prune_kv_groups`, LLM-Pruner's block-wise attention unit) removes whole groups instead: KV
+head g's k_proj / v_proj rows with the query heads of its group (q_proj rows, o_proj columns). The heads per
+group stay as they were, so `num_key_value_groups` is unchanged; layers may keep different numbers of KV heads,
+recorded per layer (`config.diet_pruning["num_kv_heads"]`, the adapter's `kv_head_counts()`).
+
+`config.num_attention_heads` and `num_key_value_heads` keep their original values (like intermediate_size for MLP
+pruning); the per-layer counts are the adapter's `head_counts()` / `kv_head_counts()`, recorded in
+`config.diet_pruning` by diet.dims.apply and in the checkpoint spec, from which `diet.export.checkpoint.load_pruned` rebuilds the shapes.
 
 Heads sparsity s therefore removes n - keep_count(n, s) heads per group (diet.dims.heads.select_heads):
 the fraction removed is a multiple of 1/n (Gemma-3 270M: 4 heads, 1 KV head, s = 0.25 -> 3 kept; a
@@ -34,11 +40,11 @@ from diet.prune.modules import empty_linear, module_names, replace_module, slice
 def check_head_mask(model: nn.Module, keep: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Validate a per-layer query-head mask against the model and the GQA rule; return bool tensors."""
     adapter = adapter_for(model)
-    counts, kv = adapter.head_counts(), adapter.num_kv_heads()
+    counts, kv_counts = adapter.head_counts(), adapter.kv_head_counts()
     if len(keep) != len(counts):
         raise DietConfigError(f"head mask has {len(keep)} layers but the model has {len(counts)} decoder layers")
     masks = []
-    for index, (mask, heads) in enumerate(zip(keep, counts)):
+    for index, (mask, heads, kv) in enumerate(zip(keep, counts, kv_counts)):
         mask = torch.as_tensor(mask).detach().to("cpu")
         if mask.dtype != torch.bool or mask.dim() != 1 or mask.numel() != heads:
             raise DietConfigError(
@@ -56,7 +62,7 @@ def check_head_mask(model: nn.Module, keep: Sequence[torch.Tensor]) -> list[torc
 
 
 def _channels(mask: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """q_proj rows / o_proj columns of the kept heads, ascending."""
+    """q_proj rows / o_proj columns of the kept heads (k/v rows of the kept KV heads), ascending."""
     heads = mask.nonzero().squeeze(1)
     return (heads[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
 
@@ -66,6 +72,8 @@ def _set_head_count(attn: nn.Module, heads: int, kv: int) -> None:
     for name in ("num_heads", "num_attention_heads"):  # not used by Gemma/Llama in transformers 5; kept consistent
         if isinstance(getattr(attn, name, None), int):
             setattr(attn, name, heads)
+    if isinstance(getattr(attn, "num_key_value_heads", None), int):
+        attn.num_key_value_heads = kv
 
 
 def prune_attention_heads(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.Module:
@@ -77,7 +85,7 @@ def prune_attention_heads(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.
     """
     masks = check_head_mask(model, keep)
     adapter = adapter_for(model)
-    head_dim, kv = adapter.head_dim(), adapter.num_kv_heads()
+    head_dim = adapter.head_dim()
     names = module_names(model)
     for layer, mask in enumerate(masks):
         if bool(mask.all()):
@@ -86,7 +94,7 @@ def prune_attention_heads(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.
         index = _channels(mask, head_dim)
         replace_module(model, names, attn.q, slice_linear(attn.q, index, dim=0))
         replace_module(model, names, attn.o, slice_linear(attn.o, index, dim=1))
-        _set_head_count(adapter.layers()[layer].self_attn, int(mask.sum()), kv)
+        _set_head_count(adapter.layers()[layer].self_attn, int(mask.sum()), adapter.num_kv_heads(layer))
     return model
 
 
@@ -111,10 +119,10 @@ def resize_attention_heads(model: nn.Module, heads: Sequence[int]) -> nn.Module:
     """Give each layer uninitialised q_proj / o_proj for `heads[i]` query heads (values loaded next):
     used by diet.export.checkpoint.load_pruned to rebuild a head-pruned checkpoint's shapes."""
     adapter = adapter_for(model)
-    head_dim, kv = adapter.head_dim(), adapter.num_kv_heads()
+    head_dim = adapter.head_dim()
     names = module_names(model)
     for layer, count in enumerate(heads):
-        attn = adapter.attention(layer)
+        attn, kv = adapter.attention(layer), adapter.num_kv_heads(layer)
         if count % kv or count < kv:
             raise DietConfigError(f"layer {layer} has {count} query heads, not a positive multiple of {kv} KV heads")
         if count * head_dim == attn.o.in_features:
@@ -122,4 +130,91 @@ def resize_attention_heads(model: nn.Module, heads: Sequence[int]) -> nn.Module:
         replace_module(model, names, attn.q, empty_linear(attn.q.in_features, count * head_dim, attn.q))
         replace_module(model, names, attn.o, empty_linear(count * head_dim, attn.o.out_features, attn.o))
         _set_head_count(adapter.layers()[layer].self_attn, count, kv)
+    return model
+
+
+def check_kv_group_mask(model: nn.Module, keep: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Validate a per-layer KV-group mask (one entry per KV head, True = keep, at least one kept)."""
+    counts = adapter_for(model).kv_head_counts()
+    if len(keep) != len(counts):
+        raise DietConfigError(f"KV-group mask has {len(keep)} layers but the model has {len(counts)} decoder layers")
+    masks = []
+    for index, (mask, kv) in enumerate(zip(keep, counts)):
+        mask = torch.as_tensor(mask).detach().to("cpu")
+        if mask.dtype != torch.bool or mask.dim() != 1 or mask.numel() != kv:
+            raise DietConfigError(f"KV-group mask of layer {index} must be a 1-D bool tensor of length {kv} (the "
+                                  f"layer's KV heads, True = keep), got dtype {mask.dtype}, shape {tuple(mask.shape)}")
+        if not bool(mask.any()):
+            raise DietConfigError(f"KV-group mask of layer {index} removes all {kv} KV groups: keep at least one")
+        masks.append(mask)
+    return masks
+
+
+def _group_heads(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """A per-KV-head mask -> the per-query-head mask of its groups (group g: heads g*size .. g*size+size-1)."""
+    return mask.repeat_interleave(size)
+
+
+def prune_kv_groups(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.Module:
+    """Physically remove the KV groups `keep` marks False, in place: k_proj / v_proj rows of the KV head, q_proj
+    rows and o_proj columns of its query heads (q_norm / k_norm act on head_dim and stay); returns `model`."""
+    masks = check_kv_group_mask(model, keep)
+    adapter = adapter_for(model)
+    head_dim = adapter.head_dim()
+    names = module_names(model)
+    for layer, mask in enumerate(masks):
+        if bool(mask.all()):
+            continue
+        attn, kv = adapter.attention(layer), int(mask.numel())
+        size = adapter.num_heads(layer) // kv
+        heads, groups = _channels(_group_heads(mask, size), head_dim), _channels(mask, head_dim)
+        replace_module(model, names, attn.q, slice_linear(attn.q, heads, dim=0))
+        replace_module(model, names, attn.k, slice_linear(attn.k, groups, dim=0))
+        replace_module(model, names, attn.v, slice_linear(attn.v, groups, dim=0))
+        replace_module(model, names, attn.o, slice_linear(attn.o, heads, dim=1))
+        kept = int(mask.sum())
+        _set_head_count(adapter.layers()[layer].self_attn, kept * size, kept)
+    return model
+
+
+def zero_kv_groups(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.Module:
+    """The masked equivalent of `prune_kv_groups`: zero the removed groups' query heads (q_proj rows, o_proj
+    columns) and k_proj / v_proj rows, in place. A group whose o_proj columns are zero writes nothing, as if
+    removed (its queries meet zero keys and zero values: its output is zero)."""
+    masks = check_kv_group_mask(model, keep)
+    adapter = adapter_for(model)
+    head_dim = adapter.head_dim()
+    with torch.no_grad():
+        for layer, mask in enumerate(masks):
+            attn = adapter.attention(layer)
+            size = adapter.num_heads(layer) // int(mask.numel())
+            heads = ~_group_heads(mask, size).repeat_interleave(head_dim).to(attn.q.weight.device)
+            groups = ~mask.repeat_interleave(head_dim).to(attn.k.weight.device)
+            for linear, drop in ((attn.q, heads), (attn.k, groups), (attn.v, groups)):
+                linear.weight[drop] = 0
+                if linear.bias is not None:
+                    linear.bias[drop] = 0
+            attn.o.weight[:, heads] = 0
+    return model
+
+
+def resize_kv_groups(model: nn.Module, kv_counts: Sequence[int]) -> nn.Module:
+    """Give each layer uninitialised q/k/v/o projections for `kv_counts[i]` KV groups of its current heads per
+    group (values loaded next): diet.export.checkpoint.load_pruned rebuilds a KV-group-pruned checkpoint."""
+    adapter = adapter_for(model)
+    head_dim = adapter.head_dim()
+    names = module_names(model)
+    for layer, kv in enumerate(kv_counts):
+        attn, now = adapter.attention(layer), adapter.num_kv_heads(layer)
+        if not 1 <= kv <= now:
+            raise DietConfigError(f"layer {layer} has {kv} KV heads recorded; 1..{now} are possible")
+        if kv == now:
+            continue
+        size = adapter.num_heads(layer) // now
+        hidden = attn.q.in_features
+        replace_module(model, names, attn.q, empty_linear(hidden, kv * size * head_dim, attn.q))
+        replace_module(model, names, attn.k, empty_linear(hidden, kv * head_dim, attn.k))
+        replace_module(model, names, attn.v, empty_linear(hidden, kv * head_dim, attn.v))
+        replace_module(model, names, attn.o, empty_linear(kv * size * head_dim, attn.o.out_features, attn.o))
+        _set_head_count(adapter.layers()[layer].self_attn, kv * size, kv)
     return model
