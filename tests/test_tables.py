@@ -618,7 +618,8 @@ def test_dims_ablation_table_and_figure_at_an_equal_parameter_budget(tmp_path):
     tables = tables_by_name(tmp_path)
     data = tables["ablation_dims__m__limit100"].data
     assert list(data["dims"]) == ["heads", "hidden", "mlp"]
-    assert list(data["params_removed"]) == pytest.approx([0.176, 0.20, 0.20])
+    assert list(data["non_embedding"]) == pytest.approx([0.176, 0.20, 0.20])
+    assert list(data["total"]) == pytest.approx([0.088, 0.10, 0.10])  # every ablation row: three denominators
     assert list(data["average"]) == pytest.approx([40.0, 30.0, 44.0])
     assert "fixed: " in tables["ablation_dims__m__limit100"].notes[2] and "sparsity_of=params" in tables[
         "ablation_dims__m__limit100"].notes[2]

@@ -133,7 +133,7 @@ def accuracy_by_dims(block: Block, records: Records) -> list[tuple[str, Figure]]
                 level = score_columns(dense, block)[column]
                 ax.axhline(level, color=palette[slot], linestyle="--", linewidth=1, label=f"dense, {label}")
         ax.set_xticks(x, [f"{d}\n{a:.1%} of dim\n{p:.1%} params" for d, a, p in
-                          zip(rows["dims"], rows["actual"], rows["params_removed"])], fontsize="small")
+                          zip(rows["dims"], rows["actual"], rows["non_embedding"])], fontsize="small")
         of = {run["sparsity_of"] for run in block.runs if run["config_hash"] in set(rows["config_hash"])}
         budget = "of non-embedding params" if of == {"params"} else "of each pruned dim"
         method, sparsity = rows["method"].iloc[0], rows["sparsity"].iloc[0]

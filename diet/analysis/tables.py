@@ -278,8 +278,7 @@ def ablation_table(key: str) -> Builder:
             row[LABELS[key]] = run[key]
             if key == "threshold":
                 row["k"] = votes_needed(run["threshold"], run["n_tasks"])
-            row.update({"actual": run["sparsity_actual"], "params_removed": run["params_removed"],
-                        **score_columns(run, block)})
+            row.update({**removed_columns([run]), **score_columns(run, block)})
             ref = reference[fixed(run)]
             if ref is not None and ref is not run and block.averaged:
                 diff, se, significant, _ = compare(run, ref, block.averaged)
@@ -293,15 +292,13 @@ def ablation_table(key: str) -> Builder:
         if key == "threshold":
             tasks = sorted({r["n_tasks"] for r in chosen})
             notes.append(f"k = ceil(threshold x T) votes of T = {'/'.join(map(str, tasks))} tasks keep a channel")
-        notes.append("actual: fraction of the pruned dimension removed; params_removed: fraction of the "
-                     "non-embedding parameters removed")
+        notes.append(REMOVED_NOTE)
         if compared:
             notes.append(f"minus_default: the row's average minus that of the run at {LABELS[key]}="
                          f"{DEFAULTS[key]} with everything else equal (same seed and documents), in points; "
                          f"{SIGNIFICANCE_NOTE}; {compared} comparisons in this table, uncorrected")
         notes += block_notes(block)
-        formats = {"sparsity": "{:.2f}", "actual": "{:.3f}", "params_removed": "{:.3f}", LABELS["threshold"]: "{:.4g}",
-                   "minus_default": "{:+.1f}"}
+        formats = {"sparsity": "{:.2f}", **REMOVED_FORMATS, LABELS["threshold"]: "{:.4g}", "minus_default": "{:+.1f}"}
         return Table(f"ablation_{key}__{block.label}", _frame(rows), notes, formats, group=common_group(chosen))
 
     return build
