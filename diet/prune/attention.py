@@ -84,18 +84,26 @@ def prune_attention_heads(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.
     per KV group; The adapter's `head_counts()` gives the per-layer counts.
     """
     masks = check_head_mask(model, keep)
+    _slice_attention(model, {layer: (mask, None) for layer, mask in enumerate(masks) if not bool(mask.all())})
+    return model
+
+
+def _slice_attention(model: nn.Module, kept: dict[int, tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+    """Per layer: (the query heads kept, the KV heads kept or None for all) -> q rows and o columns of the kept
+    heads, k/v rows of the kept KV heads; the attention module's head counts follow."""
     adapter = adapter_for(model)
     head_dim = adapter.head_dim()
     names = module_names(model)
-    for layer, mask in enumerate(masks):
-        if bool(mask.all()):
-            continue
+    for layer, (heads, kv_heads) in kept.items():
         attn = adapter.attention(layer)
-        index = _channels(mask, head_dim)
+        index = _channels(heads, head_dim)
         replace_module(model, names, attn.q, slice_linear(attn.q, index, dim=0))
         replace_module(model, names, attn.o, slice_linear(attn.o, index, dim=1))
-        _set_head_count(adapter.layers()[layer].self_attn, int(mask.sum()), adapter.num_kv_heads(layer))
-    return model
+        if kv_heads is not None:
+            groups = _channels(kv_heads, head_dim)
+            replace_module(model, names, attn.k, slice_linear(attn.k, groups, dim=0))
+            replace_module(model, names, attn.v, slice_linear(attn.v, groups, dim=0))
+        _set_head_count(adapter.layers()[layer].self_attn, int(heads.sum()), adapter.num_kv_heads(layer))
 
 
 def zero_attention_heads(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.Module:
@@ -160,20 +168,8 @@ def prune_kv_groups(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.Module
     rows and o_proj columns of its query heads (q_norm / k_norm act on head_dim and stay); returns `model`."""
     masks = check_kv_group_mask(model, keep)
     adapter = adapter_for(model)
-    head_dim = adapter.head_dim()
-    names = module_names(model)
-    for layer, mask in enumerate(masks):
-        if bool(mask.all()):
-            continue
-        attn, kv = adapter.attention(layer), int(mask.numel())
-        size = adapter.num_heads(layer) // kv
-        heads, groups = _channels(_group_heads(mask, size), head_dim), _channels(mask, head_dim)
-        replace_module(model, names, attn.q, slice_linear(attn.q, heads, dim=0))
-        replace_module(model, names, attn.k, slice_linear(attn.k, groups, dim=0))
-        replace_module(model, names, attn.v, slice_linear(attn.v, groups, dim=0))
-        replace_module(model, names, attn.o, slice_linear(attn.o, heads, dim=1))
-        kept = int(mask.sum())
-        _set_head_count(adapter.layers()[layer].self_attn, kept * size, kept)
+    _slice_attention(model, {layer: (_group_heads(mask, adapter.num_heads(layer) // int(mask.numel())), mask)
+                             for layer, mask in enumerate(masks) if not bool(mask.all())})
     return model
 
 
