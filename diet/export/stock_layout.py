@@ -1,7 +1,7 @@
 """How a pruned model is described by a stock transformers config, padded with zeros where needed.
 
-A stock config has one MLP width, one query-head count and one KV-head count for every layer, and a model family either
-has MLP biases (Llama's `mlp_bias`) or not (Gemma). A pruned model fits that when its layers agree; when
+A stock config has one MLP width, one query-head count and one KV-head count for every layer, and a model
+family either has MLP biases (Llama's `mlp_bias`) or not (Gemma). A pruned model fits that when its layers agree; when
 they do not (FLAP's global allocation, `method.mask.scope=global`), `export.pad=true` zero-pads every layer to
 the widest kept width: padded gate/up rows and down columns are zero, so a padded channel adds
 act(0) * 0 * 0 = exact zeros; a padded query head has zero q rows and zero o_proj columns, so whatever
