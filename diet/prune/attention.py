@@ -18,7 +18,8 @@ recorded per layer (`config.diet_pruning["num_kv_heads"]`, the adapter's `kv_hea
 
 `config.num_attention_heads` and `num_key_value_heads` keep their original values (like intermediate_size for MLP
 pruning); the per-layer counts are the adapter's `head_counts()` / `kv_head_counts()`, recorded in
-`config.diet_pruning` by diet.dims.apply and in the checkpoint spec, from which `diet.export.checkpoint.load_pruned` rebuilds the shapes.
+`config.diet_pruning` by diet.dims.apply and in the checkpoint spec, from which
+`diet.export.checkpoint.load_pruned` rebuilds the shapes.
 
 Heads sparsity s therefore removes n - keep_count(n, s) heads per group (diet.dims.heads.select_heads):
 the fraction removed is a multiple of 1/n (Gemma-3 270M: 4 heads, 1 KV head, s = 0.25 -> 3 kept; a
