@@ -5,7 +5,8 @@ The contract: where the decoder layers live (`layers`, `backbone`), the MLP's ki
 residual stream (`hidden_norms`), the input embedding's scale (`embedding_scale`), the unit counts of every
 prunable dimension (`mlp_widths`, `head_counts`, `kv_head_counts`, `hidden_width`, `num_layers`) and the config
 flag of the family's stock MLP biases (`stock_mlp_bias`). Pruning, profiling and export talk only to an adapter,
-never to `if "llama" in name` branches; tests/test_adapters.py runs one contract suite against every registered adapter.
+never to `if "llama" in name` branches; tests/test_adapters.py runs one contract suite against every registered
+adapter.
 """
 
 from __future__ import annotations
