@@ -74,6 +74,28 @@ def test_seed_differences_are_paired_per_seed_then_combined(seeded):
     assert len(data) == 3 and "3 comparisons" in seeded["seed_differences__m__random100"].notes[0]
 
 
+def test_a_recovered_baseline_is_compared_with_recovered_diet_only(tmp_path):
+    """recover=lora is a treatment both arms get: FLAP recovered pairs with DIET recovered (same seed and
+    documents), never with DIET as pruned; without a recovered DIET cell there is no row for it."""
+    from diet.config.defaults import recover_defaults
+
+    lora = {**recover_defaults(), "seed": 0}
+    for method, recovered, ones in (("diet", None, 55), ("diet", lora, 56), ("flap", None, 45), ("flap", lora, 49)):
+        write(tmp_path, make_record(method, 0.2, scores(ones / 100, 0.05), documents=DOCS, outcomes=outcomes(ones),
+                                    calib_source="c4" if method == "flap" else None, recover=recovered))
+    write(tmp_path, make_record("diet", 0.2, scores(0.54, 0.05), seed=1, documents=DOCS, outcomes=outcomes(54)))
+    write(tmp_path, make_record("flap", 0.2, scores(0.44, 0.05), seed=1, documents=DOCS, outcomes=outcomes(44),
+                                calib_source="c4"))
+    write(tmp_path, make_record("dense", 0.0, scores(0.60, 0.05), documents=DOCS, outcomes=outcomes(60),
+                                recover={**recover_defaults(), "seed": 0}))
+    data = tables_by_name(tmp_path)["seed_differences__m__random100"].data
+    rows = {(row.diet_variant, row.vs, row.vs_variant): row.diff for row in data.itertuples()}
+    assert rows[("recover=lora", "flap", "calib.source=c4, recover=lora")] == pytest.approx(56 - 49)
+    assert rows[("", "flap", "calib.source=c4")] == pytest.approx((55 - 45 + 54 - 44) / 2)
+    assert rows[("recover=lora", "dense", "recover=lora")] == pytest.approx(56 - 60)  # the control, both tuned
+    assert not any(diet == "" and "recover" in (vs_variant or "") for diet, _, vs_variant in rows)
+
+
 def test_main_table_shows_the_lowest_seed_and_says_so(seeded):
     table = seeded["main__m__random100"]
     assert list(table.data["method"]) == ["dense", "diet", "flap"]

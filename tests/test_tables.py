@@ -55,7 +55,7 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
                 outcomes: dict[str, str] | None = None, docs: str = "d", seed: int = 0,
                 calib_source: str | None = None, documents: str | None = None,
                 exclude_bos: bool = False, method_options: dict[str, Any] | None = None,
-                actual: float | None = None) -> dict[str, Any]:
+                actual: float | None = None, recover: dict[str, Any] | None = None) -> dict[str, Any]:
     """A schema-1 record as run_cell writes it, reduced to what tables, figures and W&B read."""
     metric = {"wikitext": "word_perplexity"}  # what the record of each task is reported by
     tasks = {task: {"acc": s, "acc_stderr": se, "metric": metric.get(task, "acc"), "n": n, "score": s,
@@ -96,6 +96,8 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
                  "method": {"name": method, "version": 1,
                             "inputs": {name: built[name] for name in INPUTS.get(method, ())
                                        + (("options",) if method_options else ())}}}
+    if recover is not None:  # recovery options in their identity form (diet.recover.options)
+        effective["recover"] = recover
     mean = sum(s for s, _ in scores.values()) / len(scores)
     return {
         "schema": SCHEMA_VERSION, "config_hash": config_hash or stable_hash(effective), "method": method,

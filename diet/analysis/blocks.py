@@ -44,6 +44,17 @@ def format_value(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+# Options applied after pruning to any method alike (recovery fine-tuning): a baseline run with one is compared with
+# DIET given the same one, never with DIET without it.
+TREATMENTS = ("recover",)
+
+
+def treatment(run: dict[str, Any]) -> str:
+    """'' when no treatment is off its default, else 'recover=lora' (the part of `variant` a comparison shares)."""
+    return ", ".join(f"{LABELS[key]}={format_value(run[key])}" for key in TREATMENTS
+                     if run[key] is not None and run[key] != DEFAULTS[key])
+
+
 def variant(run: dict[str, Any]) -> str:
     """'' at the default settings, else the differing options ('method.vote.threshold=1, calib.n=6', then the
     method's own options, 'method.bias=False')."""

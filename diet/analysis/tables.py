@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from diet.analysis.blocks import DEFAULTS, DIET_METHODS, LABELS, Block, blocks_from_frame, method_rank, row_key, task_rank
+from diet.analysis.blocks import (DEFAULTS, DIET_METHODS, LABELS, Block, blocks_from_frame, method_rank, row_key,
+                                  task_rank, treatment)
 from diet.errors import DietConfigError
 from diet.methods import METHODS
 from diet.registry import Registry
@@ -484,32 +485,40 @@ def same_budget(method: str, runs: list[dict[str, Any]], sparsity: float, diet_r
     return runs[0]["sparsity"] == sparsity
 
 
-def default_diet_runs(groups: dict[tuple, list[dict[str, Any]]]) -> dict[float, list[dict[str, Any]]]:
-    """sparsity -> DIET's runs at the default settings, by seed."""
-    return {sparsity: runs for (method, sparsity, variant), runs in groups.items() if method == "diet" and not variant}
+def default_diet_runs(groups: dict[tuple, list[dict[str, Any]]],
+                      treated: str = "") -> dict[float, list[dict[str, Any]]]:
+    """sparsity -> DIET's runs at the default settings (given the treatment `treated`, e.g. 'recover=lora'), by
+    seed."""
+    return {sparsity: runs for (method, sparsity, variant), runs in groups.items()
+            if method == "diet" and variant == treated}
 
 
 @TABLES.register("seed_differences")
 def seed_differences_table(block: Block) -> Table | None:
-    """DIET minus every other method at the same sparsity (same variant-free DIET cell), per seed and
-    over seeds: a paired difference per seed (same documents), then combined as in the seeds table."""
+    """DIET minus every other method at the same sparsity, per seed and over seeds: a paired difference per seed
+    (same documents), then combined as in the seeds table. DIET's cell is the default one given the same
+    treatment as the other's (a recovered baseline against recovered DIET; none where DIET lacks that cell)."""
     groups = seed_groups(block)
     if not any(len(runs) > 1 for runs in groups.values()):
         return None
     rows = []
-    for sparsity, diet_runs in default_diet_runs(groups).items():
-        for (other, other_sparsity, other_variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
+    for (other, other_sparsity, other_variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
+        treated = treatment(runs[0])
+        for sparsity, diet_runs in default_diet_runs(groups, treated).items():
             if other == "diet" or (other != "dense" and not same_budget(other, runs, sparsity, diet_runs)):
                 continue
             difference_row = diet_minus(diet_runs, other, runs, block)
             if difference_row is not None:
-                rows.append({"method": "diet", "sparsity": sparsity, "vs": other, "vs_variant": other_variant,
-                             "vs_sparsity": other_sparsity if compared_at(other) else None, **difference_row})
+                rows.append({"method": "diet", "sparsity": sparsity, "diet_variant": treated, "vs": other,
+                             "vs_variant": other_variant, "vs_sparsity": other_sparsity if compared_at(other) else None,
+                             **difference_row})
     if not rows:
         return None
+    rows.sort(key=lambda row: row["sparsity"])  # stable: each sparsity's rows in the groups' order
     family = holm_columns(rows, ("",))
-    order = ["method", "sparsity", "vs", "vs_variant", "vs_sparsity", "seeds", "diff", "diff_se", "sd_seeds", "se_documents",
-             "significant", "p_holm", "significant_holm", "paired", "per_seed", "config_hash"]
+    order = ["method", "sparsity", "diet_variant", "vs", "vs_variant", "vs_sparsity", "seeds", "diff", "diff_se",
+             "sd_seeds", "se_documents", "significant", "p_holm", "significant_holm", "paired", "per_seed",
+             "config_hash"]
     rows = [{column: row.get(column) for column in order} for row in rows]
     notes = [f"diff = DIET minus `vs`, {len(block.averaged)}-task average in points, over {len(rows)} comparisons in "
              f"this table; "
@@ -522,7 +531,11 @@ def seed_differences_table(block: Block) -> Table | None:
                      "(llm_pruner: a ratio inside its layer range, read where it removes the same fraction of the "
                      "MLP channels as DIET at `sparsity`; slicegpt: a hidden width, read where it removes DIET's "
                      "non-embedding parameter count within a hundredth)")
-    return Table(f"seed_differences__{block.label}", _frame(rows, drop_empty=("vs_variant", "vs_sparsity")), notes,
+    if any(row["diet_variant"] for row in rows):
+        notes.append("diet_variant: the treatment DIET's cell shares with the baseline's (recover=lora: both "
+                     "recovered with the same recipe and seed); empty: DIET at its default settings")
+    return Table(f"seed_differences__{block.label}",
+                 _frame(rows, drop_empty=("diet_variant", "vs_variant", "vs_sparsity")), notes,
                  formats={"sparsity": "{:.2f}", "vs_sparsity": "{:.2f}", "diff": "{:+.1f}", "p_holm": "{:.3f}"},
                  group=common_group(block.runs))
 
