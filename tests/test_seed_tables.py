@@ -96,6 +96,41 @@ def test_a_recovered_baseline_is_compared_with_recovered_diet_only(tmp_path):
     assert not any(diet == "" and "recover" in (vs_variant or "") for diet, _, vs_variant in rows)
 
 
+def test_recovery_table_reads_each_recovered_cell_against_itself_untreated_and_dense(tmp_path):
+    """Gain = recovered minus the same cell untreated at the recovered seeds only; loss = untuned dense minus
+    the row; recovered fraction = gain / loss where the loss is clearly above zero; tuned dense is the control."""
+    from diet.config.defaults import recover_defaults
+
+    def lora(seed):
+        return {**recover_defaults(), "seed": seed}
+
+    write(tmp_path, make_record("dense", 0.0, scores(0.60, 0.05), documents=DOCS, outcomes=outcomes(60)))
+    write(tmp_path, make_record("dense", 0.0, scores(0.62, 0.05), documents=DOCS, outcomes=outcomes(62),
+                                recover=lora(0)))
+    for seed, (pruned, recovered) in enumerate([(50, 54), (52, 58), (40, None)]):  # seed 2 not recovered
+        write(tmp_path, make_record("flap", 0.2, scores(pruned / 100, 0.05), seed=seed, documents=DOCS,
+                                    calib_source="c4", outcomes=outcomes(pruned)))
+        if recovered is not None:
+            write(tmp_path, make_record("flap", 0.2, scores(recovered / 100, 0.05), seed=seed, documents=DOCS,
+                                        calib_source="c4", outcomes=outcomes(recovered), recover=lora(seed)))
+    write(tmp_path, make_record("diet", 0.2, scores(0.60, 0.05), documents=DOCS, outcomes=outcomes(60)))
+    write(tmp_path, make_record("diet", 0.2, scores(0.61, 0.05), documents=DOCS, outcomes=outcomes(61),
+                                recover=lora(0)))
+    table = tables_by_name(tmp_path)["recovery__m__random100"]
+    data = table.data.set_index("method")
+    flap = data.loc["flap"]
+    assert (flap["variant"], flap["treatment"], flap["seeds"]) == ("calib.source=c4", "recover=lora", 2)
+    assert flap["untreated"] == pytest.approx(51) and flap["treated"] == pytest.approx(56)  # seed 2 left out
+    assert flap["gain_diff"] == pytest.approx(5) and flap["per_seed"] == "+4.0, +6.0"
+    assert flap["loss_untreated"] == pytest.approx(9) and flap["loss_treated"] == pytest.approx(4)
+    assert flap["recovered_fraction"] == pytest.approx(5 / 9)
+    assert data.loc["dense", "gain_diff"] == pytest.approx(2) and math.isnan(data.loc["dense", "loss_untreated"])
+    diet = data.loc["diet"]  # no loss to dense: nothing to recover a fraction of
+    assert diet["loss_untreated"] == pytest.approx(0) and math.isnan(diet["recovered_fraction"])
+    assert list(data.index) == ["dense", "diet", "flap"] and "3 comparisons" in " ".join(table.notes)
+    assert 0 < flap["gain_p_holm"] <= 1 and flap["gain_significant_holm"] == (flap["gain_p_holm"] < 0.05)
+
+
 def test_main_table_shows_the_lowest_seed_and_says_so(seeded):
     table = seeded["main__m__random100"]
     assert list(table.data["method"]) == ["dense", "diet", "flap"]

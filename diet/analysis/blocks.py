@@ -55,6 +55,11 @@ def treatment(run: dict[str, Any]) -> str:
                      if run[key] is not None and run[key] != DEFAULTS[key])
 
 
+def untreated_variant(run: dict[str, Any]) -> str:
+    """`variant` with the treatments left out: the settings of the untreated cell a treated run is read against."""
+    return variant({**run, **{key: None for key in TREATMENTS}})
+
+
 def variant(run: dict[str, Any]) -> str:
     """'' at the default settings, else the differing options ('method.vote.threshold=1, calib.n=6', then the
     method's own options, 'method.bias=False')."""

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from diet.analysis.blocks import (DEFAULTS, DIET_METHODS, LABELS, Block, blocks_from_frame, method_rank, row_key,
-                                  task_rank, treatment)
+                                  task_rank, treatment, untreated_variant)
 from diet.errors import DietConfigError
 from diet.methods import METHODS
 from diet.registry import Registry
@@ -95,9 +95,9 @@ def holm_columns(rows: list[dict[str, Any]], prefixes: Sequence[str]) -> int:
     return sum(not math.isnan(p) for p in adjusted)
 
 
-def holm_note(family: int) -> str:
-    return (f"p_holm: two-sided p of diff / se (normal), Holm-adjusted over the {family} comparisons of this table; "
-            f"significant_holm = p_holm < {ALPHA:g} (family-wise), the reading to quote")
+def holm_note(family: int, prefix: str = "") -> str:
+    return (f"{prefix}p_holm: two-sided p of {prefix}diff / se (normal), Holm-adjusted over the {family} comparisons "
+            f"of this table; {prefix}significant_holm = {prefix}p_holm < {ALPHA:g} (family-wise), the reading to quote")
 
 
 SIGNIFICANCE_NOTE = (f"significant = |diff| > {Z:g} se; paired: se from the per-document differences (both records "
@@ -436,14 +436,14 @@ def is_seeded(method: str) -> bool:
         return True
 
 
-def diet_minus(diet_runs: list[dict[str, Any]], other: str, runs: list[dict[str, Any]],
-               block: Block) -> dict[str, Any] | None:
-    """DIET minus `other`'s runs, paired per calibration seed (same documents), combined over seeds as in the
-    seeds table; None when no seed pairs. An unseeded method (dense, magnitude) is one run, compared with
-    every DIET seed; a seeded one only at the seeds both ran."""
+def minus_over_seeds(own_runs: list[dict[str, Any]], other: str, runs: list[dict[str, Any]],
+                     block: Block) -> dict[str, Any] | None:
+    """`own_runs` (DIET's, or a method recovered) minus method `other`'s runs, paired per calibration seed (same
+    documents), combined over seeds as in the seeds table; None when no seed pairs. An unseeded method (dense,
+    magnitude) is one run, compared with every seed of `own_runs`; a seeded one only at the seeds both ran."""
     by_seed = {run["seed"]: run for run in runs}
     single = runs[0] if len(runs) == 1 and not is_seeded(other) else None
-    pairs = [(run, by_seed.get(run["seed"], single)) for run in diet_runs]
+    pairs = [(run, by_seed.get(run["seed"], single)) for run in own_runs]
     pairs = [(a, b) for a, b in pairs if b is not None]
     # only the seeds where both runs have every accuracy task (a perplexity-only seed pairs with nothing)
     differences = [(a, b, compare(a, b, block.averaged)) for a, b in pairs]
@@ -507,7 +507,7 @@ def seed_differences_table(block: Block) -> Table | None:
         for sparsity, diet_runs in default_diet_runs(groups, treated).items():
             if other == "diet" or (other != "dense" and not same_budget(other, runs, sparsity, diet_runs)):
                 continue
-            difference_row = diet_minus(diet_runs, other, runs, block)
+            difference_row = minus_over_seeds(diet_runs, other, runs, block)
             if difference_row is not None:
                 rows.append({"method": "diet", "sparsity": sparsity, "diet_variant": treated, "vs": other,
                              "vs_variant": other_variant, "vs_sparsity": other_sparsity if compared_at(other) else None,
@@ -561,7 +561,7 @@ def protocols_table(block: Block) -> Table | None:
             continue
         scored = [score_columns(run, block) for run in runs]
         average = combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
-        versus = diet_minus(diet_by_sparsity[budget], method, runs, block)
+        versus = minus_over_seeds(diet_by_sparsity[budget], method, runs, block)
         if versus is None or math.isnan(average["mean"]):
             continue
         rows.append({"method": method, "sparsity": sparsity,
@@ -581,6 +581,61 @@ def protocols_table(block: Block) -> Table | None:
              *([block.first_n_note] if block.first_n_note else [])]
     return Table(f"protocols__{block.label}", _frame(rows), notes,
                  formats={"sparsity": "{:.2f}", "diet_minus": "{:+.1f}"}, group=common_group(block.runs))
+
+
+@TABLES.register("recovery")
+def recovery_table(block: Block) -> Table | None:
+    """Per method given a treatment (recover=lora), beside the same cell untreated, over the seeds of the treated
+    cell: both averages, the gain (paired per seed), the loss to the untuned dense model before and after, and the
+    recovered fraction of that loss. The dense model given the same treatment is the control row."""
+    groups = seed_groups(block)
+    untreated = {(method, sparsity, variant): runs for (method, sparsity, variant), runs in groups.items()
+                 if not treatment(runs[0])}
+    dense = [run for run in block.main if run["method"] == "dense"]
+    rows, used = [], []
+    for (method, sparsity, _), treated_runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
+        treated, base = treatment(treated_runs[0]), untreated_variant(treated_runs[0])
+        plain = untreated.get((method, sparsity, base)) if treated else None
+        gain = minus_over_seeds(treated_runs, method, plain, block) if plain else None
+        if gain is None:
+            continue
+        seeds = {run["seed"] for run in treated_runs}
+        plain = [run for run in plain if run["seed"] in seeds] or plain  # an unseeded method: its one run
+        averages = [combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
+                    for scored in ([score_columns(run, block) for run in runs] for runs in (plain, treated_runs))]
+        row = {"method": method, "sparsity": sparsity, "variant": base, "treatment": treated, "seeds": gain["seeds"],
+               "untreated": averages[0]["mean"], "untreated_se": averages[0]["se"],
+               "treated": averages[1]["mean"], "treated_se": averages[1]["se"],
+               "gain_diff": gain["diff"], "gain_diff_se": gain["diff_se"], "per_seed": gain["per_seed"]}
+        losses = [minus_over_seeds(runs, "dense", dense, block) if dense and method != "dense" else None
+                  for runs in (plain, treated_runs)]
+        for name, loss in zip(("loss_untreated", "loss_treated"), losses):
+            row.update({name: -loss["diff"], f"{name}_se": loss["diff_se"]} if loss else
+                       {name: math.nan, f"{name}_se": math.nan})
+        clear = losses[0] is not None and -losses[0]["diff"] > Z * losses[0]["diff_se"]  # a loss to divide by
+        row["recovered_fraction"] = gain["diff"] / -losses[0]["diff"] if clear else math.nan
+        row["config_hash"] = ",".join(run["config_hash"] for run in treated_runs)
+        rows.append(row)
+        used += treated_runs
+    if not rows:
+        return None
+    family = holm_columns(rows, ("gain_",))
+    order = ["method", "sparsity", "variant", "treatment", "seeds", "untreated", "untreated_se", "treated",
+             "treated_se", "gain_diff", "gain_diff_se", "gain_p_holm", "gain_significant_holm", "per_seed",
+             "loss_untreated", "loss_untreated_se", "loss_treated", "loss_treated_se", "recovered_fraction",
+             "config_hash"]
+    frame = _frame([{column: row.get(column) for column in order} for row in rows], drop_empty=("variant",))
+    notes = [f"untreated / treated: the {len(block.averaged)}-task average without and with the treatment, mean over "
+             "the treated cell's calibration seeds ± combined se (as in seeds__*); gain_diff = treated minus untreated, "
+             "paired per seed on the same documents, then combined over seeds",
+             holm_note(family, "gain_"),
+             "loss_*: the untuned dense model minus the row, paired per seed (dense: one run); recovered_fraction = "
+             f"gain_diff / loss_untreated, a ratio of two noisy differences to read with their se, shown only where "
+             f"loss_untreated > {Z:g} se; the dense row given the same treatment is the control (how much the "
+             "treatment moves the unpruned model)",
+             *([block.first_n_note] if block.first_n_note else [])]
+    formats = {"sparsity": "{:.2f}", "gain_diff": "{:+.1f}", "gain_p_holm": "{:.3f}", "recovered_fraction": "{:.2f}"}
+    return Table(f"recovery__{block.label}", frame, notes, formats, group=common_group(used))
 
 
 def build_tables(frame: pd.DataFrame) -> list[Table]:

@@ -24,7 +24,8 @@ class KVGroups(Dimension):
         return adapter_for(model).kv_head_counts()
 
     def entry_costs(self, model: nn.Module) -> list[int]:
-        adapter, head_dim = adapter_for(model), adapter_for(model).head_dim()
+        adapter = adapter_for(model)
+        head_dim = adapter.head_dim()
         costs = []
         for layer in range(adapter.num_layers()):
             a = adapter.attention(layer)

@@ -38,27 +38,35 @@ from diet.models.adapters import adapter_for
 from diet.prune.modules import empty_linear, module_names, replace_module, slice_linear
 
 
+def _per_layer_masks(keep: Sequence[torch.Tensor], counts: Sequence[int], what: str, unit: str) -> list[torch.Tensor]:
+    """The checks every per-layer mask shares: one mask per decoder layer, each a 1-D bool tensor of the layer's
+    count of `unit`; returns them on the CPU. Each mask kind adds its own rule after this."""
+    if len(keep) != len(counts):
+        raise DietConfigError(f"{what} mask has {len(keep)} layers but the model has {len(counts)} decoder layers")
+    masks = []
+    for index, (mask, count) in enumerate(zip(keep, counts)):
+        mask = torch.as_tensor(mask).detach().to("cpu")
+        if mask.dtype != torch.bool or mask.dim() != 1 or mask.numel() != count:
+            raise DietConfigError(
+                f"{what} mask of layer {index} must be a 1-D bool tensor of length {count} (the layer's {unit}, "
+                f"True = keep), got dtype {mask.dtype}, shape {tuple(mask.shape)}"
+            )
+        masks.append(mask)
+    return masks
+
+
 def check_head_mask(model: nn.Module, keep: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Validate a per-layer query-head mask against the model and the GQA rule; return bool tensors."""
     adapter = adapter_for(model)
     counts, kv_counts = adapter.head_counts(), adapter.kv_head_counts()
-    if len(keep) != len(counts):
-        raise DietConfigError(f"head mask has {len(keep)} layers but the model has {len(counts)} decoder layers")
-    masks = []
-    for index, (mask, heads, kv) in enumerate(zip(keep, counts, kv_counts)):
-        mask = torch.as_tensor(mask).detach().to("cpu")
-        if mask.dtype != torch.bool or mask.dim() != 1 or mask.numel() != heads:
-            raise DietConfigError(
-                f"head mask of layer {index} must be a 1-D bool tensor of length {heads} (the layer's query "
-                f"heads, True = keep), got dtype {mask.dtype}, shape {tuple(mask.shape)}"
-            )
+    masks = _per_layer_masks(keep, counts, "head", "query heads")
+    for index, (mask, heads, kv) in enumerate(zip(masks, counts, kv_counts)):
         per_group = mask.view(kv, heads // kv).sum(dim=1)
         if bool((per_group != per_group[0]).any()) or int(per_group[0]) == 0:
             raise DietConfigError(
                 f"head mask of layer {index} keeps {per_group.tolist()} query heads in its {kv} KV groups: "
                 f"grouped-query attention needs the same number (>= 1) in every group"
             )
-        masks.append(mask)
     return masks
 
 
@@ -110,18 +118,28 @@ def _slice_attention(model: nn.Module, kept: dict[int, tuple[torch.Tensor, torch
 def zero_attention_heads(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.Module:
     """The masked equivalent of `prune_attention_heads`: zero the removed heads' q_proj rows and o_proj
     columns, in place (the o_proj columns alone already silence a head; zeroing q too keeps it inert)."""
-    masks = check_head_mask(model, keep)
+    _zero_attention(model, {layer: (mask, None) for layer, mask in enumerate(check_head_mask(model, keep))})
+    return model
+
+
+def _zero_attention(model: nn.Module, kept: dict[int, tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+    """`_slice_attention`'s masked twin: zero the q rows (and bias) and o columns of the heads not kept, and the
+    k/v rows (and bias) of the KV heads not kept where given; shapes and head counts stay."""
     adapter = adapter_for(model)
     head_dim = adapter.head_dim()
     with torch.no_grad():
-        for layer, mask in enumerate(masks):
+        for layer, (heads, kv_heads) in kept.items():
             attn = adapter.attention(layer)
-            drop = ~mask.repeat_interleave(head_dim).to(attn.q.weight.device)
-            attn.q.weight[drop] = 0
-            if attn.q.bias is not None:
-                attn.q.bias[drop] = 0
+            drop = ~heads.repeat_interleave(head_dim).to(attn.q.weight.device)
+            rows = [(attn.q, drop)]
+            if kv_heads is not None:
+                groups = ~kv_heads.repeat_interleave(head_dim).to(attn.k.weight.device)
+                rows += [(attn.k, groups), (attn.v, groups)]
+            for linear, dropped in rows:
+                linear.weight[dropped] = 0
+                if linear.bias is not None:
+                    linear.bias[dropped] = 0
             attn.o.weight[:, drop] = 0
-    return model
 
 
 def resize_attention_heads(model: nn.Module, heads: Sequence[int]) -> nn.Module:
@@ -145,17 +163,10 @@ def resize_attention_heads(model: nn.Module, heads: Sequence[int]) -> nn.Module:
 def check_kv_group_mask(model: nn.Module, keep: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Validate a per-layer KV-group mask (one entry per KV head, True = keep, at least one kept)."""
     counts = adapter_for(model).kv_head_counts()
-    if len(keep) != len(counts):
-        raise DietConfigError(f"KV-group mask has {len(keep)} layers but the model has {len(counts)} decoder layers")
-    masks = []
-    for index, (mask, kv) in enumerate(zip(keep, counts)):
-        mask = torch.as_tensor(mask).detach().to("cpu")
-        if mask.dtype != torch.bool or mask.dim() != 1 or mask.numel() != kv:
-            raise DietConfigError(f"KV-group mask of layer {index} must be a 1-D bool tensor of length {kv} (the "
-                                  f"layer's KV heads, True = keep), got dtype {mask.dtype}, shape {tuple(mask.shape)}")
+    masks = _per_layer_masks(keep, counts, "KV-group", "KV heads")
+    for index, (mask, kv) in enumerate(zip(masks, counts)):
         if not bool(mask.any()):
             raise DietConfigError(f"KV-group mask of layer {index} removes all {kv} KV groups: keep at least one")
-        masks.append(mask)
     return masks
 
 
@@ -164,13 +175,17 @@ def _group_heads(mask: torch.Tensor, size: int) -> torch.Tensor:
     return mask.repeat_interleave(size)
 
 
+def _kv_group_heads(model: nn.Module, masks: list[torch.Tensor]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer: (the query heads of the kept groups, the kept KV heads), for the layers that lose a group."""
+    adapter = adapter_for(model)
+    return {layer: (_group_heads(mask, adapter.num_heads(layer) // int(mask.numel())), mask)
+            for layer, mask in enumerate(masks) if not bool(mask.all())}
+
+
 def prune_kv_groups(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.Module:
     """Physically remove the KV groups `keep` marks False, in place: k_proj / v_proj rows of the KV head, q_proj
     rows and o_proj columns of its query heads (q_norm / k_norm act on head_dim and stay); returns `model`."""
-    masks = check_kv_group_mask(model, keep)
-    adapter = adapter_for(model)
-    _slice_attention(model, {layer: (_group_heads(mask, adapter.num_heads(layer) // int(mask.numel())), mask)
-                             for layer, mask in enumerate(masks) if not bool(mask.all())})
+    _slice_attention(model, _kv_group_heads(model, check_kv_group_mask(model, keep)))
     return model
 
 
@@ -178,20 +193,7 @@ def zero_kv_groups(model: nn.Module, keep: Sequence[torch.Tensor]) -> nn.Module:
     """The masked equivalent of `prune_kv_groups`: zero the removed groups' query heads (q_proj rows, o_proj
     columns) and k_proj / v_proj rows, in place. A group whose o_proj columns are zero writes nothing, as if
     removed (its queries meet zero keys and zero values: its output is zero)."""
-    masks = check_kv_group_mask(model, keep)
-    adapter = adapter_for(model)
-    head_dim = adapter.head_dim()
-    with torch.no_grad():
-        for layer, mask in enumerate(masks):
-            attn = adapter.attention(layer)
-            size = adapter.num_heads(layer) // int(mask.numel())
-            heads = ~_group_heads(mask, size).repeat_interleave(head_dim).to(attn.q.weight.device)
-            groups = ~mask.repeat_interleave(head_dim).to(attn.k.weight.device)
-            for linear, drop in ((attn.q, heads), (attn.k, groups), (attn.v, groups)):
-                linear.weight[drop] = 0
-                if linear.bias is not None:
-                    linear.bias[drop] = 0
-            attn.o.weight[:, heads] = 0
+    _zero_attention(model, _kv_group_heads(model, check_kv_group_mask(model, keep)))
     return model
 
 
