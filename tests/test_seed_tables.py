@@ -109,10 +109,11 @@ def test_recovery_table_reads_each_recovered_cell_against_itself_untreated_and_d
                                 recover=lora(0)))
     for seed, (pruned, recovered) in enumerate([(50, 54), (52, 58), (40, None)]):  # seed 2 not recovered
         write(tmp_path, make_record("flap", 0.2, scores(pruned / 100, 0.05), seed=seed, documents=DOCS,
-                                    calib_source="c4", outcomes=outcomes(pruned)))
+                                    calib_source="c4", outcomes=outcomes(pruned), params_removed=0.13))
         if recovered is not None:
             write(tmp_path, make_record("flap", 0.2, scores(recovered / 100, 0.05), seed=seed, documents=DOCS,
-                                        calib_source="c4", outcomes=outcomes(recovered), recover=lora(seed)))
+                                        calib_source="c4", outcomes=outcomes(recovered), recover=lora(seed),
+                                        params_removed=0.13))
     write(tmp_path, make_record("diet", 0.2, scores(0.60, 0.05), documents=DOCS, outcomes=outcomes(60)))
     write(tmp_path, make_record("diet", 0.2, scores(0.61, 0.05), documents=DOCS, outcomes=outcomes(61),
                                 recover=lora(0)))
@@ -124,6 +125,9 @@ def test_recovery_table_reads_each_recovered_cell_against_itself_untreated_and_d
     assert flap["gain_diff"] == pytest.approx(5) and flap["per_seed"] == "+4.0, +6.0"
     assert flap["loss_untreated"] == pytest.approx(9) and flap["loss_treated"] == pytest.approx(4)
     assert flap["recovered_fraction"] == pytest.approx(5 / 9)
+    # sparsity three ways: the merged adapters change no count
+    assert (flap["actual"], flap["non_embedding"], flap["total"]) == pytest.approx((0.2, 0.13, 0.065))
+    assert any(note.startswith("actual: fraction of the pruned dimension") for note in table.notes)
     assert data.loc["dense", "gain_diff"] == pytest.approx(2) and math.isnan(data.loc["dense", "loss_untreated"])
     diet = data.loc["diet"]  # no loss to dense: nothing to recover a fraction of
     assert diet["loss_untreated"] == pytest.approx(0) and math.isnan(diet["recovered_fraction"])

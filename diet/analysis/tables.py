@@ -169,7 +169,8 @@ def _frame(rows: list[dict[str, Any]], drop_empty: tuple[str, ...] = ()) -> pd.D
 # What a row removed, three ways (mean over its runs: the seeds of one setting remove the same counts)
 REMOVED_NOTE = ("actual: fraction of the pruned dimension removed (MLP channels where they are pruned); non_embedding "
                 "/ total: fraction of the non-embedding / of all parameters removed")
-REMOVED_FORMATS = {"actual": "{:.3f}", "non_embedding": "{:.3f}", "total": "{:.3f}"}
+REMOVED_COLUMNS = ("actual", "non_embedding", "total")
+REMOVED_FORMATS = {column: "{:.3f}" for column in REMOVED_COLUMNS}
 
 
 def removed_columns(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -387,6 +388,11 @@ def combine_seeds(values: list[float], doc_ses: list[float]) -> dict[str, float]
             "seeds": count}
 
 
+def average_over_seeds(scored: list[dict[str, Any]]) -> dict[str, float]:
+    """The task average of one setting's runs (their score_columns): mean over seeds ± combined se."""
+    return combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
+
+
 @TABLES.register("seeds")
 def seeds_table(block: Block) -> Table | None:
     """Per (method, sparsity, variant): the mean over calibration seeds with the spread across them."""
@@ -406,7 +412,7 @@ def seeds_table(block: Block) -> Table | None:
             if block.is_perplexity(task):  # no document se: the spread across seeds is its only uncertainty
                 row[f"{task}_sd_seeds"] = combined["sd"]
         if block.averaged:
-            average = combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
+            average = average_over_seeds(scored)
             averages = [s["average"] for s in scored if not math.isnan(s["average"])]
             row.update(average=average["mean"], average_se=average["se"], sd_seeds=average["sd"],
                        se_documents=average["se_documents"], lowest=min(averages, default=math.nan),
@@ -559,8 +565,7 @@ def protocols_table(block: Block) -> Table | None:
         if method in ("diet", "dense") or budget is None or source is None \
                 or variant not in ("", f"{LABELS['calib_source']}={source}"):
             continue
-        scored = [score_columns(run, block) for run in runs]
-        average = combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
+        average = average_over_seeds([score_columns(run, block) for run in runs])
         versus = minus_over_seeds(diet_by_sparsity[budget], method, runs, block)
         if versus is None or math.isnan(average["mean"]):
             continue
@@ -601,9 +606,9 @@ def recovery_table(block: Block) -> Table | None:
             continue
         seeds = {run["seed"] for run in treated_runs}
         plain = [run for run in plain if run["seed"] in seeds] or plain  # an unseeded method: its one run
-        averages = [combine_seeds([s["average"] for s in scored], [s["average_se"] for s in scored])
-                    for scored in ([score_columns(run, block) for run in runs] for runs in (plain, treated_runs))]
+        averages = [average_over_seeds([score_columns(run, block) for run in runs]) for runs in (plain, treated_runs)]
         row = {"method": method, "sparsity": sparsity, "variant": base, "treatment": treated, "seeds": gain["seeds"],
+               **removed_columns(treated_runs),  # recovery merges its adapters: the same counts as untreated
                "untreated": averages[0]["mean"], "untreated_se": averages[0]["se"],
                "treated": averages[1]["mean"], "treated_se": averages[1]["se"],
                "gain_diff": gain["diff"], "gain_diff_se": gain["diff_se"], "per_seed": gain["per_seed"]}
@@ -620,7 +625,7 @@ def recovery_table(block: Block) -> Table | None:
     if not rows:
         return None
     family = holm_columns(rows, ("gain_",))
-    order = ["method", "sparsity", "variant", "treatment", "seeds", "untreated", "untreated_se", "treated",
+    order = ["method", "sparsity", "variant", "treatment", "seeds", *REMOVED_COLUMNS, "untreated", "untreated_se", "treated",
              "treated_se", "gain_diff", "gain_diff_se", "gain_p_holm", "gain_significant_holm", "per_seed",
              "loss_untreated", "loss_untreated_se", "loss_treated", "loss_treated_se", "recovered_fraction",
              "config_hash"]
@@ -628,13 +633,13 @@ def recovery_table(block: Block) -> Table | None:
     notes = [f"untreated / treated: the {len(block.averaged)}-task average without and with the treatment, mean over "
              "the treated cell's calibration seeds ± combined se (as in seeds__*); gain_diff = treated minus untreated, "
              "paired per seed on the same documents, then combined over seeds",
-             holm_note(family, "gain_"),
+             holm_note(family, "gain_"), REMOVED_NOTE,
              "loss_*: the untuned dense model minus the row, paired per seed (dense: one run); recovered_fraction = "
              f"gain_diff / loss_untreated, a ratio of two noisy differences to read with their se, shown only where "
              f"loss_untreated > {Z:g} se; the dense row given the same treatment is the control (how much the "
              "treatment moves the unpruned model)",
              *([block.first_n_note] if block.first_n_note else [])]
-    formats = {"sparsity": "{:.2f}", "gain_diff": "{:+.1f}", "gain_p_holm": "{:.3f}", "recovered_fraction": "{:.2f}"}
+    formats = {"sparsity": "{:.2f}", **REMOVED_FORMATS, "gain_diff": "{:+.1f}", "gain_p_holm": "{:.3f}", "recovered_fraction": "{:.2f}"}
     return Table(f"recovery__{block.label}", frame, notes, formats, group=common_group(used))
 
 
