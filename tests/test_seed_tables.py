@@ -190,19 +190,42 @@ def test_a_method_read_at_its_parameter_count_is_compared_where_it_removes_as_ma
     non-embedding parameters, within a hundredth of DIET's 14.12% at 0.2, and is read against it; its 0.2 run adds
     parameters and is read against nothing."""
     write(tmp_path, make_record("dense", 0.0, scores(0.60, 0.05), documents=DOCS, outcomes=outcomes(60)))
-    for seed, (d, matched, knob) in enumerate([(55, 49, 51), (57, 50, 52)]):
+    sliced = {"documents": DOCS, "dims": "hidden", "sparsity_of": "dim"}  # as run_cell records it: its one dims
+    for seed, (d, matched, same_tokens, knob) in enumerate([(55, 49, 52, 51), (57, 50, 54, 52)]):
         write(tmp_path, make_record("diet", 0.2, scores(d / 100, 0.05), seed=seed, documents=DOCS,
                                     outcomes=outcomes(d), params_removed=0.1412))
-        write(tmp_path, make_record("slicegpt", 0.425, scores(matched / 100, 0.05), seed=seed, documents=DOCS,
+        write(tmp_path, make_record("slicegpt", 0.425, scores(matched / 100, 0.05), seed=seed, **sliced,
                                     calib_source="wikitext2_test", outcomes=outcomes(matched), actual=0.425,
                                     params_removed=0.1395))
-        write(tmp_path, make_record("slicegpt", 0.2, scores(knob / 100, 0.05), seed=seed, documents=DOCS,
+        write(tmp_path, make_record("slicegpt", 0.425, scores(same_tokens / 100, 0.05), seed=seed, **sliced,
+                                    calib_source="tasks", outcomes=outcomes(same_tokens), actual=0.425,
+                                    params_removed=0.1395))
+        write(tmp_path, make_record("slicegpt", 0.2, scores(knob / 100, 0.05), seed=seed, **sliced,
                                     calib_source="wikitext2_test", outcomes=outcomes(knob), actual=0.2,
                                     params_removed=-0.0833))
-    data = tables_by_name(tmp_path)["seed_differences__m__random100"].data
-    sliced = data[data["vs"] == "slicegpt"]
-    assert len(sliced) == 1 and float(sliced["vs_sparsity"].iloc[0]) == 0.425
-    assert sliced["per_seed"].iloc[0] == "+6.0, +7.0"
+    tables = tables_by_name(tmp_path)
+    data = tables["seed_differences__m__random100"].data
+    sliced = data[data["vs"] == "slicegpt"].set_index("vs_variant")
+    assert list(sliced["vs_sparsity"].astype(float)) == [0.425, 0.425]
+    assert sliced.loc["dims=hidden, calib.source=wikitext2_test", "per_seed"] == "+6.0, +7.0"
+    assert sliced.loc["dims=hidden", "per_seed"] == "+3.0, +3.0"
+    # hidden is SliceGPT's only dims, so calib.source is its one choice: both protocols are rows, the 0.2 knob none
+    protocols = tables["protocols__m__random100"].data.set_index("protocol")
+    assert list(protocols["method"]) == ["slicegpt", "slicegpt"]
+    assert protocols.loc["published: wikitext2_test", "per_seed"] == "+6.0, +7.0"
+    assert protocols.loc["same tokens (DIET's task samples)", "per_seed"] == "+3.0, +3.0"
+
+
+def test_protocols_table_leaves_out_a_run_with_another_option_off_its_defaults(tmp_path):
+    """A dims the method chose among several (DIET-style `dims=hidden` on FLAP's MLP channels would fail in
+    validation, so: a calibration option) makes a run a variant, not a protocol."""
+    write(tmp_path, make_record("diet", 0.2, scores(0.55, 0.05), documents=DOCS, outcomes=outcomes(55)))
+    write(tmp_path, make_record("flap", 0.2, scores(0.50, 0.05), documents=DOCS, calib_source="c4",
+                                outcomes=outcomes(50)))
+    write(tmp_path, make_record("flap", 0.2, scores(0.48, 0.05), documents=DOCS, calib_source="c4",
+                                exclude_bos=True, outcomes=outcomes(48)))
+    protocols = tables_by_name(tmp_path)["protocols__m__random100"].data
+    assert list(protocols["per_seed"]) == ["+5.0"]
 
 
 def test_protocols_table_sets_each_baseline_on_both_protocols_beside_diet(seeded):

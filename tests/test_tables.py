@@ -51,6 +51,7 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
                 scope: str = "layer", merge: str = "vote", group: str | None = None, n: int = 100,
                 finished_at: str = "2026-01-01T00:00:00+00:00", mask: dict[str, Any] | None = None,
                 config_hash: str | None = None, profiled: list[str] | None = None, dims: str | None = None,
+                sparsity_of: str | None = None,
                 params_removed: float | None = None, task_sets: dict[str, list[str]] | None = None,
                 outcomes: dict[str, str] | None = None, docs: str = "d", seed: int = 0,
                 calib_source: str | None = None, documents: str | None = None,
@@ -75,14 +76,16 @@ def make_record(method: str, sparsity: float, scores: dict[str, tuple[float, flo
         config["calib"]["source"] = calib_source
     if exclude_bos:
         config["calib"]["exclude_bos"] = True
-    if dims is not None:  # an equal-parameter-budget dims comparison (experiment=ablation_dims_local)
-        config.update(dims=dims, sparsity_of="params")
+    # default: an equal-parameter-budget dims comparison (experiment=ablation_dims_local)
+    sparsity_of = sparsity_of or ("params" if dims else "dim")
+    if dims is not None:
+        config.update(dims=dims, sparsity_of=sparsity_of)
     evaluation = dict(config["eval"])
     if documents and documents.startswith("random"):  # a random sample is its own cell (diet.config.identity)
         evaluation["docs"] = {"random_seed": 0}
     generic = calib_source is not None and calib_source != "tasks" and method in CALIB_SOURCE
     built = {  # as diet.methods.inputs builds them, in their identity form
-        "target": {"sparsity": sparsity, "dims": dims or "mlp", "of": "params" if dims else "dim"},
+        "target": {"sparsity": sparsity, "dims": dims or "mlp", "of": sparsity_of},
         "calibration": ({"file_sha256": "f", "layout": "documents", "windows": 128, "window_length": 128,
                          "seed": seed, "add_bos_token": True, "exclude_bos": exclude_bos} if generic else
                         {"tasks": list(profiled if profiled is not None else scores), "n": calib_n,

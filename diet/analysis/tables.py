@@ -16,6 +16,7 @@ import pandas as pd
 
 from diet.analysis.blocks import (DEFAULTS, DIET_METHODS, LABELS, Block, blocks_from_frame, method_rank, row_key,
                                   task_rank, treatment, untreated_variant)
+from diet.analysis.blocks import variant as variant_of
 from diet.errors import DietConfigError
 from diet.methods import METHODS
 from diet.registry import Registry
@@ -549,6 +550,14 @@ def seed_differences_table(block: Block) -> Table | None:
 SAME_TOKENS = "same tokens (DIET's task samples)"
 
 
+def _calibration_only(run: dict[str, Any]) -> bool:
+    """Whether calib.source is the run's one option off the defaults. A `dims` its method admits alone
+    (SliceGPT's hidden width) is not a choice, so it does not make the run a variant here."""
+    own = METHODS.get(run["method"]).dims if run["method"] in METHODS else ()
+    unchosen = {"calib_source": None, **({"dims": None} if own == (run["dims"],) else {})}
+    return variant_of({**run, **unchosen}) == ""
+
+
 @TABLES.register("protocols")
 def protocols_table(block: Block) -> Table | None:
     """Each calibrated baseline on its published protocol (generic text: any calib.source but the task
@@ -558,12 +567,11 @@ def protocols_table(block: Block) -> Table | None:
     groups = seed_groups(block)
     diet_by_sparsity = default_diet_runs(groups)
     rows = []
-    for (method, sparsity, variant), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
+    for (method, sparsity, _), runs in sorted(groups.items(), key=lambda kv: row_key(kv[1][0])):
         source = runs[0]["calib_source"]
         budget = next((at for at, diet_runs in diet_by_sparsity.items()
                        if same_budget(method, runs, at, diet_runs)), None)
-        if method in ("diet", "dense") or budget is None or source is None \
-                or variant not in ("", f"{LABELS['calib_source']}={source}"):
+        if method in ("diet", "dense") or budget is None or source is None or not _calibration_only(runs[0]):
             continue
         average = average_over_seeds([score_columns(run, block) for run in runs])
         versus = minus_over_seeds(diet_by_sparsity[budget], method, runs, block)
