@@ -217,8 +217,8 @@ def test_a_method_read_at_its_parameter_count_is_compared_where_it_removes_as_ma
 
 
 def test_protocols_table_leaves_out_a_run_with_another_option_off_its_defaults(tmp_path):
-    """A dims the method chose among several (DIET-style `dims=hidden` on FLAP's MLP channels would fail in
-    validation, so: a calibration option) makes a run a variant, not a protocol."""
+    """Only a dims its method admits alone is set aside: any other option off its defaults (here
+    calib.exclude_bos) makes a run a variant, not a protocol row."""
     write(tmp_path, make_record("diet", 0.2, scores(0.55, 0.05), documents=DOCS, outcomes=outcomes(55)))
     write(tmp_path, make_record("flap", 0.2, scores(0.50, 0.05), documents=DOCS, calib_source="c4",
                                 outcomes=outcomes(50)))
